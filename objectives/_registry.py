@@ -1,0 +1,74 @@
+"""The task registry: one entry per searchable task (``numpy-mlp``, later ``mynet``, ``finetune``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from spaces import Space
+
+__all__ = ["Task", "TaskError", "get_task", "register", "task_names"]
+
+
+class TaskError(ValueError):
+    """An unknown task name."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """Everything the study engine needs to search one task.
+
+    Args:
+        name: The CLI name, e.g. ``"numpy-mlp"``.
+        space: The default search space.
+        metric: Name of the objective value, e.g. ``"val_error"``.
+        direction: ``"minimize"`` or ``"maximize"``.
+        load_data: ``(data_path, settings) -> data``; called once per worker. ``data`` must have
+            ``source`` and ``fingerprint`` attributes.
+        objective: ``(trial, data, space, checkpoint_dir) -> value``; reports every epoch, raises
+            ``optuna.TrialPruned`` when told, writes the best epoch's checkpoint into ``checkpoint_dir``
+            and names it in the trial's ``checkpoint`` user attribute.
+        evaluate: ``(trial, checkpoint_path, data_path, settings) -> dict`` of test-split figures.
+        max_epochs: ``space -> int``, the largest epoch count a trial can report (pruners' budget).
+    """
+
+    name: str
+    space: Space
+    metric: str
+    direction: str
+    load_data: Callable[[str | None, dict[str, Any]], Any]
+    objective: Callable[[optuna.Trial, Any, Space, Path], float]
+    evaluate: Callable[[optuna.trial.FrozenTrial, Path, str | None, dict[str, Any]], dict[str, Any]]
+    max_epochs: Callable[[Space], int]
+
+
+_TASKS: dict[str, Task] = {}
+
+
+def register(task: Task) -> Task:
+    """Add ``task`` to the registry; a second task of the same name is an error."""
+    if task.name in _TASKS:
+        raise ValueError(f"task {task.name!r} is already registered")
+    _TASKS[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    """The task called ``name``.
+
+    Raises:
+        TaskError: naming the valid tasks.
+    """
+    try:
+        return _TASKS[name]
+    except KeyError:
+        raise TaskError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(_TASKS))}") from None
+
+
+def task_names() -> list[str]:
+    """Names of all registered tasks."""
+    return sorted(_TASKS)

@@ -1,0 +1,106 @@
+"""The NumPy MLP's search space (lab Part 1: MNIST 4 vs 9 with Linear/ReLU/Sigmoid layers)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import optuna
+
+from ._space import Choice, FloatRange, IntRange, Param, Space
+
+__all__ = ["NumpyMLPConfig", "SPACE", "suggest"]
+
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu")
+INITS = ("lab", "he", "xavier")
+LOSSES = ("se", "bce")
+
+
+def _check_classes(value: Any) -> str | None:
+    ok = (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 9 for v in value)
+        and value[0] != value[1]
+    )
+    return None if ok else "must be two distinct digits 0-9, e.g. [4, 9]"
+
+
+def _check_fraction(value: Any) -> str | None:
+    ok = isinstance(value, float | int) and not isinstance(value, bool) and 0.05 <= value <= 0.5
+    return None if ok else "must be a number in [0.05, 0.5]"
+
+
+SPACE = Space(
+    "numpy-mlp",
+    [
+        Param("depth", "int", IntRange(0, 3), bounds=(0, 3), doc="hidden layers"),
+        Param("width", "int", IntRange(16, 512, log=True), bounds=(1, 8192), doc="units per hidden layer"),
+        Param("activation", "choice", Choice(ACTIVATIONS), allowed=ACTIVATIONS, doc="hidden non-linearity"),
+        Param("init", "choice", Choice(INITS), allowed=INITS, doc="weight initialisation"),
+        Param("loss", "choice", Choice(LOSSES), allowed=LOSSES, doc="squared error or binary cross-entropy"),
+        Param("lr", "float", FloatRange(1e-3, 1.0, log=True), bounds=(1e-8, 1e3), doc="learning rate"),
+        Param("momentum", "float", FloatRange(0.0, 0.95), bounds=(0.0, 0.999), doc="SGD momentum"),
+        Param("batch_size", "int", Choice((16, 32, 64, 128)), bounds=(1, 65536), doc="minibatch size"),
+        Param("weight_decay", "float", FloatRange(1e-6, 1e-2, log=True), bounds=(0.0, 1.0), doc="L2 on W"),
+        Param("lr_decay", "float", FloatRange(0.9, 1.0), bounds=(0.01, 1.0), doc="lr factor per epoch"),
+        Param("epochs", "int", 40, bounds=(1, 10000), doc="training epochs (the pruning budget)"),
+        Param("augment_shift", "int", IntRange(0, 2), bounds=(0, 4), doc="random image shift, pixels"),
+        Param("dtype", "choice", "float32", allowed=("float32", "float64"), doc="floating-point precision"),
+        Param("classes", "setting", [4, 9], check=_check_classes, doc="the two digits told apart"),
+        Param(
+            "val_fraction",
+            "setting",
+            0.2,
+            check=_check_fraction,
+            doc="share of training images for validation",
+        ),
+    ],
+)
+
+
+@dataclass(frozen=True)
+class NumpyMLPConfig:
+    """One trial's configuration of the NumPy MLP."""
+
+    widths: tuple[int, ...]
+    activation: str
+    init: str
+    loss: str
+    lr: float
+    momentum: float
+    batch_size: int
+    weight_decay: float
+    lr_decay: float
+    epochs: int
+    augment_shift: int
+    dtype: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (stored as the trial's ``config`` attribute)."""
+        return {**asdict(self), "widths": list(self.widths)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NumpyMLPConfig:
+        """Rebuild a config stored by :meth:`to_dict`."""
+        return cls(**{**data, "widths": tuple(data["widths"])})
+
+
+def suggest(trial: optuna.Trial, space: Space = SPACE) -> NumpyMLPConfig:
+    """Draw one configuration; hidden widths are conditional on the drawn depth."""
+    depth = space.suggest(trial, "depth")
+    widths = tuple(space.suggest(trial, "width", name=f"width_{i + 1}") for i in range(depth))
+    return NumpyMLPConfig(
+        widths=widths,
+        activation=space.suggest(trial, "activation"),
+        init=space.suggest(trial, "init"),
+        loss=space.suggest(trial, "loss"),
+        lr=space.suggest(trial, "lr"),
+        momentum=space.suggest(trial, "momentum"),
+        batch_size=space.suggest(trial, "batch_size"),
+        weight_decay=space.suggest(trial, "weight_decay"),
+        lr_decay=space.suggest(trial, "lr_decay"),
+        epochs=space.suggest(trial, "epochs"),
+        augment_shift=space.suggest(trial, "augment_shift"),
+        dtype=space.suggest(trial, "dtype"),
+    )

@@ -1,0 +1,154 @@
+"""The real ``rpztune`` command, run in subprocesses against a real SQLite file and the real data."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+RPZTUNE = [sys.executable, "-m", "search.cli"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def rpztune(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [*RPZTUNE, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"rpztune {args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def trial_states(db: Path) -> list[str]:
+    with sqlite3.connect(db) as connection:
+        return [row[0] for row in connection.execute("SELECT state FROM trials ORDER BY number")]
+
+
+@pytest.fixture(scope="module")
+def study_dir(data_dir, tmp_path_factory) -> Path:
+    """A study of 8 trials run by the real command, then resumed with 4 more."""
+    work = tmp_path_factory.mktemp("study")
+    common = ["--data", str(data_dir), "--seed", "3", "--set", "epochs=8", "--quiet"]
+    rpztune("run", "numpy-mlp", "--trials", "8", *common, cwd=work)
+    assert len(trial_states(work / "studies.db")) == 8
+    resumed = rpztune("run", "numpy-mlp", "--trials", "4", *common, cwd=work)
+    assert "4 new trials" in resumed.stdout
+    return work
+
+
+def test_run_persists_and_resume_adds_trials(study_dir) -> None:
+    states = trial_states(study_dir / "studies.db")
+    assert len(states) == 12
+    assert "RUNNING" not in states
+    assert "COMPLETE" in states
+    with sqlite3.connect(study_dir / "studies.db") as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_status_lists_counts_and_best(study_dir) -> None:
+    out = rpztune("status", cwd=study_dir).stdout
+    assert "numpy-mlp" in out and "val_error" in out
+    header, row = out.splitlines()[:2]
+    fields = dict(zip(header.split(), row.split(), strict=False))
+    assert int(fields["trials"]) == 12
+    assert int(fields["complete"]) + int(fields["pruned"]) + int(fields["fail"]) == 12
+
+
+def test_export_writes_lab_files_and_numpy_nn_runs_standalone(study_dir, data_dir, tmp_path) -> None:
+    out = tmp_path / "export"
+    printed = rpztune("export", "--study", "numpy-mlp", "--out", str(out), cwd=study_dir).stdout
+    for name in (
+        "numpy_nn.py",
+        "numpy_nn_weights.npz",
+        "numpy_nn_training.png",
+        "numpy_nn_classification.png",
+    ):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+        assert name in printed
+    assert (out / "numpy_nn_training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    winner = json.loads((out / "winner.json").read_text())
+
+    # The exported file needs only numpy: run it isolated (-I: no PYTHONPATH, no rpztune) on the test split.
+    images = np.load(data_dir / "mnist" / "full-mnist.npz")
+    keep = np.isin(images["y_test"], (4, 9))
+    np.savez(tmp_path / "test.npz", x=images["x_test"][keep].reshape(-1, 784), y=images["y_test"][keep] == 9)
+    script = (
+        "import sys\n"
+        "class Block:  # rpztune's packages must not be importable here\n"
+        "    def find_spec(self, name, *args):\n"
+        "        if name.split('.')[0] in {'search', 'spaces', 'objectives', 'nn_numpy', 'models'}:\n"
+        "            raise ImportError(f'blocked: {name}')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "sys.path.insert(0, '.')\n"
+        "import numpy as np, numpy_nn\n"
+        "model, extras = numpy_nn.load_model('numpy_nn_weights.npz')\n"
+        f"t = np.load({str(tmp_path / 'test.npz')!r})\n"
+        "x = ((t['x'] - float(extras['mean'])) / float(extras['std'])).astype(model[0].W.dtype)\n"
+        "print(np.mean((numpy_nn.predict(model, x) > 0.5).ravel() != t['y']))\n"
+    )
+    (out / "check.py").write_text(script)
+    result = subprocess.run([sys.executable, "-I", "check.py"], cwd=out, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout) == pytest.approx(winner["test_error"])
+
+
+def test_evaluate_prints_one_json_line_matching_the_recorded_test_error(study_dir, data_dir) -> None:
+    out = rpztune("evaluate", "--study", "numpy-mlp", "--data", str(data_dir), cwd=study_dir).stdout
+    lines = out.strip().splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    assert result["n"] == 991 or result["n"] > 900
+    exported = rpztune("export", "--study", "numpy-mlp", "--out", "x", cwd=study_dir).stdout
+    assert f"test_error {result['test_error']:.4f}" in exported
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "no-such-task"], "unknown task 'no-such-task'; valid tasks: numpy-mlp"),
+        (["run", "numpy-mlp", "--storage", "mongodb://x"], "unsupported storage URL"),
+        (["run", "numpy-mlp", "--storage", "sqlite:///missing/dir/s.db"], "does not exist"),
+        (["run", "numpy-mlp", "--data", "/no/such/path"], "data path '/no/such/path' does not exist"),
+        (["run", "numpy-mlp", "--set", "depth=9"], "depth must lie in [0, 3], got 9"),
+        (["run", "numpy-mlp", "--space", "nope.toml"], "space file 'nope.toml' does not exist"),
+        (["export", "--study", "nope", "--out", "o"], "no study 'nope'"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, tmp_path) -> None:
+    result = rpztune(*args, cwd=tmp_path, check=False)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "studies.db").exists() or args[0] == "export"
+
+
+def test_study_of_other_task_or_other_data_is_refused(study_dir, tmp_path) -> None:
+    result = rpztune("run", "numpy-mlp", "--trials", "1", cwd=study_dir, check=False)  # offline default data
+    assert result.returncode == 2
+    assert "fingerprint" in result.stderr and "Traceback" not in result.stderr
+    other = rpztune(
+        "run",
+        "numpy-mlp",
+        "--set",
+        "classes=[3, 8]",
+        "--trials",
+        "1",
+        "--data",
+        "x",
+        cwd=study_dir,
+        check=False,
+    )
+    assert other.returncode == 2
