@@ -11,7 +11,7 @@ import optuna
 
 from spaces import Space
 
-__all__ = ["Task", "TaskError", "get_task", "register", "task_names"]
+__all__ = ["Task", "TaskError", "TrialContext", "get_task", "register", "task_names"]
 
 
 class TaskError(ValueError):
@@ -29,9 +29,9 @@ class Task:
         direction: ``"minimize"`` or ``"maximize"``.
         load_data: ``(data_path, settings) -> data``; called once per worker. ``data`` must have
             ``source`` and ``fingerprint`` attributes.
-        objective: ``(trial, data, space, checkpoint_dir) -> value``; reports every epoch, raises
-            ``optuna.TrialPruned`` when told, writes the best epoch's checkpoint into ``checkpoint_dir``
-            and names it in the trial's ``checkpoint`` user attribute.
+        objective: ``(trial, data, space, context) -> value``; reports every epoch, raises
+            ``optuna.TrialPruned`` when told, writes the best epoch's checkpoint into
+            ``context.checkpoint_dir`` and names it in the trial's ``checkpoint`` user attribute.
         evaluate: ``(trial, checkpoint_path, data_path, settings) -> dict`` of test-split figures.
         max_epochs: ``space -> int``, the largest epoch count a trial can report (pruners' budget).
     """
@@ -41,12 +41,26 @@ class Task:
     metric: str
     direction: str
     load_data: Callable[[str | None, dict[str, Any]], Any]
-    objective: Callable[[optuna.Trial, Any, Space, Path], float]
+    objective: Callable[[optuna.Trial, Any, Space, TrialContext], float]
     evaluate: Callable[[optuna.trial.FrozenTrial, Path, str | None, dict[str, Any]], dict[str, Any]]
     max_epochs: Callable[[Space], int]
 
 
 _TASKS: dict[str, Task] = {}
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What the engine hands every trial besides the trial itself.
+
+    Args:
+        checkpoint_dir: The study's checkpoint folder; a trial writes ``trial-NNNNN.*`` there (atomically)
+            and names the file in its ``checkpoint`` user attribute.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (torch tasks; numpy-mlp ignores it).
+    """
+
+    checkpoint_dir: Path
+    device: str = "auto"
 
 
 def register(task: Task) -> Task:

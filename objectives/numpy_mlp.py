@@ -29,7 +29,7 @@ from nn_numpy import (
 from spaces import Choice, IntRange, Space
 from spaces.numpy_mlp import SPACE, suggest
 
-from ._registry import Task, register
+from ._registry import Task, TrialContext, register
 from .data import DigitPair, binary_split, load_mnist, select_pair
 
 __all__ = ["evaluate", "load_data", "objective", "random_shift"]
@@ -42,7 +42,7 @@ def load_data(data: str | None, settings: dict[str, Any]) -> DigitPair:
     return binary_split(load_mnist(data), tuple(settings["classes"]), val_fraction=settings["val_fraction"])
 
 
-def objective(trial: optuna.Trial, data: DigitPair, space: Space, checkpoint_dir: Path) -> float:
+def objective(trial: optuna.Trial, data: DigitPair, space: Space, context: TrialContext) -> float:
     """Train the configuration drawn for ``trial``; return the best epoch's validation error."""
     cfg = suggest(trial, space)
     trial.set_user_attr("config", cfg.to_dict())
@@ -88,7 +88,7 @@ def objective(trial: optuna.Trial, data: DigitPair, space: Space, checkpoint_dir
 
     restore(model, result.best_params)
     test_error = _error(model, data.x_test.astype(dtype), data.y_test)
-    checkpoint = checkpoint_dir / f"trial-{trial.number:05d}.npz"
+    checkpoint = context.checkpoint_dir / f"trial-{trial.number:05d}.npz"
     save_model(
         checkpoint,
         model,

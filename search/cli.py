@@ -45,6 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides=args.set,
         checkpoints=args.checkpoints,
         keep_top=args.keep_top,
+        device=args.device,
         progress=not args.quiet,
     )
     counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(summary.counts.items()))
@@ -108,6 +109,7 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override one space key"
     )
     parser.add_argument("--keep-top", type=int, default=5, help="checkpoints kept (best trials)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device")
     parser.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
 
 

@@ -72,6 +72,7 @@ def run_study(
     overrides: Sequence[str] = (),
     checkpoints: str | Path | None = None,
     keep_top: int = 5,
+    device: str = "auto",
     progress: bool = True,
 ) -> RunSummary:
     """Create (or resume) the study and run ``n_trials`` more trials, or until ``timeout`` seconds.
@@ -111,9 +112,10 @@ def run_study(
     study.set_user_attr("space", space.describe())
     ckpt_dir = study_dir(storage, study_name, checkpoints)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    context = objectives.TrialContext(checkpoint_dir=ckpt_dir, device=device)
     callbacks = [KeepTopCheckpoints(ckpt_dir, keep_top), _ProgressLine(task.metric, enabled=progress)]
     study.optimize(
-        lambda trial: task.objective(trial, dataset, space, ckpt_dir),
+        lambda trial: task.objective(trial, dataset, space, context),
         n_trials=n_trials,
         timeout=timeout,
         catch=(Exception,),

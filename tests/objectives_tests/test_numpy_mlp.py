@@ -5,6 +5,7 @@ import optuna
 import pytest
 
 from nn_numpy import load_model
+from objectives import TrialContext
 from objectives.numpy_mlp import load_data, objective, random_shift
 from spaces.numpy_mlp import SPACE
 
@@ -47,7 +48,7 @@ def test_objective_trains_reports_and_keeps_the_best_checkpoint(digits, tmp_path
             "augment_shift": 0,
         }
     )
-    study.optimize(lambda t: objective(t, digits, space, tmp_path), n_trials=1)
+    study.optimize(lambda t: objective(t, digits, space, TrialContext(tmp_path)), n_trials=1)
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.COMPLETE
     assert trial.value < 0.1, "a sane MLP must tell 4 from 9 on 800 images"
@@ -80,7 +81,7 @@ def test_diverging_trial_ends_pruned_with_its_reason(digits, tmp_path) -> None:
             "lr_decay": 1.0,
         }  # (1 - lr*wd) = -9: weights blow up
     )
-    study.optimize(lambda t: objective(t, digits, space, tmp_path), n_trials=1)
+    study.optimize(lambda t: objective(t, digits, space, TrialContext(tmp_path)), n_trials=1)
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert "diverged" in trial.user_attrs["prune_reason"]

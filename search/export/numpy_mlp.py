@@ -1,12 +1,8 @@
-"""Export a study's winner as the lab's files (per task) into an output folder."""
+"""Export a numpy-mlp winner: ``numpy_nn.py``, its weights, the lab's two figures and ``winner.json``."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,29 +11,20 @@ from nn_numpy import load_model, predict, standalone_source
 from objectives.data import load_mnist, select_pair
 from reports import plot_classification, plot_training
 
-from .winner import Winner
+from ..winner import Winner
+from ._files import atomic_copy, atomic_write_text
 
-__all__ = ["EXPORTERS", "export"]
+__all__ = ["export_numpy_mlp"]
 
 _LOSS_LABELS = {"se": "MSE", "bce": "binary cross-entropy"}
-
-
-def export(winner: Winner, out: str | Path, *, data: str | None = None) -> list[Path]:
-    """Write the winner's files into ``out`` (created if needed); return the paths written."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    exporter = EXPORTERS.get(winner.task.name)
-    if exporter is None:
-        raise ValueError(f"no exporter for task {winner.task.name!r}")
-    return exporter(winner, out, data)
 
 
 def export_numpy_mlp(winner: Winner, out: Path, data: str | None) -> list[Path]:
     """``numpy_nn.py`` (standalone layers, ``load_model``), weights, the lab's figures, ``winner.json``."""
     trial = winner.trial
-    written = [_write_text(out / "numpy_nn.py", standalone_source())]
+    written = [atomic_write_text(out / "numpy_nn.py", standalone_source())]
     weights = out / "numpy_nn_weights.npz"
-    _copy(winner.checkpoint, weights)
+    atomic_copy(winner.checkpoint, weights)
     written.append(weights)
 
     config = trial.user_attrs["config"]
@@ -81,23 +68,5 @@ def export_numpy_mlp(winner: Winner, out: Path, data: str | None) -> list[Path]:
         "data_source": images.source,
         "usage": "model, extras = numpy_nn.load_model('numpy_nn_weights.npz'); numpy_nn.predict(model, x)",
     }
-    written.append(_write_text(out / "winner.json", json.dumps(summary, indent=2) + "\n"))
+    written.append(atomic_write_text(out / "winner.json", json.dumps(summary, indent=2) + "\n"))
     return written
-
-
-EXPORTERS: dict[str, Callable[[Winner, Path, str | None], list[Path]]] = {"numpy-mlp": export_numpy_mlp}
-
-
-def _write_text(path: Path, text: str) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-    return path
-
-
-def _copy(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
-    os.close(fd)
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
