@@ -12,7 +12,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,dashboard]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -25,5 +25,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# The tests use real services: a private PostgreSQL on loopback and a headless Chromium.
 test: lint
-	$(BIN)/python -m pytest
+	scripts/ensure-chromium.sh
+	RPZTUNE_PG_URL="$${RPZTUNE_PG_URL:-$$(scripts/postgres-test-server.sh)}" $(BIN)/python -m pytest

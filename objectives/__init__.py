@@ -1,6 +1,7 @@
 """Objectives: load a task's data once per worker, train and evaluate one trial's configuration."""
 
 from . import numpy_mlp  # noqa: F401  (registers the task)
+from . import mynet  # noqa: F401  (registers the task)
 from ._registry import Task
 from ._registry import TaskError
 from ._registry import TrialContext

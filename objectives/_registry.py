@@ -57,10 +57,26 @@ class TrialContext:
         checkpoint_dir: The study's checkpoint folder; a trial writes ``trial-NNNNN.*`` there (atomically)
             and names the file in its ``checkpoint`` user attribute.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (torch tasks; numpy-mlp ignores it).
+        metric: The name of the reported value (for messages).
+        progress: Called as ``progress(trial_number, epoch, value)`` after every report (live display).
     """
 
     checkpoint_dir: Path
     device: str = "auto"
+    metric: str = "value"
+    progress: Callable[[int, int, float], None] | None = None
+
+    def report(self, trial: optuna.Trial, value: float, epoch: int) -> None:
+        """Report an epoch's validation metric, and stop the trial when the pruner says so.
+
+        Raises:
+            optuna.TrialPruned: with the epoch and value in its message.
+        """
+        trial.report(value, epoch)
+        if self.progress is not None:
+            self.progress(trial.number, epoch, value)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch} with {self.metric} {value:.4f}")
 
 
 def register(task: Task) -> Task:

@@ -55,9 +55,7 @@ def objective(trial: optuna.Trial, data: DigitPair, space: Space, context: Trial
     def on_epoch(stats: EpochStats) -> None:
         for key, values in curves.items():
             values.append(float(getattr(stats, key)))
-        trial.report(stats.val_error, stats.epoch)
-        if trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at epoch {stats.epoch} with val_error {stats.val_error:.4f}")
+        context.report(trial, stats.val_error, stats.epoch)
 
     augment = None
     if cfg.augment_shift:

@@ -12,21 +12,43 @@ import json
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import optuna
 
 import objectives
 from objectives import DataError, TaskError
-from reports import studies_frame
+from reports import (
+    PLOTLYJS_MODES,
+    require_dashboard,
+    run_dashboard,
+    storage_label,
+    studies_frame,
+    write_reports,
+    write_tables,
+)
 from spaces import SpaceError
 
 from .algorithms import PRUNERS, SAMPLERS
 from .export import export
-from .storage import DEFAULT_STORAGE, StorageError, get_storage
-from .study import StudyError, run_study
+from .refit import refit
+from .storage import DEFAULT_STORAGE, StorageError, check_storage_url, get_storage
+from .study import RunSummary, StudyError, join_study, load_study, run_study, study_dir
 from .winner import evaluate, find_winner
+from .workers import WorkerError
 
 __all__ = ["main"]
 
-USER_ERRORS = (TaskError, SpaceError, DataError, StorageError, StudyError, ValueError, FileNotFoundError)
+USER_ERRORS = (
+    TaskError,
+    SpaceError,
+    DataError,
+    StorageError,
+    StudyError,
+    WorkerError,
+    ValueError,
+    FileNotFoundError,
+)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -46,8 +68,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         checkpoints=args.checkpoints,
         keep_top=args.keep_top,
         device=args.device,
-        progress=not args.quiet,
+        workers=args.workers,
+        threads=args.threads,
+        progress=False if args.quiet else None,
     )
+    _print_summary(summary, args.storage)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Join an existing study (its task, space and data path come from the study) and run trials."""
+    summary = join_study(
+        args.study,
+        storage=args.storage,
+        data=args.data,
+        n_trials=args.trials,
+        timeout=args.timeout,
+        checkpoints=args.checkpoints,
+        keep_top=args.keep_top,
+        device=args.device,
+        workers=args.workers,
+        threads=args.threads,
+        progress=False if args.quiet else None,
+    )
+    _print_summary(summary, args.storage)
+    return 0
+
+
+def _print_summary(summary: RunSummary, storage_url: str) -> None:
     counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(summary.counts.items()))
     print(
         f"study {summary.study_name!r} in {summary.storage}: {summary.new_trials} new trials; total {counts}"
@@ -56,11 +104,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("no trial completed yet: run again with more --trials or a longer --timeout")
     else:
         print(f"best {summary.metric} {summary.best_value:.4f} (trial {summary.best_trial})")
-        storage = "" if args.storage == DEFAULT_STORAGE else f" --storage {args.storage}"
+        storage = "" if storage_url == DEFAULT_STORAGE else f" --storage {storage_url}"
         print(
             f"next: rpztune export --study {summary.study_name}{storage} --out results/{summary.study_name}"
         )
-    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -95,11 +142,83 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_refit(args: argparse.Namespace) -> int:
+    """Retrain the winner (or --trial N) of a study on its train + validation images (or --data-fraction F
+    of the training images plus the validation images) for its best epoch count; export then uses it."""
+    result = refit(
+        args.storage,
+        args.study,
+        args.trial,
+        data=args.data,
+        data_fraction=args.data_fraction,
+        device=args.device,
+        seed=args.seed,
+        checkpoints=args.checkpoints,
+    )
+    done = result.record
+    print(
+        f"refit of trial {result.trial} of {result.study!r}: {done['epochs']} epochs on {done['n_train']} "
+        f"images ({done['device']}, {done['seconds']:.0f} s); test_accuracy {done['test_accuracy']:.4f} "
+        "(never used for tuning)"
+    )
+    print(f"  wrote {result.path}; study attribute {result.attr!r} records it")
+    storage = "" if args.storage == DEFAULT_STORAGE else f" --storage {args.storage}"
+    print(f"next: rpztune export --study {result.study}{storage} --out results/{result.study}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write an HTML page per study and an index.html comparing all studies into --out (only reads the
+    storage); --csv/--parquet write each study's trials and per-epoch curves tables instead."""
+    storage = _existing_storage(args.storage)
+    studies = None
+    if args.study is not None:
+        load_study(args.storage, args.study)  # a StudyError naming the studies there
+        studies = [args.study]
+    checkpoint_dir = lambda name: study_dir(args.storage, name, args.checkpoints)  # noqa: E731
+    if args.csv or args.parquet:
+        fmt = "csv" if args.csv else "parquet"
+        written = write_tables(storage, args.out, studies=studies, fmt=fmt, checkpoint_dir=checkpoint_dir)
+    else:
+        written = write_reports(
+            storage,
+            args.out,
+            studies=studies,
+            checkpoint_dir=checkpoint_dir,
+            plotlyjs=args.plotlyjs,
+            storage_name=storage_label(args.storage),
+        )
+    for path in written:
+        print(f"  wrote {path}")
+    if not (args.csv or args.parquet):
+        print(f"open {Path(args.out) / 'index.html'}")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Serve optuna-dashboard on the storage (optional extra: pip install 'rpztune[dashboard]')."""
+    require_dashboard()
+    storage = _existing_storage(args.storage)
+    print(f"optuna-dashboard for {storage_label(args.storage)} on http://{args.host}:{args.port}/ "
+          "(Ctrl-C stops it)", flush=True)  # fmt: skip
+    try:
+        run_dashboard(storage, host=args.host, port=args.port)
+    except KeyboardInterrupt:
+        print("dashboard stopped")
+    return 0
+
+
+def _existing_storage(url: str) -> optuna.storages.BaseStorage:
+    """Open a storage that must exist already: reading commands never create an empty one."""
+    scheme = check_storage_url(url)
+    if scheme in ("sqlite", "journal") and not Path(url.split(":///", 1)[1]).is_file():
+        raise StorageError(f"no storage at {url!r}: the file does not exist")
+    return get_storage(url)
+
+
 def _add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("task", help=f"one of: {', '.join(objectives.task_names())}")
     parser.add_argument("--study", help="study name (default: the task name)")
-    parser.add_argument("--trials", type=int, help="trials to add in this run")
-    parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     parser.add_argument("--sampler", default="tpe", choices=SAMPLERS)
     parser.add_argument("--pruner", default="asha", choices=PRUNERS)
     parser.add_argument("--seed", type=int, help="sampler seed (reproducible studies)")
@@ -108,9 +227,46 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override one space key"
     )
+    _add_execution(parser)
+
+
+def _add_worker(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study", required=True)
+    parser.add_argument("--data", help="this machine's copy of the study's data (default: the stored path)")
+    _add_execution(parser)
+
+
+def _add_execution(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trials", type=int, help="trials this invocation runs, across all its workers")
+    parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument(
+        "--threads", type=int, help="BLAS/torch threads per worker (default: cores // workers)"
+    )
     parser.add_argument("--keep-top", type=int, default=5, help="checkpoints kept (best trials)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device")
-    parser.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
+    parser.add_argument("--quiet", action="store_true", help="no live progress lines")
+
+
+def _add_report(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--study", help="report this study only (the index still lists every study)")
+    which.add_argument("--all", action="store_true", help="report every study (the default)")
+    parser.add_argument("--out", default="rpztune-reports", help="output folder (default rpztune-reports)")
+    tables = parser.add_mutually_exclusive_group()
+    tables.add_argument("--csv", action="store_true", help="write trials and curves tables as CSV instead")
+    tables.add_argument("--parquet", action="store_true", help="the same as Parquet (needs pyarrow)")
+    parser.add_argument(
+        "--plotlyjs",
+        default="inline",
+        choices=PLOTLYJS_MODES,
+        help="inline: plotly.js in every page, each page opens alone (default); beside: one plotly.min.js",
+    )
+
+
+def _add_dashboard(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
 
 
 def _add_winner(parser: argparse.ArgumentParser, *, out: bool) -> None:
@@ -121,13 +277,30 @@ def _add_winner(parser: argparse.ArgumentParser, *, out: bool) -> None:
         parser.add_argument("--out", required=True, help="output folder")
 
 
+def _add_refit(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study", required=True)
+    parser.add_argument("--trial", type=int, help="a trial number instead of the best trial")
+    parser.add_argument("--data", help="data path (default: the study's own data)")
+    parser.add_argument(
+        "--data-fraction",
+        type=float,
+        help="training share of the training images, validation images on top (default: the study's)",
+    )
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device")
+    parser.add_argument("--seed", type=int, help="initialisation and shuffling seed (default: the trial's)")
+
+
 _COMMANDS: dict[
     str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None]]
 ] = {
     "run": (cmd_run, _add_run),
+    "worker": (cmd_worker, _add_worker),
     "status": (cmd_status, lambda p: None),
     "export": (cmd_export, lambda p: _add_winner(p, out=True)),
     "evaluate": (cmd_evaluate, lambda p: _add_winner(p, out=False)),
+    "refit": (cmd_refit, _add_refit),
+    "report": (cmd_report, _add_report),
+    "dashboard": (cmd_dashboard, _add_dashboard),
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sqlite3
 import warnings
 from pathlib import Path
 
@@ -32,6 +33,12 @@ GRACE_PERIOD_S = 30
 SQLITE_BUSY_TIMEOUT_S = 60
 
 
+@sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "connect")
+def _sqlite_wal(dbapi_connection, connection_record) -> None:  # noqa: ANN001
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+
+
 class StorageError(ValueError):
     """A storage URL that is malformed, unsupported or unreachable."""
 
@@ -46,10 +53,11 @@ def get_storage(url: str) -> optuna.storages.BaseStorage:
     if scheme == "journal":
         return JournalStorage(JournalFileBackend(url[len("journal:///") :]))
     if scheme == "sqlite":
-        storage = _rdb(url, {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}})
-        with storage.engine.connect() as connection:
-            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
-        return storage
+        # Each worker process opens its own engine (spawned, never forked: no connection crosses a
+        # process); WAL lets readers run beside the writer; SQLite's busy handler retries a locked
+        # database for up to SQLITE_BUSY_TIMEOUT_S before giving up.
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+        return _rdb(url, engine_kwargs)
     return _rdb(url, {"pool_pre_ping": True})
 
 
@@ -115,5 +123,5 @@ def _rdb(url: str, engine_kwargs: dict) -> RDBStorage:
             raise StorageError(f"malformed storage URL {url!r}: {exc}") from None
         except sqlalchemy.exc.OperationalError as exc:
             raise StorageError(f"cannot open storage {url!r}: {exc.orig}") from None
-        except ModuleNotFoundError as exc:
-            raise StorageError(f"storage {url!r} needs the database driver {exc.name!r} installed") from None
+        except ImportError as exc:
+            raise StorageError(f"storage {url!r} needs its database driver installed: {exc}") from None

@@ -7,7 +7,6 @@ checked before the storage is written, so a mistake leaves the storage as it was
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,16 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 import objectives
 from spaces import Space, parse_assignment
 
 from .algorithms import make_pruner, make_sampler
-from .checkpoints import KeepTopCheckpoints
+from .progress import ProgressBoard
 from .storage import DEFAULT_STORAGE, check_storage_url, checkpoint_root, get_storage, study_dirname
+from .workers import WorkerSpec, available_cores, run_workers
 
-__all__ = ["RunSummary", "StudyError", "build_space", "load_study", "run_study", "study_dir"]
+__all__ = ["RunSummary", "StudyError", "build_space", "join_study", "load_study", "run_study", "study_dir"]
 
 _FORMAT_VERSION = 1
 
@@ -73,9 +73,18 @@ def run_study(
     checkpoints: str | Path | None = None,
     keep_top: int = 5,
     device: str = "auto",
-    progress: bool = True,
+    workers: int = 1,
+    threads: int | None = None,
+    progress: bool | None = None,
 ) -> RunSummary:
-    """Create (or resume) the study and run ``n_trials`` more trials, or until ``timeout`` seconds.
+    """Create (or resume) the study and run ``n_trials`` more trials over ``workers`` processes.
+
+    Args:
+        n_trials: Trials this call runs across all its workers (``None``: until ``timeout``).
+        timeout: Seconds after which no new trial starts.
+        workers: Worker processes (1: in this process).
+        threads: BLAS/torch threads per worker (default: cores // workers).
+        progress: Live per-worker lines (default: when stderr is a terminal).
 
     Raises:
         TaskError, SpaceError, DataError, StorageError, StudyError, ValueError: on bad input, before
@@ -83,13 +92,9 @@ def run_study(
     """
     task = objectives.get_task(task_name)
     space = build_space(task, space_file, overrides)
-    max_epochs = task.max_epochs(space)
-    pruner_obj = make_pruner(pruner, max_epochs)
-    make_sampler(sampler, seed)  # validates the name before anything is written
-    if n_trials is not None and n_trials < 1:
-        raise ValueError(f"--trials must be at least 1, but got {n_trials}")
-    if timeout is not None and timeout <= 0:
-        raise ValueError(f"--timeout must be positive, but got {timeout}")
+    make_pruner(pruner, task.max_epochs(space))  # validate names before anything is written
+    make_sampler(sampler, seed)
+    _check_budget(n_trials, timeout, workers, threads)
     check_storage_url(storage)
     dataset = task.load_data(data, space.settings())
     optuna.logging.set_verbosity(logging.WARNING)
@@ -100,29 +105,84 @@ def run_study(
         _check_compatible(existing, study_name, task, space, dataset)
     n_before = len(existing["_trials"]) if existing else 0
     study = optuna.create_study(
-        study_name=study_name,
-        storage=storage_obj,
-        sampler=make_sampler(sampler, None if seed is None else seed + n_before),
-        pruner=pruner_obj,
-        direction=task.direction,
-        load_if_exists=True,
+        study_name=study_name, storage=storage_obj, direction=task.direction, load_if_exists=True
     )
     if existing is None:
         _write_metadata(study, task, space, dataset, data, seed)
     study.set_user_attr("space", space.describe())
-    ckpt_dir = study_dir(storage, study_name, checkpoints)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    context = objectives.TrialContext(checkpoint_dir=ckpt_dir, device=device)
-    callbacks = [KeepTopCheckpoints(ckpt_dir, keep_top), _ProgressLine(task.metric, enabled=progress)]
-    study.optimize(
-        lambda trial: task.objective(trial, dataset, space, context),
-        n_trials=n_trials,
-        timeout=timeout,
-        catch=(Exception,),
-        callbacks=callbacks,
-        gc_after_trial=False,
+    study.set_user_attr("sampler", sampler)
+    study.set_user_attr("pruner", pruner)
+    spec = WorkerSpec(
+        task=task.name,
+        study_name=study_name,
+        storage=storage,
+        data=data,
+        space=space.describe(),
+        sampler=sampler,
+        pruner=pruner,
+        seed=seed,
+        fingerprint=dataset.fingerprint,
+        checkpoints=None if checkpoints is None else str(checkpoints),
+        keep_top=keep_top,
+        device=device,
+        threads=threads or max(1, available_cores() // workers),
+        deadline=None if timeout is None else time.time() + timeout,
     )
-    return summarize(study, storage, new_trials=len(study.trials) - n_before)
+    _run(spec, n_trials, workers, task.metric, progress, dataset)
+    return summarize(study, storage, new_trials=len(study.get_trials(deepcopy=False)) - n_before)
+
+
+def join_study(
+    study_name: str,
+    *,
+    storage: str,
+    data: str | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    checkpoints: str | Path | None = None,
+    keep_top: int = 5,
+    device: str = "auto",
+    workers: int = 1,
+    threads: int | None = None,
+    progress: bool | None = None,
+) -> RunSummary:
+    """Join an existing study (e.g. from another machine) with its stored task, space, sampler and data.
+
+    Args:
+        data: This machine's copy of the data (default: the path stored in the study); it must have
+            the study's fingerprint.
+
+    Raises:
+        StudyError: when the study does not exist or was not made by ``rpztune run``.
+        DataError: when this machine's data differs from the study's.
+    """
+    _check_budget(n_trials, timeout, workers, threads)
+    study = load_study(storage, study_name)
+    attrs = study.user_attrs
+    if "task" not in attrs or "space" not in attrs:
+        raise StudyError(f"study {study_name!r} was not created by rpztune run; it cannot be joined")
+    task = objectives.get_task(attrs["task"])
+    space = task.space.with_overrides(attrs["space"], origin=f"study {study_name!r}")
+    data = data if data is not None else attrs.get("data")
+    n_before = len(study.get_trials(deepcopy=False))
+    spec = WorkerSpec(
+        task=task.name,
+        study_name=study_name,
+        storage=storage,
+        data=data,
+        space=space.describe(),
+        sampler=attrs.get("sampler", "tpe"),
+        pruner=attrs.get("pruner", "asha"),
+        seed=None,
+        fingerprint=attrs.get("data_fingerprint"),
+        checkpoints=None if checkpoints is None else str(checkpoints),
+        keep_top=keep_top,
+        device=device,
+        threads=threads or max(1, available_cores() // workers),
+        deadline=None if timeout is None else time.time() + timeout,
+    )
+    _run(spec, n_trials, workers, task.metric, progress)
+    return summarize(study, storage, new_trials=len(study.get_trials(deepcopy=False)) - n_before)
 
 
 def load_study(storage: str, study_name: str) -> optuna.Study:
@@ -209,31 +269,27 @@ def _write_metadata(
     study.set_user_attr("data_fingerprint", dataset.fingerprint)
 
 
-class _ProgressLine:
-    """Prints one line per finished trial to stderr: state, value, epoch reached, best so far, time."""
+def _run(
+    spec: WorkerSpec,
+    n_trials: int | None,
+    workers: int,
+    metric: str,
+    progress: bool | None,
+    dataset: Any = None,
+) -> None:
+    board = ProgressBoard(workers, metric, enabled=progress)
+    try:
+        run_workers(spec, n_trials, workers, board, dataset=dataset)
+    finally:
+        board.close()
 
-    def __init__(self, metric: str, *, enabled: bool) -> None:
-        self.metric = metric
-        self.enabled = enabled
-        self.started = time.monotonic()
 
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if not self.enabled:
-            return
-        seconds = trial.duration.total_seconds() if trial.duration else 0.0
-        if trial.state == TrialState.COMPLETE:
-            what = f"{self.metric}={trial.value:.4f}"
-        elif trial.state == TrialState.PRUNED:
-            what = trial.user_attrs.get("prune_reason", "pruned")
-        else:
-            what = trial.system_attrs.get("fail_reason", "failed").splitlines()[0][:100]
-        try:
-            best = f"best {study.best_value:.4f} (#{study.best_trial.number})"
-        except ValueError:
-            best = "no complete trial yet"
-        print(
-            f"[{study.study_name}] trial {trial.number:4d} {trial.state.name:8s} {what} | {best} | "
-            f"{seconds:.1f}s, {time.monotonic() - self.started:.0f}s total",
-            file=sys.stderr,
-            flush=True,
-        )
+def _check_budget(n_trials: int | None, timeout: float | None, workers: int, threads: int | None) -> None:
+    if n_trials is not None and n_trials < 1:
+        raise ValueError(f"--trials must be at least 1, but got {n_trials}")
+    if timeout is not None and timeout <= 0:
+        raise ValueError(f"--timeout must be positive, but got {timeout}")
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, but got {workers}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be at least 1, but got {threads}")

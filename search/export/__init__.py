@@ -6,11 +6,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..winner import Winner
+from .mynet import export_mynet
 from .numpy_mlp import export_numpy_mlp
 
 __all__ = ["EXPORTERS", "export"]
 
-EXPORTERS: dict[str, Callable[[Winner, Path, str | None], list[Path]]] = {"numpy-mlp": export_numpy_mlp}
+EXPORTERS: dict[str, Callable[[Winner, Path, str | None], list[Path]]] = {
+    "numpy-mlp": export_numpy_mlp,
+    "mynet": export_mynet,
+}
 
 
 def export(winner: Winner, out: str | Path, *, data: str | None = None) -> list[Path]:

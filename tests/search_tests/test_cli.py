@@ -118,7 +118,7 @@ def test_evaluate_prints_one_json_line_matching_the_recorded_test_error(study_di
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run", "no-such-task"], "unknown task 'no-such-task'; valid tasks: numpy-mlp"),
+        (["run", "no-such-task"], "unknown task 'no-such-task'; valid tasks: "),
         (["run", "numpy-mlp", "--storage", "mongodb://x"], "unsupported storage URL"),
         (["run", "numpy-mlp", "--storage", "sqlite:///missing/dir/s.db"], "does not exist"),
         (["run", "numpy-mlp", "--data", "/no/such/path"], "data path '/no/such/path' does not exist"),

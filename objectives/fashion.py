@@ -1,0 +1,163 @@
+"""FashionMNIST for the mynet task: loading once per worker, and the lab's seeded train/val/additional split.
+
+Sources, in the order :func:`load_fashion` tries them:
+
+1. ``data`` is a torchvision root holding ``FashionMNIST/raw/`` (e.g. ``../shared/data``), or that
+   ``FashionMNIST`` folder itself;
+2. ``data`` is ``None``: torchvision's FashionMNIST in the user cache, downloaded when the network allows.
+
+The split is the lab's ``random_split(dataset, [9 %, 1 %, rest], generator=torch.manual_seed(seed))`` of the
+60,000 training images. ``data_fraction`` changes only the training part: it takes the first
+``data_fraction * 60,000`` images of the lab's training part followed by its "additional" part, so the
+validation images stay the same and a smaller fraction is a subset of a larger one. The test split is the
+separate test file (``t10k``), recorded per trial for information, never used to choose anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from .data import DataError, cache_dir
+
+__all__ = ["FashionImages", "FashionSplit", "fashion_split", "load_fashion"]
+
+_LAB_TRAIN_SHARE = 0.09  # the lab's training share; the validation images follow it in the permutation
+
+
+@dataclass(frozen=True)
+class FashionImages:
+    """All FashionMNIST images as uint8 tensors ``[N, 1, 28, 28]`` with int64 labels ``[N]``."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    source: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class FashionSplit:
+    """The study's split: uint8 images ``[N, 1, 28, 28]`` (divide by 255 on the device), int64 labels.
+
+    ``x_add``/``y_add`` are the training images outside the train and validation parts ("additional" in
+    the lab), which a refit may use.
+    """
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_add: torch.Tensor
+    y_add: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    source: str
+    fingerprint: str
+    _on: dict[str, FashionSplit] = field(default_factory=dict, repr=False, compare=False)
+
+    def to(self, device: torch.device | str) -> FashionSplit:
+        """This split with its tensors on ``device``; moved once, then cached."""
+        key = str(torch.device(device))
+        if key == "cpu":
+            return self
+        if key not in self._on:
+            tensors = {
+                name: getattr(self, name).to(device)
+                for name in ("x_train", "y_train", "x_val", "y_val", "x_add", "y_add", "x_test", "y_test")
+            }
+            self._on[key] = replace(self, **tensors, _on={})
+        return self._on[key]
+
+
+def load_fashion(data: str | Path | None = None, *, download: bool = True) -> FashionImages:
+    """Load FashionMNIST's 60,000 training and the test images (see the module docstring for ``data``).
+
+    Raises:
+        DataError: when ``data`` does not exist or holds no FashionMNIST, naming what was expected.
+    """
+    if data is None:
+        root = cache_dir()
+    else:
+        root = Path(data).expanduser()
+        if not root.exists():
+            raise DataError(f"data path {str(root)!r} does not exist")
+        if root.name == "FashionMNIST" and (root / "raw").is_dir():
+            root = root.parent
+    train, test = _from_torchvision(root, download=download and data is None)
+    x_train, x_test = train.data.unsqueeze(1).contiguous(), test.data.unsqueeze(1).contiguous()
+    y_train, y_test = train.targets.long(), test.targets.long()
+    digest = hashlib.sha256()
+    for tensor in (x_train, y_train, x_test, y_test):
+        digest.update(tensor.numpy().tobytes())
+    return FashionImages(
+        x_train, y_train, x_test, y_test, f"torchvision FashionMNIST {root}", digest.hexdigest()[:16]
+    )
+
+
+def fashion_split(
+    images: FashionImages, *, data_fraction: float = 0.09, val_fraction: float = 0.01, seed: int = 0
+) -> FashionSplit:
+    """The lab's seeded split of the training images into train / validation / additional parts.
+
+    Args:
+        images: From :func:`load_fashion`.
+        data_fraction: Share of the training images used for training (the lab: 0.09).
+        val_fraction: Share held out for validation (the lab: 0.01).
+        seed: Seed of the permutation (``torch.Generator().manual_seed(seed)``, as in ``random_split``).
+
+    Raises:
+        DataError: when the shares do not fit in the training images.
+    """
+    n = len(images.y_train)
+    n_lab, n_val, n_train = int(_LAB_TRAIN_SHARE * n), int(val_fraction * n), int(round(data_fraction * n))
+    if n_val < 1 or n_train < 1 or n_train + n_val > n or n_lab + n_val > n:
+        raise DataError(
+            f"data_fraction={data_fraction} and val_fraction={val_fraction} of {n} images must leave at "
+            "least one training and one validation image and sum to at most 1"
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val = order[n_lab : n_lab + n_val]
+    pool = torch.cat([order[:n_lab], order[n_lab + n_val :]])
+    trn, add = pool[:n_train], pool[n_train:]
+    return FashionSplit(
+        x_train=images.x_train[trn],
+        y_train=images.y_train[trn],
+        x_val=images.x_train[val],
+        y_val=images.y_train[val],
+        x_add=images.x_train[add],
+        y_add=images.y_train[add],
+        x_test=images.x_test,
+        y_test=images.y_test,
+        source=images.source,
+        fingerprint=images.fingerprint,
+    )
+
+
+def _from_torchvision(root: Path, *, download: bool):
+    from torchvision.datasets import FashionMNIST
+
+    try:
+        return FashionMNIST(root, train=True), FashionMNIST(root, train=False)
+    except RuntimeError:
+        if not download:
+            raise DataError(
+                f"no FashionMNIST under {root} (expected {root / 'FashionMNIST' / 'raw'})"
+            ) from None
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(15)
+    try:
+        return FashionMNIST(root, train=True, download=True), FashionMNIST(root, train=False, download=True)
+    except Exception as exc:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise DataError(
+            f"no FashionMNIST under {root} and the download failed ({reason}); pass --data with a folder "
+            "holding FashionMNIST/raw/"
+        ) from None
+    finally:
+        socket.setdefaulttimeout(previous)

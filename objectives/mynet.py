@@ -1,0 +1,223 @@
+"""The ``mynet`` task: train one MyNet configuration on the lab's FashionMNIST split.
+
+Canonical order per epoch: train -> validate -> ``trial.report(val_accuracy, epoch)`` -> prune if told.
+Before training, a configuration over the study's ``max_params`` or ``max_latency_ms`` cap ends pruned
+with its reason. The best epoch's weights are written (atomically) as the trial's checkpoint, a plain
+state dict; curves and the t10k test accuracy are stored as trial user attributes (the test split is never
+used to choose anything). :func:`refit` retrains a finished trial's configuration on more data.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial
+
+from models import MyNet
+from nn_numpy import Diverged
+from spaces import Choice, IntRange, Space
+from spaces.mynet import SPACE, MyNetTrialConfig, suggest
+
+from ._registry import Task, TrialContext, register
+from .fashion import FashionSplit, fashion_split, load_fashion
+from .torch_fit import EpochStats, accuracy, cpu_latency_ms, fit, resolve_device, save_state
+
+__all__ = ["evaluate", "load_data", "max_epochs", "objective", "refit"]
+
+LATENCY_BATCH = (64, 1, 28, 28)  # what max_latency_ms measures: one forward pass of 64 images
+
+
+def load_data(data: str | None, settings: dict[str, Any]) -> FashionSplit:
+    """Load FashionMNIST from ``data`` and split it (settings ``data_fraction``, ``val_fraction``)."""
+    return fashion_split(
+        load_fashion(data), data_fraction=settings["data_fraction"], val_fraction=settings["val_fraction"]
+    )
+
+
+def objective(trial: optuna.Trial, data: FashionSplit, space: Space, context: TrialContext) -> float:
+    """Train the configuration drawn for ``trial``; return the best epoch's validation accuracy."""
+    cfg = suggest(trial, space)
+    trial.set_user_attr("config", cfg.to_dict())
+    seed = int(trial.study.user_attrs.get("seed", 0)) * 100_003 + trial.number
+    trial.set_user_attr("seed", seed)
+    torch.manual_seed(seed)
+    model = MyNet(cfg.model)
+    n_params = sum(p.numel() for p in model.parameters())
+    latency = cpu_latency_ms(model, LATENCY_BATCH)
+    trial.set_user_attr("n_params", n_params)
+    trial.set_user_attr("latency_ms", round(latency, 3))
+    curves: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_accuracy": []}
+    cap = _over_cap(n_params, latency, space.settings())
+    if cap:
+        raise _pruned(trial, curves, cap)
+
+    device = resolve_device(context.device)
+    trial.set_user_attr("device", str(device))
+    data = data.to(device)
+    model.to(device, memory_format=torch.channels_last)
+
+    def on_epoch(stats: EpochStats) -> None:
+        for key, values in curves.items():
+            values.append(float(getattr(stats, key)))
+        context.report(trial, stats.val_accuracy, stats.epoch)
+
+    started = time.perf_counter()
+    try:
+        result = fit(
+            model,
+            cfg.train,
+            cfg.augment,
+            (data.x_train, data.y_train),
+            (data.x_val, data.y_val),
+            generator=torch.Generator(device=device).manual_seed(seed),
+            on_epoch=on_epoch,
+        )
+    except (Diverged, optuna.TrialPruned) as exc:
+        raise _pruned(trial, curves, str(exc)) from None
+    model.load_state_dict(result.best_state)
+    checkpoint = save_state(result.best_state, context.checkpoint_dir / f"trial-{trial.number:05d}.pt")
+    trial.set_user_attr("curves", curves)
+    trial.set_user_attr("best_epoch", result.best_epoch)
+    trial.set_user_attr("train_seconds", round(time.perf_counter() - started, 3))
+    trial.set_user_attr("test_accuracy", accuracy(model, data.x_test, data.y_test))
+    trial.set_user_attr("n_test", len(data.y_test))
+    trial.set_user_attr("checkpoint", checkpoint.name)
+    return float(result.history[result.best_epoch - 1].val_accuracy)
+
+
+def evaluate(
+    trial: FrozenTrial, checkpoint: Path, data: str | None, settings: dict[str, Any]
+) -> dict[str, Any]:
+    """Score a trial's checkpoint on the t10k test images of ``data``: ``{"test_accuracy", "n"}``."""
+    images = load_fashion(data)
+    model = load_model(trial, checkpoint)
+    return {"test_accuracy": accuracy(model, images.x_test, images.y_test), "n": len(images.y_test)}
+
+
+def load_model(trial: FrozenTrial, checkpoint: Path) -> MyNet:
+    """The trial's MyNet on the CPU with the weights of ``checkpoint`` (its own, or a refit's)."""
+    model = MyNet(MyNetTrialConfig.from_dict(trial.user_attrs["config"]).model)
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def refit(
+    trial: FrozenTrial,
+    data: FashionSplit,
+    path: Path,
+    *,
+    data_fraction: float | None = None,
+    device: str = "auto",
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Retrain a completed trial's configuration on its training and validation images, for its best epochs.
+
+    The schedule spans the trial's ``epochs`` and training stops after its ``best_epoch``, so the refit
+    follows the winner's trajectory on more data. There is no validation left: the result is the last epoch.
+
+    Args:
+        trial: A completed mynet trial.
+        data: The study's split.
+        path: Where the state dict goes (written atomically).
+        data_fraction: Training share of the 60,000 images on top of the validation images (default: the
+            study's); more comes from the split's "additional" images.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        seed: Initialisation, shuffling and augmentation seed (default: the trial's).
+
+    Returns:
+        A JSON-ready record: ``epochs``, ``n_train``, ``data_fraction``, ``seed``, ``device``, ``seconds``,
+        ``train_loss`` per epoch, ``test_accuracy`` (information only), ``n_test``, ``checkpoint`` (name).
+
+    Raises:
+        ValueError: when ``data_fraction`` leaves no room or the trial has no best epoch.
+    """
+    cfg = MyNetTrialConfig.from_dict(trial.user_attrs["config"])
+    epochs = trial.user_attrs.get("best_epoch")
+    if not epochs:
+        raise ValueError(f"trial {trial.number} has no best_epoch: only completed mynet trials can be refit")
+    total = len(data.y_train) + len(data.y_val) + len(data.y_add)
+    pool_x, pool_y = torch.cat([data.x_train, data.x_add]), torch.cat([data.y_train, data.y_add])
+    n_pool = len(data.y_train) if data_fraction is None else round(data_fraction * total)
+    if not 1 <= n_pool <= len(pool_y):
+        most = len(pool_y) / total
+        raise ValueError(
+            f"--data-fraction must lie in (0, {most:.4g}] (the validation images come on top), "
+            f"got {data_fraction}"
+        )
+    seed = int(trial.user_attrs.get("seed", trial.number)) if seed is None else seed
+    torch_device = resolve_device(device)
+    x = torch.cat([pool_x[:n_pool], data.x_val]).to(torch_device)
+    y = torch.cat([pool_y[:n_pool], data.y_val]).to(torch_device)
+    torch.manual_seed(seed)
+    model = MyNet(cfg.model).to(torch_device, memory_format=torch.channels_last)
+    started = time.perf_counter()
+    result = fit(
+        model,
+        cfg.train,
+        cfg.augment,
+        (x, y),
+        None,
+        generator=torch.Generator(device=torch_device).manual_seed(seed),
+        epochs=epochs,
+    )
+    seconds = time.perf_counter() - started
+    save_state(result.best_state, path)
+    test = data.to(torch_device)
+    return {
+        "trial": trial.number,
+        "checkpoint": path.name,
+        "epochs": epochs,
+        "n_train": len(y),
+        "data_fraction": n_pool / total,
+        "seed": seed,
+        "device": str(torch_device),
+        "seconds": round(seconds, 3),
+        "train_loss": [s.train_loss for s in result.history],
+        "test_accuracy": accuracy(model, test.x_test, test.y_test),
+        "n_test": len(data.y_test),
+    }
+
+
+def max_epochs(space: Space) -> int:
+    """The largest epoch count the space can draw."""
+    spec = space["epochs"]
+    if isinstance(spec, IntRange):
+        return spec.high
+    if isinstance(spec, Choice):
+        return max(spec.choices)
+    return int(spec)
+
+
+def _over_cap(n_params: int, latency_ms: float, settings: dict[str, Any]) -> str | None:
+    if settings.get("max_params") is not None and n_params > settings["max_params"]:
+        return f"{n_params} parameters exceed max_params={settings['max_params']}"
+    if settings.get("max_latency_ms") is not None and latency_ms > settings["max_latency_ms"]:
+        cap = settings["max_latency_ms"]
+        return f"CPU latency {latency_ms:.1f} ms per 64 images exceeds max_latency_ms={cap}"
+    return None
+
+
+def _pruned(trial: optuna.Trial, curves: dict[str, list[float]], reason: str) -> optuna.TrialPruned:
+    """Record why and when ``trial`` stops; the caller raises the returned exception."""
+    trial.set_user_attr("curves", curves)
+    trial.set_user_attr("pruned_epoch", len(curves["val_accuracy"]))
+    trial.set_user_attr("prune_reason", reason)
+    return optuna.TrialPruned(reason)
+
+
+register(
+    Task(
+        name="mynet",
+        space=SPACE,
+        metric="val_accuracy",
+        direction="maximize",
+        load_data=load_data,
+        objective=objective,
+        evaluate=evaluate,
+        max_epochs=max_epochs,
+    )
+)

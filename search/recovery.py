@@ -1,0 +1,99 @@
+"""Recovering from dead workers: who runs a trial, and failing (then retrying) the trials of the dead.
+
+Heartbeats (RDB storages) catch dead workers anywhere after the grace period. On the worker's own host
+we need not wait: every trial records ``host``/``pid``/process start time (and its own number) in
+its ``worker`` user attribute, and a RUNNING trial whose process is gone is failed at once and
+re-queued with its parameters (Optuna's retry callback), so no RUNNING ghost outlives the next run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+__all__ = ["MAX_RETRY", "recover_orphans", "retried_from", "worker_identity"]
+
+MAX_RETRY = 2
+
+
+def worker_identity() -> dict[str, Any]:
+    """This process as a trial records it: host name, pid and the process's start time."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "started": _process_start(pid)}
+
+
+def recover_orphans(study: optuna.Study, *, pids: set[int] | None = None) -> list[int]:
+    """Fail this host's RUNNING trials whose worker process is gone, and re-queue each (up to MAX_RETRY).
+
+    Args:
+        study: The study to clean.
+        pids: Only consider trials of these process ids (e.g. a child that just died).
+
+    Returns:
+        The numbers of the trials that were failed.
+    """
+    host = socket.gethostname()
+    storage = study._storage
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get("worker")
+        if not isinstance(worker, dict) or worker.get("host") != host:
+            continue
+        if worker.get("trial") != trial.number:
+            continue  # a retry that inherited its failed original's attrs and has not started yet
+        pid = int(worker.get("pid", -1))
+        if pids is not None and pid not in pids:
+            continue
+        if _alive(pid, worker.get("started")):
+            continue
+        reason = f"worker process {pid} on {host} died while running this trial"
+        try:
+            storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+            if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # it finished (or another worker failed it) meanwhile
+        RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, storage.get_trial(trial._trial_id))
+        failed.append(trial.number)
+    return failed
+
+
+def retried_from(trial: optuna.Trial) -> int | None:
+    """The number of the failed trial this trial retries, or ``None`` for a fresh trial."""
+    return trial.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
+
+
+def _process_start(pid: int) -> int | None:
+    fields = _stat(pid)
+    return int(fields[19]) if fields else None
+
+
+def _stat(pid: int) -> list[str] | None:
+    # /proc/PID/stat after the command name: state is field 0, start time (clock ticks) field 19.
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int, started: int | None) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    fields = _stat(pid)
+    if fields is None:
+        return True  # no /proc (not Linux): trust the signal check
+    if fields[0] == "Z":
+        return False  # exited, not yet reaped
+    return started is None or int(fields[19]) == started

@@ -1,0 +1,99 @@
+"""Refit a study's winner: retrain its configuration on its training and validation images (or more).
+
+A refit is stored *with the study it refits*: its state dict goes beside the trial checkpoints as
+``refit-NNNNN.pt`` (NNNNN: the trial number) and the study gets a user attribute ``refit:N`` holding the
+refit's record (epochs, images, seed, device, seconds, training losses, t10k test accuracy for information).
+``rpztune export`` of trial N uses the refit's weights when that record and file exist, and says so.
+A refit has no validation images left, so it is never ranked against trials; refitting again replaces it.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from objectives import mynet
+from objectives.torch_fit import resolve_device
+
+from .study import StudyError
+from .winner import Winner, find_winner
+
+__all__ = ["REFITTERS", "RefitResult", "find_refit", "refit", "refit_key"]
+
+Refitter = Callable[..., dict[str, Any]]
+REFITTERS: dict[str, Refitter] = {"mynet": mynet.refit}
+
+
+@dataclass(frozen=True)
+class RefitResult:
+    """A finished refit: the study and trial it refits, its stored record and its weights file."""
+
+    study: str
+    trial: int
+    record: dict[str, Any]
+    path: Path
+    attr: str
+
+
+def refit_key(trial_number: int) -> str:
+    """The study user attribute holding the refit of trial ``trial_number``."""
+    return f"refit:{trial_number}"
+
+
+def refit(
+    storage: str,
+    study_name: str,
+    trial_number: int | None = None,
+    *,
+    data: str | None = None,
+    data_fraction: float | None = None,
+    device: str = "auto",
+    seed: int | None = None,
+    checkpoints: str | Path | None = None,
+) -> RefitResult:
+    """Retrain the winner (or trial ``trial_number``) of a study for its best epoch count; store the refit.
+
+    Args:
+        data: The study's data on this machine (default: the path stored in the study).
+        data_fraction: Training share of the training images, the validation images coming on top
+            (default: the study's ``data_fraction``, i.e. train + validation).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        seed: Default: the trial's own seed.
+
+    Raises:
+        StudyError: when the study, trial or checkpoint is missing, or ``data`` is not the study's data.
+        ValueError: for a task without refit, an unusable device or a bad ``data_fraction``.
+    """
+    winner = find_winner(storage, study_name, trial_number, checkpoints=checkpoints)
+    refitter = REFITTERS.get(winner.task.name)
+    if refitter is None:
+        raise ValueError(f"no refit for task {winner.task.name!r}; refit supports: {', '.join(REFITTERS)}")
+    if data_fraction is not None and not 0 < data_fraction < 1:
+        raise ValueError(f"--data-fraction must lie in (0, 1), got {data_fraction}")
+    resolve_device(device)
+    dataset = winner.task.load_data(data or winner.data, winner.settings)
+    expected = winner.study.user_attrs.get("data_fingerprint")
+    if dataset.fingerprint != expected:
+        raise StudyError(
+            f"study {study_name!r} was run on data {winner.study.user_attrs.get('data_source')} "
+            f"(fingerprint {expected}), but {dataset.source} has fingerprint {dataset.fingerprint}; "
+            "pass the study's --data"
+        )
+    path = winner.checkpoint.parent / f"refit-{winner.trial.number:05d}.pt"
+    record = refitter(winner.trial, dataset, path, data_fraction=data_fraction, device=device, seed=seed)
+    record["created"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    key = refit_key(winner.trial.number)
+    winner.study.set_user_attr(key, record)
+    return RefitResult(study_name, winner.trial.number, record, path, key)
+
+
+def find_refit(winner: Winner) -> tuple[dict[str, Any], Path] | None:
+    """The stored refit of the winner's trial and its weights file; ``None`` unless both exist."""
+    record = winner.study.user_attrs.get(refit_key(winner.trial.number))
+    if not record:
+        return None
+    path = winner.checkpoint.parent / record["checkpoint"]
+    return (record, path) if path.is_file() else None

@@ -1,0 +1,121 @@
+"""The mynet objective and refit on real FashionMNIST, with tiny networks and 600 training images."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import torch
+
+from models import MyNet, MyNetCfg
+from objectives import TrialContext
+from objectives.mynet import load_data, load_model, objective, refit
+from objectives.torch_fit import accuracy, fit
+from spaces.mynet import SCHEDULES, SPACE, AugmentConfig, TrainConfig
+
+TINY = {
+    "stages": 1,
+    "channels": 8,
+    "convs_per_stage": 1,
+    "kernel_size": 3,
+    "head": "flatten",
+    "fc_layers": 0,
+    "dropout": 0.0,
+    "optimizer": "sgd",
+    "sgd_lr": 0.05,
+    "sgd_weight_decay": 1e-4,
+    "batch_size": 64,
+    "label_smoothing": 0.0,
+    "epochs": 4,
+    "augment_shift": 1,
+    "augment_flip": False,
+    "augment_erase": 0.1,
+}
+SMALL_DATA = {"data_fraction": 0.01}
+
+
+@pytest.fixture(scope="module")
+def fashion(data_dir):
+    return load_data(str(data_dir), SPACE.with_overrides(SMALL_DATA).settings())
+
+
+def run_trial(fashion, tmp_path, **overrides) -> optuna.trial.FrozenTrial:
+    space = SPACE.with_overrides({**TINY, **SMALL_DATA, **overrides})
+    study = optuna.create_study(direction="maximize")
+    context = TrialContext(tmp_path, device="cpu", metric="val_accuracy")
+    study.optimize(lambda t: objective(t, fashion, space, context), n_trials=1)
+    return study.trials[0]
+
+
+def test_objective_reports_every_epoch_and_keeps_the_best_epochs_weights(fashion, tmp_path) -> None:
+    trial = run_trial(fashion, tmp_path)
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    curves = trial.user_attrs["curves"]
+    assert len(curves["val_accuracy"]) == 4 and list(trial.intermediate_values) == [1, 2, 3, 4]
+    assert (
+        trial.value
+        == max(curves["val_accuracy"])
+        == curves["val_accuracy"][trial.user_attrs["best_epoch"] - 1]
+    )
+    assert trial.value > 0.6, "a small CNN must beat chance (0.1) clearly after 4 epochs on 600 images"
+    model = load_model(trial, tmp_path / trial.user_attrs["checkpoint"])
+    assert accuracy(model, fashion.x_val, fashion.y_val) == pytest.approx(trial.value)
+    assert accuracy(model, fashion.x_test, fashion.y_test) == pytest.approx(trial.user_attrs["test_accuracy"])
+    assert (
+        trial.user_attrs["n_test"] == 5000
+        and trial.user_attrs["n_params"] == 8 * 9 + 16 + 8 * 14 * 14 * 10 + 10
+    )
+    assert not list(tmp_path.glob(".*")), "no temporary file is left behind"
+
+
+def test_same_trial_seed_reproduces_the_curves(fashion, tmp_path) -> None:
+    first = run_trial(fashion, tmp_path, augment_flip=True, augment_erase=0.3, dropout=0.2, epochs=2)
+    second = run_trial(fashion, tmp_path, augment_flip=True, augment_erase=0.3, dropout=0.2, epochs=2)
+    assert first.user_attrs["curves"] == second.user_attrs["curves"]
+
+
+def test_diverging_trial_ends_pruned_with_its_reason(fashion, tmp_path) -> None:
+    trial = run_trial(fashion, tmp_path, sgd_lr=10.0, schedule="constant", norm="none", epochs=2)
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert "diverged" in trial.user_attrs["prune_reason"]
+    assert "checkpoint" not in trial.user_attrs and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("cap", "reason"),
+    [
+        ({"max_params": 1000}, "15778 parameters exceed max_params=1000"),
+        ({"max_latency_ms": 1e-6}, "CPU latency"),
+    ],
+)
+def test_caps_prune_before_training_with_the_reason(fashion, tmp_path, cap, reason) -> None:
+    trial = run_trial(fashion, tmp_path, **cap)
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert reason in trial.user_attrs["prune_reason"]
+    assert trial.user_attrs["pruned_epoch"] == 0 and not trial.intermediate_values
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_every_optimizer_and_schedule_lowers_the_training_loss(fashion, optimizer, schedule) -> None:
+    torch.manual_seed(0)
+    model = MyNet(MyNetCfg(channels=(), hidden=(32,)))
+    lr = 0.05 if optimizer == "sgd" else 3e-3
+    cfg = TrainConfig(optimizer, lr, 0.9, 1e-4, schedule, batch_size=32, epochs=3)
+    result = fit(
+        model, cfg, AugmentConfig(), (fashion.x_train, fashion.y_train), None, generator=torch.Generator()
+    )
+    losses = [s.train_loss for s in result.history]
+    assert len(losses) == 3 and losses[-1] < losses[0] and result.best_epoch == 3
+
+
+def test_refit_trains_on_train_and_validation_for_the_best_epoch_count(fashion, tmp_path) -> None:
+    trial = run_trial(fashion, tmp_path)
+    record = refit(trial, fashion, tmp_path / "refit.pt", device="cpu")
+    assert record["epochs"] == trial.user_attrs["best_epoch"] == len(record["train_loss"])
+    assert record["n_train"] == 600 + 600 and record["seed"] == trial.user_attrs["seed"]
+    model = load_model(trial, tmp_path / "refit.pt")
+    assert accuracy(model, fashion.x_test, fashion.y_test) == pytest.approx(record["test_accuracy"])
+    more = refit(trial, fashion, tmp_path / "more.pt", data_fraction=0.03, device="cpu", seed=1)
+    assert more["n_train"] == 1800 + 600 and more["data_fraction"] == pytest.approx(0.03)
+    with pytest.raises(ValueError, match="--data-fraction must lie in"):
+        refit(trial, fashion, tmp_path / "x.pt", data_fraction=0.995, device="cpu")

@@ -1,0 +1,114 @@
+"""The study engine in-process: failing trials, trial budgets, samplers and pruners by name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from objectives import Task, TrialContext, register
+from search.algorithms import PRUNERS, SAMPLERS, make_pruner, make_sampler
+from search.study import run_study
+from spaces import FloatRange, Param, Space
+
+
+@dataclass(frozen=True)
+class _Data:
+    source: str = "in-memory"
+    fingerprint: str = "fixed"
+
+
+def _flaky_objective(trial: optuna.Trial, data: _Data, space: Space, context: TrialContext) -> float:
+    x = space.suggest(trial, "x")
+    if trial.number % 3 == 1:
+        raise RuntimeError(f"boom in trial {trial.number}")
+    for epoch in range(1, 4):
+        context.report(trial, x * epoch, epoch)
+    return x
+
+
+FLAKY = register(
+    Task(
+        name="test-flaky",
+        space=Space("test-flaky", [Param("x", "float", FloatRange(0.0, 1.0), bounds=(0.0, 1.0))]),
+        metric="x",
+        direction="minimize",
+        load_data=lambda data, settings: _Data(),
+        objective=_flaky_objective,
+        evaluate=lambda *args: {},
+        max_epochs=lambda space: 3,
+    )
+)
+
+
+def test_an_exception_fails_only_its_trial_and_the_worker_goes_on(tmp_path) -> None:
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    summary = run_study("test-flaky", storage=storage, n_trials=9, pruner="none", progress=False)
+    assert summary.new_trials == 9
+    study = optuna.load_study(study_name="test-flaky", storage=storage)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert [t.number for t in failed] == [1, 4, 7]
+    assert all("boom in trial" in t.user_attrs["fail_reason"] for t in failed)
+    assert summary.counts == {"COMPLETE": 6, "FAIL": 3}
+
+
+def test_trials_count_what_this_run_adds_and_resume_keeps_earlier_trials(tmp_path) -> None:
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    run_study("test-flaky", storage=storage, n_trials=4, progress=False, seed=1)
+    summary = run_study("test-flaky", storage=storage, n_trials=3, progress=False, seed=1)
+    assert summary.new_trials == 3
+    assert sum(summary.counts.values()) == 7
+
+
+def test_timeout_stops_starting_trials(tmp_path) -> None:
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    summary = run_study("test-flaky", storage=storage, timeout=1.0, progress=False)
+    assert summary.new_trials > 3
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_every_sampler_drives_a_study(name: str, tmp_path) -> None:
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    summary = run_study("test-flaky", storage=storage, n_trials=5, sampler=name, seed=0, progress=False)
+    assert summary.new_trials == 5 and summary.best_value is not None
+
+
+def test_pruners_stop_a_bad_trial_through_ask_and_tell() -> None:
+    for name in PRUNERS:
+        # Hyperband picks a trial's bracket from a hash of the study name: fix it for a repeatable test.
+        study = optuna.create_study(
+            study_name="pruning", pruner=make_pruner(name, 27), sampler=make_sampler("random", 0)
+        )
+        for value in [0.1, 0.2, 0.15, 0.12, 0.11, 0.13]:  # finished trials with good curves
+            trial = study.ask()
+            state = TrialState.COMPLETE
+            for step in range(1, 28):
+                trial.report(value, step)
+                if trial.should_prune():  # asking also records ASHA's rung values
+                    state = TrialState.PRUNED
+                    break
+            study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+        bad = study.ask()
+        pruned_at = None
+        for step in range(1, 28):
+            bad.report(0.9, step)
+            if bad.should_prune():
+                pruned_at = step
+                break
+        if name == "none":
+            assert pruned_at is None
+        else:
+            assert pruned_at is not None and pruned_at < 27, name
+
+
+def test_unknown_names_are_rejected_before_the_storage_is_touched(tmp_path) -> None:
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    with pytest.raises(ValueError, match="unknown sampler 'sobol'; valid samplers: tpe, random, cmaes, gp"):
+        run_study("test-flaky", storage=storage, sampler="sobol")
+    with pytest.raises(ValueError, match="unknown pruner"):
+        run_study("test-flaky", storage=storage, pruner="never")
+    with pytest.raises(ValueError, match="--workers must be at least 1"):
+        run_study("test-flaky", storage=storage, workers=0)
+    assert not (tmp_path / "studies.db").exists()

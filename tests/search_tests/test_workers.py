@@ -1,0 +1,289 @@
+"""Parallel workers for real: worker processes, PostgreSQL, SIGKILL, SIGINT and an 8-worker SQLite stress."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.recovery import worker_identity
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICK = ["--set", "epochs=3", "--set", "depth=0", "--quiet"]  # trials of a few tens of milliseconds
+
+
+def start(*args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "search.cli", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        start_new_session=True,
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def states(storage: str, study: str) -> dict[int, TrialState]:
+    s = optuna.load_study(study_name=study, storage=storage)
+    return {t.number: t.state for t in s.get_trials(deepcopy=False)}
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> str:
+    """The test PostgreSQL server (``$RPZTUNE_PG_URL``, started by ``make test``)."""
+    url = os.environ.get("RPZTUNE_PG_URL")
+    if not url:
+        script = ROOT / "scripts" / "postgres-test-server.sh"
+        result = subprocess.run([str(script)], capture_output=True, text=True)
+        url = result.stdout.strip() if result.returncode == 0 else ""
+    if not url:
+        if os.environ.get("CI") == "true":
+            pytest.fail("no PostgreSQL test server (scripts/postgres-test-server.sh failed)")
+        pytest.skip("no PostgreSQL test server")
+    return url
+
+
+def test_two_workers_on_postgresql_account_for_every_trial(pg_url, data_dir, tmp_path) -> None:
+    study = f"pg-{os.getpid()}-{time.time_ns()}"
+    common = ["--storage", pg_url, "--study", study, "--checkpoints", str(tmp_path)]
+    code, out, err = finish(
+        start(
+            "run",
+            "numpy-mlp",
+            "--workers",
+            "2",
+            "--trials",
+            "12",
+            "--data",
+            str(data_dir),
+            *common,
+            *QUICK,
+            cwd=tmp_path,
+        )
+    )
+    assert code == 0, err
+    found = states(pg_url, study)
+    assert sorted(found) == list(range(12))
+    assert all(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in found.values()), found
+    workers = {
+        t.user_attrs["worker"]["pid"] for t in optuna.load_study(study_name=study, storage=pg_url).trials
+    }
+    assert len(workers) == 2, "both worker processes ran trials"
+
+    # A second machine joins with `rpztune worker`: task, space and data path come from the study.
+    code, out, err = finish(start("worker", *common, "--trials", "4", "--quiet", cwd=tmp_path))
+    assert code == 0, err
+    assert len(states(pg_url, study)) == 16
+
+    # A worker whose data differs from the study's refuses with one clear line.
+    other = tmp_path / "other.npz"
+    import numpy as np
+
+    with np.load(data_dir / "mnist" / "full-mnist.npz") as npz:
+        np.savez(other, **{k: npz[k][::2] for k in npz.files})
+    code, out, err = finish(start("worker", *common, "--data", str(other), "--trials", "2", cwd=tmp_path))
+    assert code == 2
+    assert "fingerprint" in err and "Traceback" not in err
+    assert len(states(pg_url, study)) == 16, "a refused worker must not touch the study"
+
+
+def test_sigkill_of_a_worker_fails_and_retries_its_trial_and_completes_the_total(data_dir, tmp_path) -> None:
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    # Long trials (no pruning, 120 epochs of a wide net) so the kill lands mid-trial.
+    slow = [
+        "--pruner",
+        "none",
+        "--set",
+        "epochs=120",
+        "--set",
+        "depth=1",
+        "--set",
+        "width=256",
+        "--set",
+        "augment_shift=0",
+        "--quiet",
+    ]
+    proc = start(
+        "run",
+        "numpy-mlp",
+        "--workers",
+        "2",
+        "--trials",
+        "4",
+        "--data",
+        str(data_dir),
+        "--storage",
+        storage,
+        *slow,
+        cwd=tmp_path,
+    )
+    victim = None
+    deadline = time.time() + 120
+    while victim is None and time.time() < deadline:
+        time.sleep(0.5)
+        if not (tmp_path / "studies.db").exists():
+            continue
+        try:
+            running = optuna.load_study(study_name="numpy-mlp", storage=storage).get_trials(
+                deepcopy=False, states=(TrialState.RUNNING,)
+            )
+        except Exception:  # the study may not exist yet
+            continue
+        for trial in running:
+            if "worker" in trial.user_attrs:
+                victim = trial
+                break
+    assert victim is not None, "no trial ever ran"
+    os.kill(victim.user_attrs["worker"]["pid"], signal.SIGKILL)
+    code, out, err = finish(proc)
+    assert code == 0, err
+    assert f"exited with code -{int(signal.SIGKILL)}" in err
+
+    study = optuna.load_study(study_name="numpy-mlp", storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    killed = trials[victim.number]
+    assert killed.state == TrialState.FAIL and "died" in killed.user_attrs["fail_reason"]
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == killed.params
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 4, "the study completes its total despite the kill"
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    with sqlite3.connect(tmp_path / "studies.db") as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_eight_workers_on_one_sqlite_file_lose_nothing(data_dir, tmp_path) -> None:
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    code, out, err = finish(
+        start(
+            "run",
+            "numpy-mlp",
+            "--workers",
+            "8",
+            "--trials",
+            "120",
+            "--data",
+            str(data_dir),
+            "--storage",
+            storage,
+            *QUICK,
+            cwd=tmp_path,
+        ),
+        timeout=600,
+    )
+    assert code == 0, err
+    assert "locked" not in err.lower() and "Traceback" not in err
+    found = states(storage, "numpy-mlp")
+    assert sorted(found) == list(range(120)), "trial numbers unique and the total exact"
+    assert all(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in found.values())
+    assert (
+        len(
+            {
+                t.user_attrs["worker"]["pid"]
+                for t in optuna.load_study(study_name="numpy-mlp", storage=storage).trials
+            }
+        )
+        == 8
+    )
+    with sqlite3.connect(tmp_path / "studies.db") as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_ctrl_c_stops_workers_and_leaves_no_running_trial(data_dir, tmp_path) -> None:
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    slow = ["--pruner", "none", "--set", "epochs=300", "--set", "depth=1", "--set", "width=256", "--quiet"]
+    proc = start(
+        "run",
+        "numpy-mlp",
+        "--workers",
+        "2",
+        "--trials",
+        "50",
+        "--data",
+        str(data_dir),
+        "--storage",
+        storage,
+        *slow,
+        cwd=tmp_path,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            running = optuna.load_study(study_name="numpy-mlp", storage=storage).get_trials(
+                deepcopy=False, states=(TrialState.RUNNING,)
+            )
+        except Exception:
+            continue
+        if len([t for t in running if "worker" in t.user_attrs]) == 2:
+            break
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
+    code, out, err = finish(proc, timeout=60)
+    assert code == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    found = states(storage, "numpy-mlp")
+    assert TrialState.RUNNING not in found.values()
+    assert list(found.values()).count(TrialState.FAIL) >= 2, "the interrupted trials end failed, not running"
+
+
+def test_a_new_run_clears_a_dead_workers_ghost_at_once(data_dir, tmp_path) -> None:
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    code, _, err = finish(
+        start(
+            "run",
+            "numpy-mlp",
+            "--trials",
+            "2",
+            "--data",
+            str(data_dir),
+            "--storage",
+            storage,
+            *QUICK,
+            cwd=tmp_path,
+        )
+    )
+    assert code == 0, err
+    # A trial left RUNNING by a process that is gone (a worker killed with the machine's power, say).
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    study = optuna.load_study(study_name="numpy-mlp", storage=storage)
+    ghost = study.ask({"lr": optuna.distributions.FloatDistribution(1e-3, 1.0, log=True)})
+    study._storage.set_trial_user_attr(
+        ghost._trial_id, "worker", {**worker_identity(), "pid": dead.pid, "trial": ghost.number}
+    )
+
+    code, _, err = finish(
+        start(
+            "run",
+            "numpy-mlp",
+            "--trials",
+            "1",
+            "--data",
+            str(data_dir),
+            "--storage",
+            storage,
+            *QUICK,
+            cwd=tmp_path,
+        )
+    )
+    assert code == 0, err
+    trials = optuna.load_study(study_name="numpy-mlp", storage=storage).get_trials(deepcopy=False)
+    assert trials[ghost.number].state == TrialState.FAIL
+    assert "died" in trials[ghost.number].user_attrs["fail_reason"]
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert [t.number for t in trials if t.system_attrs.get("failed_trial") == ghost.number], "re-queued"
