@@ -34,6 +34,8 @@ class Task:
             ``context.checkpoint_dir`` and names it in the trial's ``checkpoint`` user attribute.
         evaluate: ``(trial, checkpoint_path, data_path, settings) -> dict`` of test-split figures.
         max_epochs: ``space -> int``, the largest epoch count a trial can report (pruners' budget).
+        max_threads: Most BLAS/torch threads a worker should use (``None``: as many as it is given);
+            small matrices run slower with more threads.
     """
 
     name: str
@@ -44,6 +46,7 @@ class Task:
     objective: Callable[[optuna.Trial, Any, Space, TrialContext], float]
     evaluate: Callable[[optuna.trial.FrozenTrial, Path, str | None, dict[str, Any]], dict[str, Any]]
     max_epochs: Callable[[Space], int]
+    max_threads: int | None = None
 
 
 _TASKS: dict[str, Task] = {}

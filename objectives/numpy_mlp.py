@@ -153,5 +153,7 @@ register(
         objective=objective,
         evaluate=evaluate,
         max_epochs=max_epochs,
+        # 784x512 matrices at most: a second BLAS thread costs more than it gives (bench/parallel.py).
+        max_threads=1,
     )
 )

@@ -115,7 +115,8 @@ def fit(
         torch.backends.cudnn.benchmark = True
     result = FitResult()
     best = (-math.inf, -math.inf)  # (val accuracy, -val loss) of the best epoch
-    for epoch in range(1, (epochs or cfg.epochs) + 1):
+    last = epochs or cfg.epochs
+    for epoch in range(1, last + 1):
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         model.train()
@@ -126,6 +127,7 @@ def fit(
             x = augment(x_train[index].float().div_(255), augment_cfg, generator)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
+            # cross_entropy of log-probabilities is their NLL (log_softmax is idempotent), plus smoothing
             loss = F.cross_entropy(model(x), y_train[index], label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -142,8 +144,9 @@ def fit(
                 raise Diverged(epoch, val_loss, "val loss")
         stats = EpochStats(epoch, train_loss, val_loss, val_accuracy, lr, time.perf_counter() - started)
         result.history.append(stats)
-        if val_accuracy is None or (val_accuracy, -val_loss) > best:
-            best = (-math.inf, -math.inf) if val_accuracy is None else (val_accuracy, -val_loss)
+        improved = val_accuracy is not None and (val_accuracy, -val_loss) > best
+        if improved or (val is None and epoch == last):
+            best = best if val_accuracy is None else (val_accuracy, -val_loss)
             result.best_epoch = epoch
             result.best_state = cpu_state(model)
         if on_epoch is not None:

@@ -13,6 +13,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -57,20 +58,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.task,
         study_name=args.study,
         storage=args.storage,
-        n_trials=args.trials,
-        timeout=args.timeout,
         sampler=args.sampler,
         pruner=args.pruner,
         seed=args.seed,
         data=args.data,
         space_file=args.space,
         overrides=args.set,
-        checkpoints=args.checkpoints,
-        keep_top=args.keep_top,
-        device=args.device,
-        workers=args.workers,
-        threads=args.threads,
-        progress=False if args.quiet else None,
+        **_execution(args),
     )
     _print_summary(summary, args.storage)
     return 0
@@ -78,21 +72,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Join an existing study (its task, space and data path come from the study) and run trials."""
-    summary = join_study(
-        args.study,
-        storage=args.storage,
-        data=args.data,
-        n_trials=args.trials,
-        timeout=args.timeout,
-        checkpoints=args.checkpoints,
-        keep_top=args.keep_top,
-        device=args.device,
-        workers=args.workers,
-        threads=args.threads,
-        progress=False if args.quiet else None,
-    )
+    summary = join_study(args.study, storage=args.storage, data=args.data, **_execution(args))
     _print_summary(summary, args.storage)
     return 0
+
+
+def _execution(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "n_trials": args.trials,
+        "timeout": args.timeout,
+        "workers": args.workers,
+        "threads": args.threads,
+        "checkpoints": args.checkpoints,
+        "keep_top": args.keep_top,
+        "device": args.device,
+        "progress": False if args.quiet else None,
+    }
 
 
 def _print_summary(summary: RunSummary, storage_url: str) -> None:

@@ -24,7 +24,16 @@ from .progress import ProgressBoard
 from .storage import DEFAULT_STORAGE, check_storage_url, checkpoint_root, get_storage, study_dirname
 from .workers import WorkerSpec, available_cores, run_workers
 
-__all__ = ["RunSummary", "StudyError", "build_space", "join_study", "load_study", "run_study", "study_dir"]
+__all__ = [
+    "Execution",
+    "RunSummary",
+    "StudyError",
+    "build_space",
+    "join_study",
+    "load_study",
+    "run_study",
+    "study_dir",
+]
 
 _FORMAT_VERSION = 1
 
@@ -57,34 +66,61 @@ def build_space(task: objectives.Task, space_file: str | Path | None, overrides:
     return space
 
 
+@dataclass(frozen=True)
+class Execution:
+    """How one invocation runs trials, whatever the study.
+
+    Args:
+        n_trials: Trials this invocation runs across all its workers (``None``: until ``timeout``/Ctrl-C).
+        timeout: Seconds after which no new trial starts.
+        workers: Worker processes (1: in this process).
+        threads: BLAS/torch threads per worker (default: cores // workers, capped by the task).
+        checkpoints: Checkpoint folder (default: beside a file storage).
+        keep_top: Checkpoints kept, of the best completed trials.
+        device: Torch device for torch tasks: ``auto``, ``cpu`` or ``cuda``.
+        progress: Live per-worker lines (default: when stderr is a terminal).
+    """
+
+    n_trials: int | None = None
+    timeout: float | None = None
+    workers: int = 1
+    threads: int | None = None
+    checkpoints: str | Path | None = None
+    keep_top: int = 5
+    device: str = "auto"
+    progress: bool | None = None
+
+    def check(self) -> None:
+        """Raises ``ValueError`` naming the first out-of-range setting."""
+        if self.n_trials is not None and self.n_trials < 1:
+            raise ValueError(f"--trials must be at least 1, but got {self.n_trials}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError(f"--timeout must be positive, but got {self.timeout}")
+        if self.workers < 1:
+            raise ValueError(f"--workers must be at least 1, but got {self.workers}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be at least 1, but got {self.threads}")
+        if self.keep_top < 1:
+            raise ValueError(f"--keep-top must be at least 1, but got {self.keep_top}")
+
+
 def run_study(
     task_name: str,
     *,
     study_name: str | None = None,
     storage: str = DEFAULT_STORAGE,
-    n_trials: int | None = None,
-    timeout: float | None = None,
     sampler: str = "tpe",
     pruner: str = "asha",
     seed: int | None = None,
     data: str | None = None,
     space_file: str | Path | None = None,
     overrides: Sequence[str] = (),
-    checkpoints: str | Path | None = None,
-    keep_top: int = 5,
-    device: str = "auto",
-    workers: int = 1,
-    threads: int | None = None,
-    progress: bool | None = None,
+    **execution: Any,
 ) -> RunSummary:
-    """Create (or resume) the study and run ``n_trials`` more trials over ``workers`` processes.
+    """Create (or resume) the study of ``task_name`` and run trials on it.
 
     Args:
-        n_trials: Trials this call runs across all its workers (``None``: until ``timeout``).
-        timeout: Seconds after which no new trial starts.
-        workers: Worker processes (1: in this process).
-        threads: BLAS/torch threads per worker (default: cores // workers).
-        progress: Live per-worker lines (default: when stderr is a terminal).
+        execution: Fields of :class:`Execution` (``n_trials``, ``timeout``, ``workers``, ...).
 
     Raises:
         TaskError, SpaceError, DataError, StorageError, StudyError, ValueError: on bad input, before
@@ -94,7 +130,8 @@ def run_study(
     space = build_space(task, space_file, overrides)
     make_pruner(pruner, task.max_epochs(space))  # validate names before anything is written
     make_sampler(sampler, seed)
-    _check_budget(n_trials, timeout, workers, threads)
+    run = Execution(**execution)
+    run.check()
     check_storage_url(storage)
     dataset = task.load_data(data, space.settings())
     optuna.logging.set_verbosity(logging.WARNING)
@@ -103,7 +140,6 @@ def run_study(
     existing = _existing_attrs(storage_obj, study_name)
     if existing is not None:
         _check_compatible(existing, study_name, task, space, dataset)
-    n_before = len(existing["_trials"]) if existing else 0
     study = optuna.create_study(
         study_name=study_name, storage=storage_obj, direction=task.direction, load_if_exists=True
     )
@@ -112,51 +148,25 @@ def run_study(
     study.set_user_attr("space", space.describe())
     study.set_user_attr("sampler", sampler)
     study.set_user_attr("pruner", pruner)
-    spec = WorkerSpec(
-        task=task.name,
-        study_name=study_name,
-        storage=storage,
-        data=data,
-        space=space.describe(),
-        sampler=sampler,
-        pruner=pruner,
-        seed=seed,
-        fingerprint=dataset.fingerprint,
-        checkpoints=None if checkpoints is None else str(checkpoints),
-        keep_top=keep_top,
-        device=device,
-        threads=threads or max(1, available_cores() // workers),
-        deadline=None if timeout is None else time.time() + timeout,
+    return _execute(
+        study, storage, task, space, data, sampler, pruner, seed, dataset.fingerprint, run, dataset
     )
-    _run(spec, n_trials, workers, task.metric, progress, dataset)
-    return summarize(study, storage, new_trials=len(study.get_trials(deepcopy=False)) - n_before)
 
 
-def join_study(
-    study_name: str,
-    *,
-    storage: str,
-    data: str | None = None,
-    n_trials: int | None = None,
-    timeout: float | None = None,
-    checkpoints: str | Path | None = None,
-    keep_top: int = 5,
-    device: str = "auto",
-    workers: int = 1,
-    threads: int | None = None,
-    progress: bool | None = None,
-) -> RunSummary:
+def join_study(study_name: str, *, storage: str, data: str | None = None, **execution: Any) -> RunSummary:
     """Join an existing study (e.g. from another machine) with its stored task, space, sampler and data.
 
     Args:
         data: This machine's copy of the data (default: the path stored in the study); it must have
             the study's fingerprint.
+        execution: Fields of :class:`Execution`.
 
     Raises:
         StudyError: when the study does not exist or was not made by ``rpztune run``.
         DataError: when this machine's data differs from the study's.
     """
-    _check_budget(n_trials, timeout, workers, threads)
+    run = Execution(**execution)
+    run.check()
     study = load_study(storage, study_name)
     attrs = study.user_attrs
     if "task" not in attrs or "space" not in attrs:
@@ -164,24 +174,47 @@ def join_study(
     task = objectives.get_task(attrs["task"])
     space = task.space.with_overrides(attrs["space"], origin=f"study {study_name!r}")
     data = data if data is not None else attrs.get("data")
+    sampler, pruner = attrs.get("sampler", "tpe"), attrs.get("pruner", "asha")
+    fingerprint = attrs.get("data_fingerprint")
+    return _execute(study, storage, task, space, data, sampler, pruner, None, fingerprint, run)
+
+
+def _execute(
+    study: optuna.Study,
+    storage: str,
+    task: objectives.Task,
+    space: Space,
+    data: str | None,
+    sampler: str,
+    pruner: str,
+    seed: int | None,
+    fingerprint: str | None,
+    execution: Execution,
+    dataset: Any = None,
+) -> RunSummary:
     n_before = len(study.get_trials(deepcopy=False))
+    threads = execution.threads or max(1, available_cores() // execution.workers)
     spec = WorkerSpec(
         task=task.name,
-        study_name=study_name,
+        study_name=study.study_name,
         storage=storage,
         data=data,
         space=space.describe(),
-        sampler=attrs.get("sampler", "tpe"),
-        pruner=attrs.get("pruner", "asha"),
-        seed=None,
-        fingerprint=attrs.get("data_fingerprint"),
-        checkpoints=None if checkpoints is None else str(checkpoints),
-        keep_top=keep_top,
-        device=device,
-        threads=threads or max(1, available_cores() // workers),
-        deadline=None if timeout is None else time.time() + timeout,
+        sampler=sampler,
+        pruner=pruner,
+        seed=seed,
+        fingerprint=fingerprint,
+        checkpoints=None if execution.checkpoints is None else str(execution.checkpoints),
+        keep_top=execution.keep_top,
+        device=execution.device,
+        threads=threads if task.max_threads is None else min(threads, task.max_threads),
+        deadline=None if execution.timeout is None else time.time() + execution.timeout,
     )
-    _run(spec, n_trials, workers, task.metric, progress)
+    board = ProgressBoard(execution.workers, task.metric, enabled=execution.progress)
+    try:
+        run_workers(spec, execution.n_trials, execution.workers, board, dataset=dataset)
+    finally:
+        board.close()
     return summarize(study, storage, new_trials=len(study.get_trials(deepcopy=False)) - n_before)
 
 
@@ -229,9 +262,7 @@ def _existing_attrs(storage: optuna.storages.BaseStorage, study_name: str) -> di
         study_id = storage.get_study_id_from_name(study_name)
     except KeyError:
         return None
-    attrs = dict(storage.get_study_user_attrs(study_id))
-    attrs["_trials"] = storage.get_all_trials(study_id, deepcopy=False)
-    return attrs
+    return dict(storage.get_study_user_attrs(study_id))
 
 
 def _check_compatible(
@@ -267,29 +298,3 @@ def _write_metadata(
     study.set_user_attr("data", None if data is None else str(Path(data).resolve()))
     study.set_user_attr("data_source", dataset.source)
     study.set_user_attr("data_fingerprint", dataset.fingerprint)
-
-
-def _run(
-    spec: WorkerSpec,
-    n_trials: int | None,
-    workers: int,
-    metric: str,
-    progress: bool | None,
-    dataset: Any = None,
-) -> None:
-    board = ProgressBoard(workers, metric, enabled=progress)
-    try:
-        run_workers(spec, n_trials, workers, board, dataset=dataset)
-    finally:
-        board.close()
-
-
-def _check_budget(n_trials: int | None, timeout: float | None, workers: int, threads: int | None) -> None:
-    if n_trials is not None and n_trials < 1:
-        raise ValueError(f"--trials must be at least 1, but got {n_trials}")
-    if timeout is not None and timeout <= 0:
-        raise ValueError(f"--timeout must be positive, but got {timeout}")
-    if workers < 1:
-        raise ValueError(f"--workers must be at least 1, but got {workers}")
-    if threads is not None and threads < 1:
-        raise ValueError(f"--threads must be at least 1, but got {threads}")

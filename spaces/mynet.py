@@ -42,7 +42,7 @@ SPACE = Space(
     "mynet",
     [
         Param("stages", "int", IntRange(1, 4), bounds=(0, 4), doc="conv stages (0: an MLP on the pixels)"),
-        Param("channels", "int", IntRange(8, 48, log=True), bounds=(1, 1024), doc="first stage's channels"),
+        Param("channels", "int", IntRange(8, 32, log=True), bounds=(1, 1024), doc="first stage's channels"),
         Param("growth", "float", 2.0, bounds=(1.0, 4.0), doc="channel factor from a stage to the next"),
         Param("convs_per_stage", "int", IntRange(1, 2), bounds=(1, 4), doc="convolutions per stage"),
         Param("kernel_size", "choice", Choice((3, 5)), allowed=(1, 3, 5, 7), doc="conv kernel size"),

@@ -15,6 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search.recovery import worker_identity
+from search.storage import get_storage
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = ["--set", "epochs=3", "--set", "depth=0", "--quiet"]  # trials of a few tens of milliseconds
@@ -38,7 +39,7 @@ def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]
 
 
 def states(storage: str, study: str) -> dict[int, TrialState]:
-    s = optuna.load_study(study_name=study, storage=storage)
+    s = optuna.load_study(study_name=study, storage=get_storage(storage))
     return {t.number: t.state for t in s.get_trials(deepcopy=False)}
 
 
@@ -287,3 +288,27 @@ def test_a_new_run_clears_a_dead_workers_ghost_at_once(data_dir, tmp_path) -> No
     assert "died" in trials[ghost.number].user_attrs["fail_reason"]
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert [t.number for t in trials if t.system_attrs.get("failed_trial") == ghost.number], "re-queued"
+
+
+def test_journal_file_storage_serves_two_workers(data_dir, tmp_path) -> None:
+    storage = f"journal:///{tmp_path / 'studies.log'}"  # journal:/// + an absolute path
+    code, _, err = finish(
+        start(
+            "run",
+            "numpy-mlp",
+            "--workers",
+            "2",
+            "--trials",
+            "10",
+            "--data",
+            str(data_dir),
+            "--storage",
+            storage,
+            *QUICK,
+            cwd=tmp_path,
+        )
+    )
+    assert code == 0, err
+    found = states(storage, "numpy-mlp")
+    assert sorted(found) == list(range(10))
+    assert all(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in found.values())

@@ -17,7 +17,7 @@ def test_suggest_draws_conditional_parameters_only_when_they_apply() -> None:
         stages = len(cfg.model.channels)
         seen["stages"].add(stages)
         seen["optimizer"].add(cfg.train.optimizer)
-        assert 1 <= stages <= 4 and 8 <= cfg.model.channels[0] <= 48
+        assert 1 <= stages <= 4 and 8 <= cfg.model.channels[0] <= 32
         assert cfg.model.channels == tuple(trial.params["channels"] * 2**i for i in range(stages))
         assert ("growth" in trial.params) is False, "growth is fixed at 2 by default"
         assert ("fc_width" in trial.params) == bool(cfg.model.hidden)
