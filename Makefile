@@ -4,7 +4,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.rpztune-installed
-DEMO_TRIALS ?= 100
+DEMO_TRIALS ?= 100  # numpy-mlp trials (a fraction of a second each)
 
 .PHONY: demo test lint install
 
@@ -15,12 +15,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,dashboard]'
 	touch $(STAMP)
 
+# The finetune part runs when a photo folder is found: DATA=FOLDER holding dogs_and_cats/ (or the lab's zip).
+PHOTOS ?= $(firstword $(wildcard $(DATA)/dogs_and_cats $(DATA)/dogs_and_cats.zip dogs_and_cats.zip dogs_and_cats))
+
 demo: $(STAMP)
 	$(BIN)/rpztune run numpy-mlp --trials $(DEMO_TRIALS) $(if $(DATA),--data $(DATA))
 	$(BIN)/rpztune export --study numpy-mlp --out results/numpy-mlp
+	$(BIN)/rpztune run mynet --workers 2 --trials 16 --seed 0 $(if $(DATA),--data $(DATA)) --set epochs=8 \
+	  --set 'channels={low=8, high=16}' --set convs_per_stage=1 --set kernel_size=3
+	$(BIN)/rpztune refit --study mynet
+	$(BIN)/rpztune export --study mynet --out results/mynet
+	@if [ -n "$(PHOTOS)" ]; then \
+	  $(BIN)/rpztune run finetune --data $(PHOTOS) --trials 8 --seed 0 --set freeze=linear --set augment=none \
+	    --set 'backbone=["tf_efficientnet_lite0"]' --set resolution=128 --set epochs=8 && \
+	  $(BIN)/rpztune export --study finetune --out results/finetune; \
+	else echo "finetune: skipped; to run it, give DATA=FOLDER holding dogs_and_cats/ (or the lab's dogs_and_cats.zip)"; fi
+	$(BIN)/rpztune report --all --out results/reports
 	$(BIN)/rpztune status
 	@echo
-	@echo "Results: studies.db (all trials), studies-checkpoints/ (best weights), results/numpy-mlp/ (exported winner)"
+	@echo "Results: studies.db (all trials), studies-checkpoints/ (best weights), results/<study>/ (exported"
+	@echo "winners), results/reports/index.html (open it in a browser)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -144,6 +144,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    torch.backends.cudnn.benchmark = True  # fit() turns it on for CUDA; the lab loop gets it too
     repeats = 1 if args.quick else 3
     started = time.perf_counter()
     try:

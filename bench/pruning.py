@@ -1,6 +1,6 @@
 """Benchmark of pruning on the real mynet task: the same study with ASHA, median and no pruning, side by side.
 
-Usage: ``python bench/pruning.py --budget-minutes M [--pruners asha,median,none] [--target 0.89] [--rounds R]
+Usage: ``python bench/pruning.py --budget-minutes M [--pruners asha,median,none] [--target 0.91] [--rounds R]
 [--data PATH] [--seed S] [--threads T] [--set key=value ...]``
 
 Every arm is a mynet study (TPE, same seed, same space and data) given ``M`` minutes. The arms take turns in
@@ -11,7 +11,9 @@ accuracy and its test accuracy (information only), the compute to the first tria
 validation accuracy, and the best value within the compute every arm got (the smallest arm total); then the
 ratios of each arm to ``none``.
 
-CPU-heavy: the full comparison is ``--budget-minutes 20`` per arm (an hour for three arms).
+CPU-heavy: the full comparison is ``--budget-minutes 20`` per arm (about 70 minutes for three arms: a slice
+lets its last trial finish). The default target, 0.91, lies above what the first trial (the same in every arm,
+same seed) reaches on the lab split, so time to target measures the search, not that one trial.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-minutes", type=float, required=True, help="compute per arm, in minutes")
     parser.add_argument("--pruners", default="asha,median,none", help="comma-separated arms")
-    parser.add_argument("--target", type=float, default=0.89, help="validation accuracy to reach")
+    parser.add_argument("--target", type=float, default=0.91, help="validation accuracy to reach")
     parser.add_argument("--rounds", type=int, default=4, help="slices the arms take turns in")
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--seed", type=int, default=0)

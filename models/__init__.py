@@ -1,10 +1,22 @@
 """Torch models: ``MyNet`` (FashionMNIST CNN, configured by ``MyNetCfg``), ``classify``, and the export of
-a self-contained ``pytorch_cnn.py``. ``FinetuneNet`` arrives with the ``finetune`` task."""
+a self-contained ``pytorch_cnn.py``; ``FinetuneNet`` (a timm backbone, configured by ``FinetuneCfg``)."""
 
 from ._standalone import pytorch_cnn_source
+from .finetune import FINETUNE_CFG
+from .finetune import FinetuneCfg
+from .finetune import FinetuneNet
 from .mynet import MYNET_CFG
 from .mynet import MyNet
 from .mynet import MyNetCfg
 from .mynet import classify
 
-__all__ = ["MYNET_CFG", "MyNet", "MyNetCfg", "classify", "pytorch_cnn_source"]
+__all__ = [
+    "FINETUNE_CFG",
+    "FinetuneCfg",
+    "FinetuneNet",
+    "MYNET_CFG",
+    "MyNet",
+    "MyNetCfg",
+    "classify",
+    "pytorch_cnn_source",
+]

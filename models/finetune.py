@@ -111,12 +111,14 @@ class FinetuneNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     def train(self, mode: bool = True) -> FinetuneNet:
-        """Set the mode; batch norms whose parameters are all frozen stay in eval mode (running stats kept)."""
+        """Set the mode; batch norms whose parameters are all frozen stay in eval mode (stats kept)."""
         super().train(mode)
         if mode:
             for module in self.backbone.modules():
                 params = list(module.parameters(recurse=False))
-                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in params):
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                    p.requires_grad for p in params
+                ):
                     module.eval()
         return self
 
@@ -142,14 +144,13 @@ def set_trainable(model: FinetuneNet, policy: str, k: int = 1) -> list[nn.Parame
         stages = _stages(backbone)
         if not 1 <= k <= len(stages):
             raise ValueError(f"freeze_k must lie in [1, {len(stages)}] for {model.cfg.backbone}, got {k}")
-        after = False
-        last = stages[-k]
-        for name, module in backbone.named_children():
-            if module is _stage_container(backbone):
-                for stage in stages[stages.index(last) :]:
+        container, after = _stage_container(backbone), False
+        for module in backbone.children():
+            if module is container:
+                for stage in stages[-k:]:
                     stage.requires_grad_(True)
                 after = True
-            elif after:
+            elif after:  # the layers after the stages (e.g. conv_head, its norm) train with them
                 module.requires_grad_(True)
     model.train(model.training)
     return [p for p in backbone.parameters() if p.requires_grad]

@@ -58,7 +58,13 @@ _IR_LAYERS = {
     "_bn2": "bn3",
 }
 _DS_LAYERS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_TOP_LAYERS = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_TOP_LAYERS = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
 
 
 class WeightsError(RuntimeError):
@@ -160,7 +166,8 @@ def map_lite_state(src: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
             raise WeightsError(f"weights key {key!r} maps to {new!r}, which the timm model lacks")
         if tuple(tensor.shape) != tuple(target[new].shape):
             raise WeightsError(
-                f"weights key {key!r} has shape {tuple(tensor.shape)}, but {new!r} needs {tuple(target[new].shape)}"
+                f"weights key {key!r} has shape {tuple(tensor.shape)}, "
+                f"but {new!r} needs {tuple(target[new].shape)}"
             )
         mapped[new] = tensor
     missing = [k for k in target if k not in mapped]
@@ -200,7 +207,9 @@ def _file_state(name: str, path: Path) -> dict[str, torch.Tensor]:
         if key not in state and key not in head:
             raise WeightsError(f"{path} lacks {key!r} of {name}")
         if key in state and key not in head and tuple(state[key].shape) != tuple(tensor.shape):
-            raise WeightsError(f"{path}: {key!r} has shape {tuple(state[key].shape)}, {name} needs {tuple(tensor.shape)}")
+            raise WeightsError(
+                f"{path}: {key!r} has shape {tuple(state[key].shape)}, {name} needs {tuple(tensor.shape)}"
+            )
     return {k: v for k, v in state.items() if k in target}
 
 

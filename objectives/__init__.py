@@ -2,6 +2,7 @@
 
 from . import numpy_mlp  # noqa: F401  (registers the task)
 from . import mynet  # noqa: F401  (registers the task)
+from . import finetune  # noqa: F401  (registers the task)
 from ._registry import Task
 from ._registry import TaskError
 from ._registry import TrialContext

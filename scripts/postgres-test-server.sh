@@ -18,6 +18,7 @@ BIN="$(bindir)"
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
 if ! as_pg "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT"; then
+  rm -f "$PGDIR/postmaster.pid"  # left by a server killed with its session: nothing answers on the port
   if [ ! -f "$PGDIR/PG_VERSION" ]; then
     mkdir -p "$PGDIR"
     [ "$(id -u)" = 0 ] && chown postgres "$PGDIR"

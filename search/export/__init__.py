@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..winner import Winner
+from .finetune import export_finetune
 from .mynet import export_mynet
 from .numpy_mlp import export_numpy_mlp
 
@@ -14,6 +15,7 @@ __all__ = ["EXPORTERS", "export"]
 EXPORTERS: dict[str, Callable[[Winner, Path, str | None], list[Path]]] = {
     "numpy-mlp": export_numpy_mlp,
     "mynet": export_mynet,
+    "finetune": export_finetune,
 }
 
 

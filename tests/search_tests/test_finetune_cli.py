@@ -1,0 +1,160 @@
+"""The real ``rpztune`` command on a tiny finetune study, with the network blocked: run, export, reload."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from objectives.finetune import load_model
+from search import evaluate, find_winner
+
+ROOT = Path(__file__).resolve().parents[2]
+# Any socket use (a download, a hub check) prints a marker and fails; the tests assert the marker is absent.
+NO_NETWORK = (
+    "import socket, sys\n"
+    "def _blocked(*args, **kwargs):\n"
+    "    print('NETWORK ATTEMPT', file=sys.stderr)\n"
+    "    raise OSError('network access blocked by the test')\n"
+    "class _NoSocket(socket.socket):\n"
+    "    def __init__(self, *args, **kwargs):\n"
+    "        _blocked()\n"
+    "socket.socket = _NoSocket\n"
+    "socket.create_connection = socket.getaddrinfo = _blocked\n"
+)
+NO_RPZTUNE = (
+    "class _Block:  # rpztune's packages must not be importable here\n"
+    "    def find_spec(self, name, *args):\n"
+    "        if name.split('.')[0] in {'search', 'spaces', 'objectives', 'nn_numpy', 'models', 'reports'}:\n"
+    "            raise ImportError(f'blocked: {name}')\n"
+    "sys.meta_path.insert(0, _Block())\n"
+)
+TINY = [
+    "--set", "max_images=120",
+    "--set", "epochs=2",
+    "--set", "freeze=linear",
+    "--set", "augment=none",
+    "--set", "resolution=96",
+    "--set", 'backbone=["tf_efficientnet_lite0", "resnet18"]',
+]  # fmt: skip
+
+
+def rpztune(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """The real CLI in a subprocess whose sockets all fail."""
+    code = NO_NETWORK + "from search.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "RPZTUNE_CACHE": str(cwd / "cache"),
+            "HF_HUB_OFFLINE": "0",
+        },
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"rpztune {args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+    assert "NETWORK ATTEMPT" not in result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def photos_dir(data_dir) -> Path:
+    path = data_dir / "dogs_and_cats"
+    if not (path / "cat").is_dir():
+        pytest.fail(f"no Dogs-vs-Cats photos at {path}") if os.environ.get("CI") == "true" else pytest.skip()
+    return path
+
+
+@pytest.fixture(scope="module")
+def study_dir(photos_dir, tmp_path_factory) -> Path:
+    """Two linear-probe trials of a tiny finetune study, run by the real command without network."""
+    work = tmp_path_factory.mktemp("finetune")
+    args = ["--data", str(photos_dir), "--trials", "2", "--seed", "0", "--pruner", "none", "--threads", "1"]
+    rpztune("run", "finetune", *args, *TINY, "--quiet", cwd=work)
+    return work
+
+
+def load(study_dir: Path) -> optuna.Study:
+    return optuna.load_study(study_name="finetune", storage=f"sqlite:///{study_dir / 'studies.db'}")
+
+
+def test_run_offline_records_the_proxy_parts_and_the_skipped_backbones(study_dir) -> None:
+    study = load(study_dir)
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 2
+    offered = study.user_attrs["backbones"]["offered"]
+    assert "tf_efficientnet_lite0" in offered
+    if "resnet18" not in offered:  # no resnet18 weights in this machine's hub cache, and no downloads
+        assert "downloads off" in study.user_attrs["backbones"]["skipped"]["resnet18"]
+    best = study.best_trial
+    assert best.value > 0.6 and 0 <= best.user_attrs["aug_acc"] <= 1 and best.user_attrs["n_val"] == 24
+    assert [t.user_attrs["feature_cache"] for t in study.trials] == ["miss", "hit"]
+
+
+def test_export_and_reload_need_neither_network_nor_rpztune(study_dir, tmp_path) -> None:
+    out = tmp_path / "export"
+    printed = rpztune("export", "--study", "finetune", "--out", str(out), cwd=study_dir).stdout
+    for name in ("pytorch_cnn.py", "finetuned.pt", "winner.json"):
+        assert name in printed and (out / name).stat().st_size > 0
+    winner = json.loads((out / "winner.json").read_text())
+    assert winner["proxy"] == pytest.approx(load(study_dir).best_value)
+    x = torch.rand(5, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    trained = find_winner(f"sqlite:///{study_dir / 'studies.db'}", "finetune")
+    expected = load_model(trained.trial, trained.checkpoint)(x)
+    torch.save({"x": x, "logits": expected.detach()}, out / "probe.pt")
+    script = (
+        NO_NETWORK + NO_RPZTUNE + "sys.path.insert(0, '.')\n"
+        "import torch\n"
+        "from pytorch_cnn import FinetuneNet\n"
+        "model = FinetuneNet()\n"
+        "model.load_state_dict(torch.load('finetuned.pt', weights_only=True))\n"
+        "model.eval()\n"
+        "probe = torch.load('probe.pt', weights_only=True)\n"
+        "out = model(probe['x'])\n"
+        "assert tuple(out.shape) == (5, 2), out.shape\n"
+        "print((out - probe['logits']).abs().max().item())\n"
+    )
+    (out / "check.py").write_text(script)
+    result = subprocess.run([sys.executable, "-I", "check.py"], cwd=out, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "NETWORK ATTEMPT" not in result.stderr
+    assert float(result.stdout) < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "finetune"], "the finetune task needs photos: --data FOLDER"),
+        (["run", "finetune", "--data", "/no/such/photos"], "data path '/no/such/photos' does not exist"),
+        (["run", "finetune", "--set", "freeze=half"], "freeze must be one of 'linear', 'last_k', 'full'"),
+    ],
+)
+def test_bad_finetune_input_is_one_line_exit_2_and_writes_nothing(args, message, tmp_path) -> None:
+    result = rpztune(*args, cwd=tmp_path, check=False)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "studies.db").exists()
+
+
+def test_evaluate_scores_the_winner_on_another_photo_folder(study_dir, photos_dir, tmp_path) -> None:
+    folder = tmp_path / "held_out"
+    for name in ("cat", "dog"):
+        (folder / name).mkdir(parents=True)
+        for file in sorted((photos_dir / name).iterdir())[-4:]:
+            shutil.copy(file, folder / name / file.name)
+    result = evaluate(find_winner(f"sqlite:///{study_dir / 'studies.db'}", "finetune"), str(folder))
+    assert result["n"] == 8 and result["trial"] == load(study_dir).best_trial.number
+    assert 0 <= result["orig_acc"] <= 1 and 0 <= result["aug_acc"] <= 1
