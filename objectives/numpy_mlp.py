@@ -153,7 +153,8 @@ register(
         objective=objective,
         evaluate=evaluate,
         max_epochs=max_epochs,
-        # 784x512 matrices at most: a second BLAS thread costs more than it gives (bench/parallel.py).
+        # Small matrices: a second BLAS thread gained 1.13x on a quiet 2-core machine and lost 4x on a busy
+        # one, while a second worker gains 1.8x (bench/parallel.py). An explicit --threads overrides this.
         max_threads=1,
     )
 )

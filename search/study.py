@@ -195,7 +195,9 @@ def _execute(
     dataset: Any = None,
 ) -> RunSummary:
     n_before = len(study.get_trials(deepcopy=False))
-    threads = execution.threads or max(1, available_cores() // execution.workers)
+    threads = max(1, available_cores() // execution.workers)
+    if task.max_threads is not None:
+        threads = min(threads, task.max_threads)
     spec = WorkerSpec(
         task=task.name,
         study_name=study.study_name,
@@ -209,7 +211,7 @@ def _execute(
         checkpoints=None if execution.checkpoints is None else str(execution.checkpoints),
         keep_top=execution.keep_top,
         device=execution.device,
-        threads=threads if task.max_threads is None else min(threads, task.max_threads),
+        threads=execution.threads or threads,  # an explicit --threads wins over the task's cap
         deadline=None if execution.timeout is None else time.time() + execution.timeout,
     )
     board = ProgressBoard(execution.workers, task.metric, enabled=execution.progress)
