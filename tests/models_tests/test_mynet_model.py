@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -73,7 +70,7 @@ def test_classify_predicts_in_eval_mode_and_restores_the_mode() -> None:
     assert torch.equal(first, model.eval()(x).argmax(dim=1))
 
 
-def test_pytorch_cnn_source_runs_alone_and_builds_the_given_architecture(tmp_path) -> None:
+def test_pytorch_cnn_source_runs_alone_and_builds_the_given_architecture(tmp_path, run_standalone) -> None:
     cfg = MyNetCfg(channels=(4, 8, 8), convs_per_stage=2, downsample="stride", hidden=(16,), head="avg")
     (tmp_path / "pytorch_cnn.py").write_text(pytorch_cnn_source(cfg))
     torch.manual_seed(0)
@@ -82,13 +79,6 @@ def test_pytorch_cnn_source_runs_alone_and_builds_the_given_architecture(tmp_pat
     x = torch.rand(5, 1, 28, 28)
     torch.save({"x": x, "expected": trained(x)}, tmp_path / "probe.pt")
     script = (
-        "import sys\n"
-        "class Block:  # rpztune's packages must not be importable here\n"
-        "    def find_spec(self, name, *args):\n"
-        "        if name.split('.')[0] in {'search', 'spaces', 'objectives', 'nn_numpy', 'models'}:\n"
-        "            raise ImportError(f'blocked: {name}')\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "sys.path.insert(0, '.')\n"
         "import torch\n"
         "from pytorch_cnn import MyNet, classify\n"
         "model = MyNet()\n"
@@ -97,8 +87,7 @@ def test_pytorch_cnn_source_runs_alone_and_builds_the_given_architecture(tmp_pat
         "assert torch.allclose(model.eval()(probe['x']), probe['expected'], atol=1e-6)\n"
         "print(model.cfg.channels, classify(model, probe['x']).tolist())\n"
     )
-    (tmp_path / "check.py").write_text(script)
-    result = subprocess.run([sys.executable, "-I", "check.py"], cwd=tmp_path, capture_output=True, text=True)
+    result = run_standalone(script, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("(4, 8, 8) ")
     assert str(trained(x).argmax(dim=1).tolist()) in result.stdout

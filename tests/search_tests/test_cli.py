@@ -67,7 +67,9 @@ def test_status_lists_counts_and_best(study_dir) -> None:
     assert int(fields["complete"]) + int(fields["pruned"]) + int(fields["fail"]) == 12
 
 
-def test_export_writes_lab_files_and_numpy_nn_runs_standalone(study_dir, data_dir, tmp_path) -> None:
+def test_export_writes_lab_files_and_numpy_nn_runs_standalone(
+    study_dir, data_dir, tmp_path, run_standalone
+) -> None:
     out = tmp_path / "export"
     printed = rpztune("export", "--study", "numpy-mlp", "--out", str(out), cwd=study_dir).stdout
     for name in (
@@ -86,21 +88,13 @@ def test_export_writes_lab_files_and_numpy_nn_runs_standalone(study_dir, data_di
     keep = np.isin(images["y_test"], (4, 9))
     np.savez(tmp_path / "test.npz", x=images["x_test"][keep].reshape(-1, 784), y=images["y_test"][keep] == 9)
     script = (
-        "import sys\n"
-        "class Block:  # rpztune's packages must not be importable here\n"
-        "    def find_spec(self, name, *args):\n"
-        "        if name.split('.')[0] in {'search', 'spaces', 'objectives', 'nn_numpy', 'models'}:\n"
-        "            raise ImportError(f'blocked: {name}')\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "sys.path.insert(0, '.')\n"
         "import numpy as np, numpy_nn\n"
         "model, extras = numpy_nn.load_model('numpy_nn_weights.npz')\n"
         f"t = np.load({str(tmp_path / 'test.npz')!r})\n"
         "x = ((t['x'] - float(extras['mean'])) / float(extras['std'])).astype(model[0].W.dtype)\n"
         "print(np.mean((numpy_nn.predict(model, x) > 0.5).ravel() != t['y']))\n"
     )
-    (out / "check.py").write_text(script)
-    result = subprocess.run([sys.executable, "-I", "check.py"], cwd=out, capture_output=True, text=True)
+    result = run_standalone(script, out)
     assert result.returncode == 0, result.stderr
     assert float(result.stdout) == pytest.approx(winner["test_error"])
 

@@ -12,30 +12,14 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from conftest import OFFLINE_PRELUDE
 
 from objectives.finetune import load_model
 from search import evaluate, find_winner
 
 ROOT = Path(__file__).resolve().parents[2]
 # Any socket use (a download, a hub check) prints a marker and fails; the tests assert the marker is absent.
-NO_NETWORK = (
-    "import socket, sys\n"
-    "def _blocked(*args, **kwargs):\n"
-    "    print('NETWORK ATTEMPT', file=sys.stderr)\n"
-    "    raise OSError('network access blocked by the test')\n"
-    "class _NoSocket(socket.socket):\n"
-    "    def __init__(self, *args, **kwargs):\n"
-    "        _blocked()\n"
-    "socket.socket = _NoSocket\n"
-    "socket.create_connection = socket.getaddrinfo = _blocked\n"
-)
-NO_RPZTUNE = (
-    "class _Block:  # rpztune's packages must not be importable here\n"
-    "    def find_spec(self, name, *args):\n"
-    "        if name.split('.')[0] in {'search', 'spaces', 'objectives', 'nn_numpy', 'models', 'reports'}:\n"
-    "            raise ImportError(f'blocked: {name}')\n"
-    "sys.meta_path.insert(0, _Block())\n"
-)
+NO_NETWORK = OFFLINE_PRELUDE
 TINY = [
     "--set", "max_images=120",
     "--set", "epochs=2",
@@ -104,7 +88,7 @@ def test_run_offline_records_the_proxy_parts_and_the_skipped_backbones(study_dir
     assert [t.user_attrs["feature_cache"] for t in study.trials] == ["miss", "hit"]
 
 
-def test_export_and_reload_need_neither_network_nor_rpztune(study_dir, tmp_path) -> None:
+def test_export_and_reload_need_neither_network_nor_rpztune(study_dir, tmp_path, run_standalone) -> None:
     out = tmp_path / "export"
     printed = rpztune("export", "--study", "finetune", "--out", str(out), cwd=study_dir).stdout
     for name in ("pytorch_cnn.py", "finetuned.pt", "winner.json"):
@@ -116,7 +100,6 @@ def test_export_and_reload_need_neither_network_nor_rpztune(study_dir, tmp_path)
     expected = load_model(trained.trial, trained.checkpoint)(x)
     torch.save({"x": x, "logits": expected.detach()}, out / "probe.pt")
     script = (
-        NO_NETWORK + NO_RPZTUNE + "sys.path.insert(0, '.')\n"
         "import torch\n"
         "from pytorch_cnn import FinetuneNet\n"
         "model = FinetuneNet()\n"
@@ -127,8 +110,7 @@ def test_export_and_reload_need_neither_network_nor_rpztune(study_dir, tmp_path)
         "assert tuple(out.shape) == (5, 2), out.shape\n"
         "print((out - probe['logits']).abs().max().item())\n"
     )
-    (out / "check.py").write_text(script)
-    result = subprocess.run([sys.executable, "-I", "check.py"], cwd=out, capture_output=True, text=True)
+    result = run_standalone(script, out)
     assert result.returncode == 0, result.stderr
     assert "NETWORK ATTEMPT" not in result.stderr
     assert float(result.stdout) < 1e-5

@@ -107,7 +107,9 @@ def test_export_prefers_a_refit_and_says_which_weights_it_wrote(study_dir, capsy
 
 
 @pytest.mark.parametrize("folder", ["plain", "refit"])
-def test_exported_files_meet_the_labs_contract_in_a_clean_interpreter(study_dir, data_dir, folder) -> None:
+def test_exported_files_meet_the_labs_contract_in_a_clean_interpreter(
+    study_dir, data_dir, folder, run_standalone
+) -> None:
     out = study_dir / folder
     if not (out / "winner.json").is_file():
         pytest.skip("the export test did not run")
@@ -116,13 +118,6 @@ def test_exported_files_meet_the_labs_contract_in_a_clean_interpreter(study_dir,
     images = load_fashion(data_dir)
     torch.save({"x": images.x_test, "y": images.y_test}, out / "test.pt")
     script = (
-        "import sys\n"
-        "class Block:  # rpztune's packages must not be importable here\n"
-        "    def find_spec(self, name, *args):\n"
-        "        if name.split('.')[0] in {'search', 'spaces', 'objectives', 'nn_numpy', 'models'}:\n"
-        "            raise ImportError(f'blocked: {name}')\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "sys.path.insert(0, '.')\n"
         "import torch\n"
         "from pytorch_cnn import MyNet, classify\n"
         "model = MyNet()\n"
@@ -134,8 +129,7 @@ def test_exported_files_meet_the_labs_contract_in_a_clean_interpreter(study_dir,
         "model.eval()\n"
         "print((classify(model, test['x'].float() / 255) == test['y']).float().mean().item())\n"
     )
-    (out / "check.py").write_text(script)
-    result = subprocess.run([sys.executable, "-I", "check.py"], cwd=out, capture_output=True, text=True)
+    result = run_standalone(script, out)
     assert result.returncode == 0, result.stderr
     assert float(result.stdout) == pytest.approx(winner["test_accuracy"], abs=1e-4)
 
