@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial
 
 from models import MyNet
 from nn_numpy import Diverged
-from spaces import Choice, IntRange, Space
+from spaces import Space
 from spaces.mynet import SPACE, MyNetTrialConfig, suggest
 
 from ._registry import Task, TrialContext, register
@@ -183,13 +183,8 @@ def refit(
 
 
 def max_epochs(space: Space) -> int:
-    """The largest epoch count the space can draw."""
-    spec = space["epochs"]
-    if isinstance(spec, IntRange):
-        return spec.high
-    if isinstance(spec, Choice):
-        return max(spec.choices)
-    return int(spec)
+    """The largest epoch count the space can draw (the pruners' budget)."""
+    return int(space.largest("epochs"))
 
 
 def _over_cap(n_params: int, latency_ms: float, settings: dict[str, Any]) -> str | None:

@@ -26,7 +26,7 @@ from nn_numpy import (
     save_model,
     train,
 )
-from spaces import Choice, IntRange, Space
+from spaces import Space
 from spaces.numpy_mlp import SPACE, suggest
 
 from ._registry import Task, TrialContext, register
@@ -130,13 +130,8 @@ def random_shift(
 
 
 def max_epochs(space: Space) -> int:
-    """The largest epoch count the space can draw."""
-    spec = space["epochs"]
-    if isinstance(spec, IntRange):
-        return spec.high
-    if isinstance(spec, Choice):
-        return max(spec.choices)
-    return int(spec)
+    """The largest epoch count the space can draw (the pruners' budget)."""
+    return int(space.largest("epochs"))
 
 
 def _error(model: list, x: np.ndarray, y: np.ndarray) -> float:

@@ -145,6 +145,15 @@ class Space:
             return trial.suggest_categorical(name, list(spec.choices))
         return spec
 
+    def largest(self, key: str) -> Any:
+        """The largest value ``key`` can take under its current spec (e.g. the epoch budget of pruners)."""
+        spec = self.specs[key]
+        if isinstance(spec, FloatRange | IntRange):
+            return spec.high
+        if isinstance(spec, Choice):
+            return max(spec.choices)
+        return spec
+
     def settings(self) -> dict[str, Any]:
         """The values of the ``setting`` parameters (fixed for the whole study)."""
         return {n: self.specs[n] for n, p in self.params.items() if p.kind == "setting"}

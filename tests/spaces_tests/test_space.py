@@ -91,3 +91,10 @@ def test_config_round_trips_through_its_dict() -> None:
     trial = optuna.create_study().ask()
     cfg = suggest(trial)
     assert type(cfg).from_dict(cfg.to_dict()) == cfg
+
+
+def test_largest_is_the_top_of_a_range_a_choice_or_the_fixed_value() -> None:
+    assert SPACE.largest("epochs") == 40
+    assert SPACE.with_overrides({"epochs": {"low": 5, "high": 25}}).largest("epochs") == 25
+    assert SPACE.with_overrides({"epochs": [10, 30, 20]}).largest("epochs") == 30
+    assert SPACE.largest("lr") == 1.0
