@@ -81,6 +81,14 @@ class TrialContext:
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {epoch} with {self.metric} {value:.4f}")
 
+    @staticmethod
+    def pruned(trial: optuna.Trial, curves: dict[str, list[float]], reason: str) -> optuna.TrialPruned:
+        """Record a stopping trial's curves, epochs run and reason; the caller raises what it returns."""
+        trial.set_user_attr("curves", curves)
+        trial.set_user_attr("pruned_epoch", max((len(values) for values in curves.values()), default=0))
+        trial.set_user_attr("prune_reason", reason)
+        return optuna.TrialPruned(reason)
+
 
 def register(task: Task) -> Task:
     """Add ``task`` to the registry; a second task of the same name is an error."""

@@ -151,7 +151,7 @@ def objective(trial: optuna.Trial, data: FinetuneData, space: Space, context: Tr
             trial.set_user_attr("feature_cache", "unused")
             _fit_model(model, data, cfg.train, on_epoch)
     except optuna.TrialPruned as exc:
-        raise _pruned(trial, curves, str(exc)) from None
+        raise context.pruned(trial, curves, str(exc)) from None
     best_state = best["state"]
     if cfg.train.uses_cache:
         model.head.load_state_dict(best_state)
@@ -377,13 +377,6 @@ def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     return float((logits.argmax(dim=1) == y).float().mean())
-
-
-def _pruned(trial: optuna.Trial, curves: dict[str, list[float]], reason: str) -> optuna.TrialPruned:
-    trial.set_user_attr("curves", curves)
-    trial.set_user_attr("pruned_epoch", len(curves["proxy"]))
-    trial.set_user_attr("prune_reason", reason)
-    return optuna.TrialPruned(reason)
 
 
 register(

@@ -53,7 +53,7 @@ def objective(trial: optuna.Trial, data: FashionSplit, space: Space, context: Tr
     curves: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_accuracy": []}
     cap = _over_cap(n_params, latency, space.settings())
     if cap:
-        raise _pruned(trial, curves, cap)
+        raise context.pruned(trial, curves, cap)
 
     device = resolve_device(context.device)
     trial.set_user_attr("device", str(device))
@@ -77,7 +77,7 @@ def objective(trial: optuna.Trial, data: FashionSplit, space: Space, context: Tr
             on_epoch=on_epoch,
         )
     except (Diverged, optuna.TrialPruned) as exc:
-        raise _pruned(trial, curves, str(exc)) from None
+        raise context.pruned(trial, curves, str(exc)) from None
     model.load_state_dict(result.best_state)
     checkpoint = save_state(result.best_state, context.checkpoint_dir / f"trial-{trial.number:05d}.pt")
     trial.set_user_attr("curves", curves)
@@ -194,14 +194,6 @@ def _over_cap(n_params: int, latency_ms: float, settings: dict[str, Any]) -> str
         cap = settings["max_latency_ms"]
         return f"CPU latency {latency_ms:.1f} ms per 64 images exceeds max_latency_ms={cap}"
     return None
-
-
-def _pruned(trial: optuna.Trial, curves: dict[str, list[float]], reason: str) -> optuna.TrialPruned:
-    """Record why and when ``trial`` stops; the caller raises the returned exception."""
-    trial.set_user_attr("curves", curves)
-    trial.set_user_attr("pruned_epoch", len(curves["val_accuracy"]))
-    trial.set_user_attr("prune_reason", reason)
-    return optuna.TrialPruned(reason)
 
 
 register(

@@ -79,10 +79,7 @@ def objective(trial: optuna.Trial, data: DigitPair, space: Space, context: Trial
             ),
         )
     except (Diverged, optuna.TrialPruned) as exc:
-        trial.set_user_attr("curves", curves)
-        trial.set_user_attr("pruned_epoch", len(curves["val_error"]))
-        trial.set_user_attr("prune_reason", str(exc))
-        raise optuna.TrialPruned(str(exc)) from None
+        raise context.pruned(trial, curves, str(exc)) from None
 
     restore(model, result.best_params)
     test_error = _error(model, data.x_test.astype(dtype), data.y_test)
