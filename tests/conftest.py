@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from rpz_offline import NO_RPZTUNE_PRELUDE, OFFLINE_PRELUDE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,29 +29,6 @@ def data_dir() -> Path:
 def _offline_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     # Downloads (if any) go to a throw-away cache, never to the user's.
     monkeypatch.setenv("RPZTUNE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
-# A clean interpreter for exported files: no network, and rpztune's own packages unimportable, so an export
-# that still needs either fails the test.
-OFFLINE_PRELUDE = (
-    "import socket, sys\n"
-    "def _blocked(*args, **kwargs):\n"
-    "    print('NETWORK ATTEMPT', file=sys.stderr)\n"
-    "    raise OSError('network access blocked by the test')\n"
-    "class _NoSocket(socket.socket):\n"
-    "    def __init__(self, *args, **kwargs):\n"
-    "        _blocked()\n"
-    "socket.socket = _NoSocket\n"
-    "socket.create_connection = socket.getaddrinfo = _blocked\n"
-)
-NO_RPZTUNE_PRELUDE = (
-    "class _Block:  # rpztune's packages must not be importable here\n"
-    "    def find_spec(self, name, *args):\n"
-    "        if name.split('.')[0] in {'search', 'spaces', 'objectives', 'nn_numpy', 'models', 'reports'}:\n"
-    "            raise ImportError(f'blocked: {name}')\n"
-    "sys.meta_path.insert(0, _Block())\n"
-    "sys.path.insert(0, '.')\n"
-)
 
 
 @pytest.fixture(scope="session")

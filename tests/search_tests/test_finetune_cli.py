@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from conftest import OFFLINE_PRELUDE
+from rpz_offline import OFFLINE_PRELUDE
 
 from objectives.finetune import load_model
 from search import evaluate, find_winner
