@@ -11,6 +11,8 @@ import optuna
 
 from spaces import Space
 
+from .resume import Resume
+
 __all__ = ["Task", "TaskError", "TrialContext", "get_task", "register", "task_names"]
 
 
@@ -80,6 +82,11 @@ class TrialContext:
             self.progress(trial.number, epoch, value)
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {epoch} with {self.metric} {value:.4f}")
+
+    def resume(self, trial: optuna.Trial) -> Resume:
+        """Where ``trial`` saves its progress each epoch, and the state it starts from when it retries a
+        trial whose worker died (see :mod:`objectives.resume`)."""
+        return Resume.for_trial(trial, self.checkpoint_dir)
 
     @staticmethod
     def pruned(trial: optuna.Trial, curves: dict[str, list[float]], reason: str) -> optuna.TrialPruned:

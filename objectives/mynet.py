@@ -24,6 +24,7 @@ from spaces.mynet import SPACE, MyNetTrialConfig, suggest
 
 from ._registry import Task, TrialContext, register
 from .fashion import FashionSplit, fashion_split, load_fashion
+from .resume import Resume
 from .torch_fit import EpochStats, accuracy, cpu_latency_ms, fit, resolve_device, save_state
 
 __all__ = ["evaluate", "load_data", "max_epochs", "objective", "refit"]
@@ -39,10 +40,22 @@ def load_data(data: str | None, settings: dict[str, Any]) -> FashionSplit:
 
 
 def objective(trial: optuna.Trial, data: FashionSplit, space: Space, context: TrialContext) -> float:
-    """Train the configuration drawn for ``trial``; return the best epoch's validation accuracy."""
+    """Train the configuration drawn for ``trial``; return the best epoch's validation accuracy.
+
+    A retry of a trial whose worker died continues from its predecessor's last saved epoch.
+    """
+    with context.resume(trial) as resume:
+        return _train(trial, data, space, context, resume)
+
+
+def _train(
+    trial: optuna.Trial, data: FashionSplit, space: Space, context: TrialContext, resume: Resume
+) -> float:
     cfg = suggest(trial, space)
     trial.set_user_attr("config", cfg.to_dict())
     seed = int(trial.study.user_attrs.get("seed", 0)) * 100_003 + trial.number
+    if resume.state is not None:
+        seed = int(resume.state["seed"])  # a retry continues its predecessor's run
     trial.set_user_attr("seed", seed)
     torch.manual_seed(seed)
     model = MyNet(cfg.model)
@@ -67,6 +80,8 @@ def objective(trial: optuna.Trial, data: FashionSplit, space: Space, context: Tr
 
     started = time.perf_counter()
     try:
+        for stats in resume.state["history"] if resume.state is not None else []:
+            on_epoch(EpochStats(**stats))  # the pruner sees the epochs the predecessor ran
         result = fit(
             model,
             cfg.train,
@@ -75,6 +90,8 @@ def objective(trial: optuna.Trial, data: FashionSplit, space: Space, context: Tr
             (data.x_val, data.y_val),
             generator=torch.Generator(device=device).manual_seed(seed),
             on_epoch=on_epoch,
+            resume=resume.state,
+            save_progress=lambda state: resume.save({**state, "seed": seed}),
         )
     except (Diverged, optuna.TrialPruned) as exc:
         raise context.pruned(trial, curves, str(exc)) from None

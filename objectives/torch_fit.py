@@ -13,8 +13,9 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -88,6 +89,8 @@ def fit(
     generator: torch.Generator,
     epochs: int | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    resume: dict[str, Any] | None = None,
+    save_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitResult:
     """Train ``model`` (already on the data's device) for ``epochs`` (default ``cfg.epochs``) epochs.
 
@@ -100,6 +103,9 @@ def fit(
         generator: Drives shuffling and augmentation; on the data's device.
         epochs: Stop after this many epochs (a refit stops at the winner's best epoch).
         on_epoch: Called after every epoch (may raise ``optuna.TrialPruned``).
+        resume: A state ``save_progress`` was given by an earlier run of the same configuration; training
+            continues after its epoch, and ends with the weights an uninterrupted run would have.
+        save_progress: Called after every epoch, before ``on_epoch``, with the whole training state.
 
     Raises:
         Diverged: when the epoch's training loss or the validation loss is not finite.
@@ -115,8 +121,18 @@ def fit(
         torch.backends.cudnn.benchmark = True
     result = FitResult()
     best = (-math.inf, -math.inf)  # (val accuracy, -val loss) of the best epoch
+    first = 1
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        generator.set_state(resume["generator"])
+        _set_global_rng(resume["global_rng"])
+        result.history = [EpochStats(**stats) for stats in resume["history"]]
+        result.best_epoch, result.best_state = resume["best_epoch"], resume["best_state"]
+        best, first = tuple(resume["best_key"]), int(resume["epoch"]) + 1
     last = epochs or cfg.epochs
-    for epoch in range(1, last + 1):
+    for epoch in range(first, last + 1):
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         model.train()
@@ -149,6 +165,21 @@ def fit(
             best = best if val_accuracy is None else (val_accuracy, -val_loss)
             result.best_epoch = epoch
             result.best_state = cpu_state(model)
+        if save_progress is not None:
+            save_progress(
+                {
+                    "epoch": epoch,
+                    "model": cpu_state(model),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "generator": generator.get_state(),
+                    "global_rng": _global_rng(),  # dropout draws from it
+                    "history": [asdict(s) for s in result.history],
+                    "best_epoch": result.best_epoch,
+                    "best_state": result.best_state,
+                    "best_key": list(best),
+                }
+            )
         if on_epoch is not None:
             on_epoch(stats)
     return result
@@ -200,6 +231,19 @@ def save_state(state: dict[str, torch.Tensor], path: Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _global_rng() -> dict[str, Any]:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_global_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:

@@ -16,7 +16,7 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-__all__ = ["MAX_RETRY", "recover_orphans", "retried_from", "worker_identity"]
+__all__ = ["MAX_RETRY", "recover_orphans", "worker_identity"]
 
 MAX_RETRY = 2
 
@@ -61,11 +61,6 @@ def recover_orphans(study: optuna.Study, *, pids: set[int] | None = None) -> lis
         RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, storage.get_trial(trial._trial_id))
         failed.append(trial.number)
     return failed
-
-
-def retried_from(trial: optuna.Trial) -> int | None:
-    """The number of the failed trial this trial retries, or ``None`` for a fresh trial."""
-    return trial.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
 
 
 def _process_start(pid: int) -> int | None:

@@ -168,6 +168,39 @@ def test_sigkill_of_a_worker_fails_and_retries_its_trial_and_completes_the_total
         assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+
+def test_the_retry_of_a_killed_mynet_trial_resumes_from_its_last_epoch(data_dir, tmp_path) -> None:
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    tiny = ["--set", "stages=1", "--set", "channels=8", "--set", "head=flatten", "--set", "fc_layers=0"]
+    proc = start(
+        "run", "mynet", "--trials", "1", "--workers", "2", "--device", "cpu", "--pruner", "none",
+        "--data", str(data_dir), "--storage", storage, "--set", "epochs=12", *tiny, "--quiet", cwd=tmp_path,
+    )  # fmt: skip
+    victim, deadline = None, time.time() + 240
+    while victim is None and time.time() < deadline:
+        time.sleep(0.2)
+        try:
+            running = optuna.load_study(study_name="mynet", storage=storage).get_trials(
+                deepcopy=False, states=(TrialState.RUNNING,)
+            )
+        except Exception:  # the study may not exist yet
+            continue
+        victim = next((t for t in running if len(t.intermediate_values) >= 2), None)
+    assert victim is not None, "no trial ever reached its second epoch"
+    os.kill(victim.user_attrs["worker"]["pid"], signal.SIGKILL)
+    code, _, err = finish(proc)
+    assert code == 0, err
+
+    trials = optuna.load_study(study_name="mynet", storage=storage).get_trials(deepcopy=False)
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == victim.number)
+    assert trials[victim.number].state == TrialState.FAIL and retry.state == TrialState.COMPLETE
+    resumed = retry.user_attrs["resumed_from"]
+    assert resumed["trial"] == victim.number and resumed["epoch"] >= len(victim.intermediate_values)
+    assert list(retry.intermediate_values) == list(range(1, 13)), "every epoch is reported once"
+    assert retry.user_attrs["curves"]["val_accuracy"][:2] == [victim.intermediate_values[e] for e in (1, 2)]
+    assert not list(tmp_path.rglob("*.progress.pt")), "no progress file outlives its trial"
+
+
 def test_eight_workers_on_one_sqlite_file_lose_nothing(data_dir, tmp_path) -> None:
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     code, out, err = finish(
