@@ -279,7 +279,8 @@ def _scheduler(
 
     ``onecycle``: linear warm-up from lr/25 over the first quarter, then cosine annealing to lr/25e4 (as
     ``OneCycleLR`` with ``pct_start=0.25``, but defined for any number of steps); ``cosine``: from lr to 0;
-    ``constant``: lr throughout.
+    ``step``: lr, then lr/10 from half-way and lr/100 from three quarters (``MultiStepLR``'s classic
+    milestones); ``constant``: lr throughout.
     """
     total = max(1, cfg.epochs * steps)
     warm = max(1, round(0.25 * total))
@@ -295,6 +296,7 @@ def _scheduler(
     factors = {
         "onecycle": one_cycle,
         "cosine": lambda step: 0.5 * (1 + math.cos(math.pi * min(1.0, step / total))),
+        "step": lambda step: 0.1 ** ((step >= total // 2) + (step >= 3 * total // 4)),
         "constant": lambda step: 1.0,
     }
     if cfg.schedule not in factors:

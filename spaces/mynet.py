@@ -20,7 +20,7 @@ from ._space import Choice, FloatRange, IntRange, Param, Space
 __all__ = ["SCHEDULES", "SPACE", "AugmentConfig", "MyNetTrialConfig", "TrainConfig", "suggest"]
 
 OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("onecycle", "cosine", "constant")
+SCHEDULES = ("onecycle", "cosine", "step", "constant")
 
 
 def _check_share(low: float, high: float) -> Any:
@@ -59,7 +59,9 @@ SPACE = Space(
         Param("sgd_weight_decay", "float", FloatRange(1e-5, 1e-3, log=True), bounds=(0.0, 0.1), doc="SGD L2"),
         Param("adamw_lr", "float", FloatRange(3e-4, 1e-2, log=True), bounds=(1e-6, 1.0), doc="AdamW peak lr"),
         Param("adamw_weight_decay", "float", FloatRange(1e-3, 0.1, log=True), bounds=(0.0, 1.0), doc="AdamW"),
-        Param("schedule", "choice", "onecycle", allowed=SCHEDULES, doc="lr schedule over the epochs"),
+        Param(
+            "schedule", "choice", Choice(("onecycle", "cosine", "step")), allowed=SCHEDULES, doc="lr schedule"
+        ),
         Param("batch_size", "int", Choice((32, 64, 128, 256)), bounds=(2, 65536), doc="minibatch size"),
         Param("label_smoothing", "float", FloatRange(0.0, 0.2), bounds=(0.0, 0.5), doc="of the NLL loss"),
         Param("epochs", "int", 20, bounds=(1, 10000), doc="training epochs (the pruning budget)"),
@@ -83,7 +85,7 @@ class TrainConfig:
         lr: Peak learning rate.
         momentum: SGD momentum (ignored by AdamW).
         weight_decay: L2 (SGD) or decoupled (AdamW) weight decay.
-        schedule: ``"onecycle"`` (warm-up then cosine annealing), ``"cosine"`` or ``"constant"``.
+        schedule: ``"onecycle"`` (warm-up then cosine annealing), ``"cosine"``, ``"step"`` or ``"constant"``.
         batch_size: Minibatch size (the last incomplete batch of an epoch is dropped).
         epochs: Epochs the schedule spans.
         label_smoothing: Label smoothing of the NLL loss.

@@ -10,7 +10,7 @@ import torch
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from models import MyNet, MyNetCfg
-from objectives import TrialContext
+from objectives import TrialContext, torch_fit
 from objectives.mynet import load_data, load_model, objective, refit
 from objectives.torch_fit import accuracy, fit
 from spaces.mynet import SCHEDULES, SPACE, AugmentConfig, TrainConfig
@@ -29,6 +29,7 @@ TINY = {
     "batch_size": 64,
     "label_smoothing": 0.0,
     "epochs": 4,
+    "schedule": "onecycle",
     "augment_shift": 1,
     "augment_flip": False,
     "augment_erase": 0.1,
@@ -133,7 +134,6 @@ def test_refit_trains_on_train_and_validation_for_the_best_epoch_count(fashion, 
         refit(trial, fashion, tmp_path / "x.pt", data_fraction=0.995, device="cpu")
 
 
-
 class _WorkerDied(Exception):
     """Stands in for a SIGKILL after an epoch."""
 
@@ -184,3 +184,17 @@ def test_a_retry_whose_predecessor_file_is_corrupt_starts_over_and_says_why(fash
     assert retry.state == optuna.trial.TrialState.COMPLETE and "resumed_from" not in retry.user_attrs
     assert "cannot resume" in retry.user_attrs["resume_error"]
     assert len(retry.user_attrs["curves"]["val_accuracy"]) == 2
+
+
+def test_the_step_schedule_divides_the_lr_by_10_at_half_way_and_again_at_three_quarters() -> None:
+    model = MyNet(MyNetCfg(channels=(4,)))
+    cfg = TrainConfig("sgd", 0.2, 0.9, 0.0, "step", 64, epochs=4)
+    optimizer = torch_fit._optimizer(model, cfg)
+    scheduler = torch_fit._scheduler(optimizer, cfg, steps=10)
+    lrs = []
+    for _ in range(40):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[:20] == pytest.approx([0.2] * 20)
+    assert lrs[20:30] == pytest.approx([0.02] * 10) and lrs[30:] == pytest.approx([0.002] * 10)
