@@ -1,24 +1,25 @@
-"""Benchmark of pruning on the real mynet task: the same study with ASHA, median and no pruning, side by side.
+"""Benchmark of search + pruning on the real mynet task: TPE with ASHA vs random search without pruning.
 
-Usage: ``python bench/pruning.py --budget-minutes M [--pruners asha,median,none] [--target 0.91] [--rounds R]
-[--data PATH] [--seed S] [--threads T] [--set key=value ...]``
+Usage: ``python bench/pruning.py --budget-minutes M [--arms tpe:asha,random:none] [--seeds 0,1,2]
+[--target 0.88] [--rounds R] [--data PATH] [--threads T] [--set key=value ...]``
 
-Every arm is a mynet study (TPE, same seed, same space and data) given ``M`` minutes. The arms take turns in
-``R`` slices of ``M / R`` minutes each, so a change in the machine's load hits all of them alike. Time is each
-arm's *compute*: the summed durations of its trials (data loading and slice overhead excluded), counted in
-trial order. For each arm it prints trials by state, epochs trained, epochs per trial, the best validation
-accuracy and its test accuracy (information only), the compute to the first trial reaching ``--target``
-validation accuracy, and the best value within the compute every arm got (the smallest arm total); then the
-ratios of each arm to ``none``.
+An arm is a ``sampler:pruner`` pair; for every seed each arm runs a mynet study (same space and data) given
+``M`` minutes. The arms take turns in ``R`` slices of ``M / R`` minutes each, so a change in the machine's
+load hits all of them alike. Time is each arm's *compute*: the summed durations of its trials (data loading
+and slice overhead excluded), counted in trial order. For each arm and seed it prints trials by state,
+epochs trained, the best validation accuracy and its test accuracy (information only), the compute until a
+completed trial first reaches ``--target`` validation accuracy, and the best value within the compute every
+arm got; then, per seed and as the median over seeds, each arm's ratios to the last arm (the baseline):
+trials per compute minute and compute to target (baseline / arm; ">" when only the arm reached it, as a
+lower bound using the baseline's whole compute).
 
-CPU-heavy: the full comparison is ``--budget-minutes 20`` per arm (about 70 minutes for three arms: a slice
-lets its last trial finish). The default target, 0.91, lies above what the first trial (the same in every arm,
-same seed) reaches on the lab split, so time to target measures the search, not that one trial.
+CPU-heavy: ``--budget-minutes 10`` with three seeds and two arms is an hour of one core.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -69,82 +70,107 @@ def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def ratios(rows: list[dict]) -> dict[str, tuple[float, float | None, bool]]:
+    """Per arm (all but the last, the baseline): trial-rate ratio, time-to-target speed-up, is it a bound."""
+    base, found = rows[-1], {}
+    for r in rows[:-1]:
+        rate = (r["trials"] / max(r["compute"], 1e-9)) / (base["trials"] / max(base["compute"], 1e-9))
+        speedup, bound = None, False
+        if r["to_target"] and base["to_target"]:
+            speedup = base["to_target"] / r["to_target"]
+        elif r["to_target"]:
+            speedup, bound = base["compute"] / r["to_target"], True
+        found[r["arm"]] = (rate, speedup, bound)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-minutes", type=float, required=True, help="compute per arm, in minutes")
-    parser.add_argument("--pruners", default="asha,median,none", help="comma-separated arms")
-    parser.add_argument("--target", type=float, default=0.91, help="validation accuracy to reach")
+    parser.add_argument("--arms", default="tpe:asha,random:none", help="sampler:pruner pairs, baseline last")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (one study per arm and seed)")
+    parser.add_argument("--target", type=float, default=0.88, help="validation accuracy to reach")
     parser.add_argument("--rounds", type=int, default=4, help="slices the arms take turns in")
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="space override")
     parser.add_argument("--storage", help="storage URL (default: a fresh temporary SQLite file)")
     args = parser.parse_args()
-    arms = args.pruners.split(",")
+    arms = [tuple(arm.split(":")) for arm in args.arms.split(",")]
+    seeds = [int(seed) for seed in args.seeds.split(",")]
     torch.set_num_threads(args.threads)
     folder = Path(tempfile.mkdtemp(prefix="rpztune-bench-pruning-"))
     storage = args.storage or f"sqlite:///{folder / 'bench.db'}"
     print(
-        f"mynet, TPE seed {args.seed}, arms {arms}, {args.budget_minutes:g} min each in {args.rounds} "
-        f"slices, target val_accuracy {args.target}, torch threads {torch.get_num_threads()}, "
-        f"overrides {args.set or 'none'}; storage {storage}",
+        f"mynet, arms {args.arms}, seeds {seeds}, {args.budget_minutes:g} min each in {args.rounds} slices, "
+        f"target val_accuracy {args.target}, torch threads {torch.get_num_threads()}, overrides "
+        f"{args.set or 'none'}; storage {storage}",
         flush=True,
     )
     started = time.perf_counter()
     slice_s = args.budget_minutes * 60 / args.rounds
-    for round_number in range(1, args.rounds + 1):
-        for arm in arms:
-            run_study(
-                "mynet",
-                study_name=f"bench-{arm}",
-                storage=storage,
-                timeout=slice_s,
-                pruner=arm,
-                seed=args.seed,
-                data=args.data,
-                overrides=args.set,
-                checkpoints=folder / "checkpoints",
-                keep_top=1,
-                device="cpu",
-                threads=args.threads,
-                progress=False,
+    per_seed = []
+    for seed in seeds:
+        for round_number in range(1, args.rounds + 1):
+            for sampler, pruner in arms:
+                run_study(
+                    "mynet",
+                    study_name=f"bench-{sampler}-{pruner}-s{seed}",
+                    storage=storage,
+                    timeout=slice_s,
+                    sampler=sampler,
+                    pruner=pruner,
+                    seed=seed,
+                    data=args.data,
+                    overrides=args.set,
+                    checkpoints=folder / "checkpoints",
+                    keep_top=1,
+                    device="cpu",
+                    threads=args.threads,
+                    progress=False,
+                )
+                print(
+                    f"  seed {seed} round {round_number}/{args.rounds}, {sampler}:{pruner}: "
+                    f"{time.perf_counter() - started:.0f} s",
+                    flush=True,
+                )
+        studies = {
+            f"{sampler}:{pruner}": optuna.load_study(
+                study_name=f"bench-{sampler}-{pruner}-s{seed}", storage=storage
             )
-            print(
-                f"  round {round_number}/{args.rounds}, {arm}: {time.perf_counter() - started:.0f} s",
-                flush=True,
-            )
-
-    studies = {arm: optuna.load_study(study_name=f"bench-{arm}", storage=storage) for arm in arms}
-    totals = [compute_curve(s.get_trials(deepcopy=False)) for s in studies.values()]
-    horizon = min(curve[-1][0] if curve else 0.0 for curve in totals)
-    rows = [summarize(arm, study, args.target, horizon) for arm, study in studies.items()]
-    at = f"best @ {horizon / 60:.1f} min"
-    print(f"\nper arm (compute = summed trial seconds; '{at}' = best within the compute every arm got)")
-    print(
-        f"{'arm':8} {'trials':>6} {'done':>5} {'pruned':>6} {'epochs':>6} {'ep/trial':>8} "
-        f"{'compute min':>11} {'best val':>8} {'its test':>8} {'min to target':>13} {at:>15}"
-    )
-    for r in rows:
-        to_target = None if r["to_target"] is None else r["to_target"] / 60
+            for sampler, pruner in arms
+        }
+        totals = [compute_curve(s.get_trials(deepcopy=False)) for s in studies.values()]
+        horizon = min(curve[-1][0] if curve else 0.0 for curve in totals)
+        rows = [summarize(arm, study, args.target, horizon) for arm, study in studies.items()]
+        per_seed.append(ratios(rows))
+        at = f"best @ {horizon / 60:.1f} min"
+        print(f"\nseed {seed} (compute = summed trial seconds; '{at}' = best within every arm's compute)")
         print(
-            f"{r['arm']:8} {r['trials']:6d} {r['complete']:5d} {r['pruned']:6d} {r['epochs']:6d} "
-            f"{r['per_trial']:8.1f} {r['compute'] / 60:11.1f} {fmt(r['best'], '8.4f')} "
-            f"{fmt(r['test'], '8.4f')} {fmt(to_target, '13.1f')} {fmt(r['within'], '15.4f')}"
+            f"{'arm':13} {'trials':>6} {'done':>5} {'pruned':>6} {'epochs':>6} {'ep/trial':>8} "
+            f"{'compute min':>11} {'best val':>8} {'its test':>8} {'min to target':>13} {at:>15}"
         )
-    base = next((r for r in rows if r["arm"] == "none"), None)
-    if base is not None:
-        print("\nratios to 'none' (trials per compute minute; compute to target: none / arm)")
         for r in rows:
-            if r is base:
-                continue
-            trial_rate = (r["trials"] / max(r["compute"], 1e-9)) / (
-                base["trials"] / max(base["compute"], 1e-9)
+            to_target = None if r["to_target"] is None else r["to_target"] / 60
+            print(
+                f"{r['arm']:13} {r['trials']:6d} {r['complete']:5d} {r['pruned']:6d} {r['epochs']:6d} "
+                f"{r['per_trial']:8.1f} {r['compute'] / 60:11.1f} {fmt(r['best'], '8.4f')} "
+                f"{fmt(r['test'], '8.4f')} {fmt(to_target, '13.1f')} {fmt(r['within'], '15.4f')}"
             )
-            speedup = None
-            if r["to_target"] and base["to_target"]:
-                speedup = base["to_target"] / r["to_target"]
-            print(f"{r['arm']:8} trials/min x{trial_rate:.1f}, time to target x{fmt(speedup, '.1f')}")
+        for arm, (rate, speedup, bound) in per_seed[-1].items():
+            shown = "-" if speedup is None else f"{'>' if bound else ''}{speedup:.1f}"
+            print(f"{arm} vs {rows[-1]['arm']}: trials/min x{rate:.1f}, compute to target x{shown}")
+
+    print(f"\nmedian over {len(seeds)} seeds, each arm vs the baseline {args.arms.split(',')[-1]}")
+    for arm in per_seed[0]:
+        rates = [found[arm][0] for found in per_seed]
+        speedups = [found[arm][1] for found in per_seed if found[arm][1] is not None]
+        bounds = sum(found[arm][2] for found in per_seed)
+        median = "-" if not speedups else f"{statistics.median(speedups):.1f}"
+        print(
+            f"{arm}: trials/min x{statistics.median(rates):.1f}; compute to target x{median} "
+            f"(seeds reaching it: {len(speedups)} of {len(seeds)}, {bounds} of them lower bounds)"
+        )
     print(f"\ntotal wall {time.perf_counter() - started:.0f} s; studies kept in {storage}")
 
 
