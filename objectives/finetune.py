@@ -38,7 +38,8 @@ from .mynet import max_epochs
 from .photo_augment import augment_batch, make_mix, make_policy
 from .photos import Photos, load_photos, seeded_split
 from .proxy import condition_bank, proxy_score, proxy_weights
-from .torch_fit import cpu_state, save_state
+from .resume import Resume
+from .torch_fit import cpu_state, restore_training, save_state, training_state
 
 __all__ = ["FinetuneData", "build_model", "evaluate", "load_data", "load_model", "objective"]
 
@@ -105,12 +106,24 @@ def load_data(data: str | None, settings: dict[str, Any]) -> FinetuneData:
 
 
 def objective(trial: optuna.Trial, data: FinetuneData, space: Space, context: TrialContext) -> float:
-    """Train the configuration drawn for ``trial``; return the best epoch's leaderboard proxy."""
+    """Train the configuration drawn for ``trial``; return the best epoch's leaderboard proxy.
+
+    A retry of a trial whose worker died continues from its predecessor's last saved epoch.
+    """
+    with context.resume(trial) as resume:
+        return _train(trial, data, space, context, resume)
+
+
+def _train(
+    trial: optuna.Trial, data: FinetuneData, space: Space, context: TrialContext, resume: Resume
+) -> float:
     settings = space.settings()
     space = _offered(trial, space, settings)
     cfg = suggest(trial, space)
     trial.set_user_attr("config", cfg.to_dict())
     seed = int(trial.study.user_attrs.get("seed", 0)) * 100_003 + trial.number
+    if resume.state is not None:
+        seed = int(resume.state["seed"])  # a retry continues its predecessor's run
     trial.set_user_attr("seed", seed)
     weights, note = proxy_weights(data.x_new is not None)
     trial.set_user_attr("proxy_weights", weights)
@@ -126,6 +139,8 @@ def objective(trial: optuna.Trial, data: FinetuneData, space: Space, context: Tr
     if data.x_new is not None:
         curves["new_acc"] = []
     best: dict[str, Any] = {"proxy": -math.inf}
+    if resume.state is not None:
+        curves, best = resume.state["curves"], resume.state["best"]
 
     def on_epoch(
         epoch: int, train_loss: float, parts: dict[str, float], head_state: Callable[[], dict]
@@ -141,15 +156,22 @@ def objective(trial: optuna.Trial, data: FinetuneData, space: Space, context: Tr
             best.update(proxy=score, epoch=epoch, parts=dict(parts), state=head_state())
         context.report(trial, score, epoch)
 
+    def save_progress(training: dict[str, Any]) -> None:
+        resume.save({**training, "seed": seed, "curves": curves, "best": best})
+
+    loop = {"resume": resume.state, "save_progress": save_progress}
+    torch.manual_seed(seed)  # the first load of a backbone's weights in a process draws random numbers
     started = time.perf_counter()
     try:
+        for epoch, value in enumerate(curves["proxy"], start=1):
+            context.report(trial, value, epoch)  # the pruner sees the epochs the predecessor ran
         if cfg.train.uses_cache:
             features, hit = _features(model, data, cfg, source, state)
             trial.set_user_attr("feature_cache", "hit" if hit else "miss")
-            _fit_head(model.head, features, data, cfg.train, on_epoch)
+            _fit_head(model.head, features, data, cfg.train, on_epoch, **loop)
         else:
             trial.set_user_attr("feature_cache", "unused")
-            _fit_model(model, data, cfg.train, on_epoch)
+            _fit_model(model, data, cfg.train, on_epoch, **loop)
     except optuna.TrialPruned as exc:
         raise context.pruned(trial, curves, str(exc)) from None
     best_state = best["state"]
@@ -273,12 +295,16 @@ def _fit_head(
     data: FinetuneData,
     cfg: FinetuneTrainConfig,
     on_epoch: Callable[..., None],
+    *,
+    resume: dict[str, Any] | None = None,
+    save_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> None:
-    """Train the head alone on cached features (a linear probe); report after every epoch."""
+    """Train the head alone on cached features (a linear probe); report after every epoch, then save the
+    progress (``resume`` continues from a saved one)."""
     x, y = features["train"], data.y_train
     optimizer, scheduler, steps = _optim([{"params": head.parameters(), "lr": cfg.lr}], cfg, len(y))
     batch = min(cfg.batch_size, len(y))
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(restore_training(resume, head, optimizer, scheduler), cfg.epochs + 1):
         head.train()
         order, total = torch.randperm(len(y)), 0.0
         for step in range(steps):
@@ -298,12 +324,21 @@ def _fit_head(
             if "new" in features:
                 parts["new"] = _accuracy(head(features["new"]), data.y_new)
         on_epoch(epoch, total / steps, parts, lambda: cpu_state(head))
+        if save_progress is not None:
+            save_progress(training_state(epoch, head, optimizer, scheduler))
 
 
 def _fit_model(
-    model: FinetuneNet, data: FinetuneData, cfg: FinetuneTrainConfig, on_epoch: Callable[..., None]
+    model: FinetuneNet,
+    data: FinetuneData,
+    cfg: FinetuneTrainConfig,
+    on_epoch: Callable[..., None],
+    *,
+    resume: dict[str, Any] | None = None,
+    save_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> None:
-    """Train the trainable part of ``model`` on augmented images; report after every epoch."""
+    """Train the trainable part of ``model`` on augmented images; report after every epoch, then save the
+    progress (``resume`` continues from a saved one)."""
     groups = [{"params": list(model.head.parameters()), "lr": cfg.lr}]
     backbone = [p for p in model.backbone.parameters() if p.requires_grad]
     if backbone:
@@ -313,7 +348,7 @@ def _fit_model(
     batch = min(cfg.batch_size, n)
     policy = make_policy(cfg.augment, n=cfg.randaugment_n, magnitude=cfg.randaugment_m)
     mix = make_mix(cfg.mix, len(data.classes))
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(restore_training(resume, model, optimizer, scheduler), cfg.epochs + 1):
         model.train()
         order, total = torch.randperm(n), 0.0
         for step in range(steps):
@@ -334,6 +369,8 @@ def _fit_model(
         if data.x_new is not None:
             parts["new"] = _accuracy(_logits(model, data.x_new), data.y_new)
         on_epoch(epoch, total / steps, parts, lambda: cpu_state(model))
+        if save_progress is not None:
+            save_progress(training_state(epoch, model, optimizer, scheduler))
 
 
 def _optim(

@@ -34,7 +34,9 @@ __all__ = [
     "cpu_state",
     "fit",
     "resolve_device",
+    "restore_training",
     "save_state",
+    "training_state",
 ]
 
 _EVAL_CHUNK = 1000
@@ -121,16 +123,12 @@ def fit(
         torch.backends.cudnn.benchmark = True
     result = FitResult()
     best = (-math.inf, -math.inf)  # (val accuracy, -val loss) of the best epoch
-    first = 1
+    first = restore_training(resume, model, optimizer, scheduler)
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
         generator.set_state(resume["generator"])
-        _set_global_rng(resume["global_rng"])
         result.history = [EpochStats(**stats) for stats in resume["history"]]
         result.best_epoch, result.best_state = resume["best_epoch"], resume["best_state"]
-        best, first = tuple(resume["best_key"]), int(resume["epoch"]) + 1
+        best = tuple(resume["best_key"])
     last = epochs or cfg.epochs
     for epoch in range(first, last + 1):
         started = time.perf_counter()
@@ -168,12 +166,8 @@ def fit(
         if save_progress is not None:
             save_progress(
                 {
-                    "epoch": epoch,
-                    "model": cpu_state(model),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
+                    **training_state(epoch, model, optimizer, scheduler),
                     "generator": generator.get_state(),
-                    "global_rng": _global_rng(),  # dropout draws from it
                     "history": [asdict(s) for s in result.history],
                     "best_epoch": result.best_epoch,
                     "best_state": result.best_state,
@@ -217,6 +211,47 @@ def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
 
+def training_state(
+    epoch: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> dict[str, Any]:
+    """What resuming after ``epoch`` needs: weights, optimiser and schedule state, torch's global random state
+    (dropout and augmentations draw from it). Loadable with ``torch.load(..., weights_only=True)``."""
+    rng = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {
+        "epoch": epoch,
+        "model": cpu_state(model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng,
+    }
+
+
+def restore_training(
+    state: dict[str, Any] | None,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> int:
+    """Load a :func:`training_state` into ``model``, ``optimizer`` and ``scheduler``; the epoch to start at.
+
+    ``None`` leaves everything as it is and returns 1.
+    """
+    if state is None:
+        return 1
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["cpu"])
+    if "cuda" in state["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    return int(state["epoch"]) + 1
+
+
 def save_state(state: dict[str, torch.Tensor], path: Path) -> Path:
     """``torch.save`` a state dict so a reader sees the old file or the whole new one, never a part."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -231,19 +266,6 @@ def save_state(state: dict[str, torch.Tensor], path: Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def _global_rng() -> dict[str, Any]:
-    state = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_global_rng(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["cpu"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from rpz_resume import die_then_retry
 
 from models.finetune import FinetuneNet
 from objectives import TrialContext, get_task
@@ -92,6 +93,24 @@ def test_fine_tuning_with_augmentation_trains_the_unfrozen_stages(data, tmp_path
     assert not torch.equal(
         tuned["backbone.blocks.6.0.conv_pwl.weight"], before["backbone.blocks.6.0.conv_pwl.weight"]
     )
+
+
+@pytest.mark.parametrize("training", [{"freeze": "linear", "augment": "none"}, {"augment": "trivial"}])
+def test_a_retry_resumes_its_dead_predecessor_and_ends_as_an_uninterrupted_run(data, tmp_path, training):
+    overrides = {**FAST, "freeze": "last_k", "freeze_k": 1, "epochs": 3, **training}
+    space = TASK.space.with_overrides(overrides)
+    (tmp_path / "reference").mkdir()
+    reference = run(data, tmp_path / "reference", overrides).trials[0]
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(0))
+    retry_dir = tmp_path / "retry"
+    retry_dir.mkdir()
+    _, retry = die_then_retry(study, lambda t, c: TASK.objective(t, data, space, c), retry_dir, die_after=2)
+    assert retry.state == optuna.trial.TrialState.COMPLETE
+    # progress is saved after an epoch's report: a worker dying at epoch 2's report left epoch 1's
+    assert retry.user_attrs["resumed_from"] == {"trial": 0, "epoch": 1}
+    assert retry.user_attrs["curves"] == reference.user_attrs["curves"], "as if it had never died"
+    assert retry.intermediate_values == reference.intermediate_values
+    assert sorted(p.name for p in retry_dir.iterdir()) == ["trial-00001.pt"], "progress files are gone"
 
 
 def test_new_data_adds_the_new_part_with_the_leaderboard_weights(photos_dir, tmp_path) -> None:

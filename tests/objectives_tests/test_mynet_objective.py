@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
-
 import optuna
 import pytest
 import torch
 from optuna.storages import RetryHeartbeatStaleTrialCallback
+from rpz_resume import die_then_retry
 
 from models import MyNet, MyNetCfg
 from objectives import TrialContext, torch_fit
@@ -134,32 +133,16 @@ def test_refit_trains_on_train_and_validation_for_the_best_epoch_count(fashion, 
         refit(trial, fashion, tmp_path / "x.pt", data_fraction=0.995, device="cpu")
 
 
-class _WorkerDied(Exception):
-    """Stands in for a SIGKILL after an epoch."""
-
-
 def test_a_retry_resumes_its_dead_predecessor_and_ends_as_an_uninterrupted_run(fashion, tmp_path) -> None:
     space = SPACE.with_overrides({**TINY, **SMALL_DATA, "augment_flip": True, "dropout": 0.2})
-    reference_dir, retry_dir, kept = tmp_path / "reference", tmp_path / "retry", tmp_path / "kept.pt"
+    reference_dir, retry_dir = tmp_path / "reference", tmp_path / "retry"
     reference_dir.mkdir(), retry_dir.mkdir()
     reference = optuna.create_study(direction="maximize")
     reference.optimize(lambda t: objective(t, fashion, space, TrialContext(reference_dir, "cpu")), n_trials=1)
 
-    def die_after_epoch_2(number: int, epoch: int, value: float) -> None:
-        if epoch == 2:  # keep the progress file as a killed process leaves it (an exception deletes it)
-            shutil.copy(retry_dir / "trial-00000.progress.pt", kept)
-            raise _WorkerDied
-
     study = optuna.create_study(direction="maximize")
-    dying = TrialContext(retry_dir, "cpu", progress=die_after_epoch_2)
-    study.optimize(lambda t: objective(t, fashion, space, dying), n_trials=1, catch=(_WorkerDied,))
-    assert study.trials[0].state == optuna.trial.TrialState.FAIL
-    assert not list(retry_dir.iterdir()), "a trial that ends by an exception deletes its progress"
-    shutil.copy(kept, retry_dir / "trial-00000.progress.pt")
-    RetryHeartbeatStaleTrialCallback(max_retry=1)(study, study.trials[0])  # as the engine does it
-
-    study.optimize(lambda t: objective(t, fashion, space, TrialContext(retry_dir, "cpu")), n_trials=1)
-    retry, expected = study.trials[1], reference.trials[0]
+    _, retry = die_then_retry(study, lambda t, c: objective(t, fashion, space, c), retry_dir, die_after=2)
+    expected = reference.trials[0]
     assert retry.state == optuna.trial.TrialState.COMPLETE
     assert retry.user_attrs["resumed_from"] == {"trial": 0, "epoch": 2}
     assert retry.user_attrs["curves"] == expected.user_attrs["curves"], "as if it had never died"
