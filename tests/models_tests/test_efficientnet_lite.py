@@ -86,5 +86,7 @@ def test_efficientnet_lite_matches_timm_with_random_weights(name) -> None:
 
 def test_efficientnet_lite_refuses_other_backbones_naming_the_supported_ones() -> None:
     assert is_backbone("tf_efficientnet_lite2") and not is_backbone("resnet18")
-    with pytest.raises(ValueError, match="no plain-torch backbone 'resnet18'; supported: tf_efficientnet_lite0"):
+    with pytest.raises(
+        ValueError, match="no plain-torch backbone 'resnet18'; supported: tf_efficientnet_lite0"
+    ):
         create_backbone("resnet18")
