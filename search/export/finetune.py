@@ -23,14 +23,15 @@ __all__ = ["export_finetune", "finetune_source"]
 
 _HEADER = '''"""pytorch_cnn.py: the lab's FinetuneNet, exported by rpztune.
 
-``FinetuneNet()`` builds the tuned architecture (``FINETUNE_CFG``) {backbone}: nothing is downloaded.
+``FinetuneNet()`` builds the tuned architecture (``FINETUNE_CFG``), nothing is downloaded:
+{backbone}
 Restore every weight with ``model.load_state_dict(torch.load("finetuned.pt", weights_only=True))``. Input
 ``[B, 3, 96, 96]`` in ``[0, 1]`` (``Resize((96, 96))`` + ``ToTensor()``), output ``[B, 2]`` logits, classes
-cat=0, dog=1. {needs}
+cat=0, dog=1.
 """
 '''
-_TIMM = ("from timm with ``pretrained=False``", "Needs torch and timm.")
-_PLAIN = ("with a plain-torch EfficientNet-Lite (timm's keys and outputs)", "Needs only torch.")
+_TIMM = "the backbone comes from timm (``pretrained=False``). Needs torch and timm."
+_PLAIN = "a plain-torch EfficientNet-Lite backbone with timm's keys and outputs. Needs only torch."
 _MAX_DIFF = 1e-4  # logits of the exported file vs the trained net (measured: 0 on the CPU)
 
 
@@ -44,11 +45,10 @@ def finetune_source(cfg: finetune.FinetuneCfg, *, plain_torch: bool = False) -> 
     Raises:
         ValueError: with ``plain_torch``, when ``cfg.backbone`` is not an EfficientNet-Lite (naming those).
     """
-    backbone, needs = _PLAIN if plain_torch else _TIMM
     return standalone_source(
         finetune_modules(cfg, plain_torch=plain_torch),
         {"FINETUNE_CFG": cfg},
-        header=_HEADER.format(backbone=backbone, needs=needs),
+        header=_HEADER.format(backbone=_PLAIN if plain_torch else _TIMM),
     )
 
 
