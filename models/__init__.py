@@ -1,7 +1,9 @@
 """Torch models: ``MyNet`` (FashionMNIST CNN, configured by ``MyNetCfg``), ``classify``, and the export of
-a self-contained ``pytorch_cnn.py``; ``FinetuneNet`` (a timm backbone, configured by ``FinetuneCfg``)."""
+a self-contained ``pytorch_cnn.py``; ``FinetuneNet`` (a timm backbone, configured by ``FinetuneCfg``; a
+plain-torch EfficientNet-Lite in ``efficientnet_lite`` for files that must not need timm)."""
 
 from ._standalone import pytorch_cnn_source
+from ._standalone import submission_source
 from .finetune import FINETUNE_CFG
 from .finetune import FinetuneCfg
 from .finetune import FinetuneNet
@@ -19,4 +21,5 @@ __all__ = [
     "MyNetCfg",
     "classify",
     "pytorch_cnn_source",
+    "submission_source",
 ]

@@ -4,10 +4,12 @@
 Input ``[B, 3, 96, 96]`` with pixels in ``[0, 1]`` (the evaluator's ``Resize((96, 96))`` + ``ToTensor()``),
 output ``[B, 2]`` logits (train with ``F.cross_entropy``), classes in ``ImageFolder`` order (cat=0, dog=1).
 The network resizes its input to ``cfg.resolution`` itself (pretrained nets saw 224 px) and normalises it
-with the backbone's ``pretrained_cfg`` mean and std. The backbone is built with ``pretrained=False``: this
-module never downloads; pretrained weights are loaded by the caller (see ``models/weights.py``), and an
-exported ``finetuned.pt`` holds them all. ``FinetuneNet()`` with no argument builds ``FINETUNE_CFG``; an
-exported ``pytorch_cnn.py`` holds this file with ``FINETUNE_CFG`` set to the winner.
+with the backbone's ``pretrained_cfg`` mean and std. The backbone comes from ``create_backbone``
+(``models/timm_backbone.py``: ``pretrained=False``, so this module never downloads); pretrained weights are
+loaded by the caller (see ``models/weights.py``), and an exported ``finetuned.pt`` holds them all.
+``FinetuneNet()`` with no argument builds ``FINETUNE_CFG``; an exported ``pytorch_cnn.py`` holds this file
+with ``FINETUNE_CFG`` set to the winner, and a plain-torch export swaps the backbone module for
+``models/efficientnet_lite.py`` (same keys, same outputs, no timm).
 
 Example:
     >>> model = FinetuneNet(FinetuneCfg(backbone="tf_efficientnet_lite0", resolution=128))
@@ -19,14 +21,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FINETUNE_CFG", "FREEZE_POLICIES", "HEADS", "FinetuneCfg", "FinetuneNet", "set_trainable"]
+from .timm_backbone import BACKBONE_RULE, create_backbone, is_backbone
 
-HEADS = ("linear", "mlp")
+__all__ = [
+    "FINETUNE_CFG",
+    "FINETUNE_HEADS",
+    "FREEZE_POLICIES",
+    "FinetuneCfg",
+    "FinetuneNet",
+    "set_trainable",
+]
+
+# Names unique across models/ (MyNet has its own HEADS): a submission pytorch_cnn.py merges both modules.
+FINETUNE_HEADS = ("linear", "mlp")
 FREEZE_POLICIES = ("linear", "last_k", "full")
 _STAGE_ATTRS = ("blocks", "stages", "layers")
 
@@ -36,7 +47,8 @@ class FinetuneCfg:
     """The architecture of a :class:`FinetuneNet`.
 
     Args:
-        backbone: A timm architecture name, e.g. ``"tf_efficientnet_lite0"``.
+        backbone: A name ``create_backbone`` builds (any timm architecture), e.g.
+            ``"tf_efficientnet_lite0"``.
         resolution: Side the 96x96 input is resized to before the backbone (96: no resize).
         head: ``"linear"`` (dropout, linear) or ``"mlp"`` (dropout, linear, ReLU, dropout, linear).
         hidden: Width of the MLP head's hidden layer.
@@ -56,20 +68,21 @@ class FinetuneCfg:
 
     def __post_init__(self) -> None:
         problems = {
-            "backbone": not timm.is_model(self.backbone),
+            "backbone": not is_backbone(self.backbone),
             "resolution": not 32 <= self.resolution <= 512,
-            "head": self.head not in HEADS,
+            "head": self.head not in FINETUNE_HEADS,
             "hidden": self.hidden < 1,
             "dropout": not 0.0 <= self.dropout < 1.0,
             "num_classes": self.num_classes < 1,
         }
         for name, bad in problems.items():
             if bad:
-                raise ValueError(f"FinetuneCfg.{name}={getattr(self, name)!r} breaks: {_RULES[name]}")
+                rule = _FINETUNE_RULES[name]
+                raise ValueError(f"FinetuneCfg.{name}={getattr(self, name)!r} breaks: {rule}")
 
 
 class FinetuneNet(nn.Module):
-    """A pretrained-style timm backbone (random until weights are loaded) with a new classification head.
+    """A pretrained-style backbone (random until weights are loaded) with a new classification head.
 
     Args:
         cfg: The architecture; ``None`` builds ``FINETUNE_CFG`` (the exported winner in ``pytorch_cnn.py``).
@@ -78,7 +91,7 @@ class FinetuneNet(nn.Module):
     def __init__(self, cfg: FinetuneCfg | None = None) -> None:
         super().__init__()
         self.cfg = cfg = FINETUNE_CFG if cfg is None else cfg
-        self.backbone = timm.create_model(cfg.backbone, pretrained=False, num_classes=0)
+        self.backbone = create_backbone(cfg.backbone)
         pretrained = self.backbone.pretrained_cfg
         self.register_buffer("mean", torch.tensor(pretrained["mean"]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(pretrained["std"]).view(1, 3, 1, 1), persistent=False)
@@ -167,10 +180,10 @@ def _stages(backbone: nn.Module) -> list[nn.Module]:
     return list(_stage_container(backbone).children())
 
 
-_RULES = {
-    "backbone": "a timm architecture name (timm.list_models())",
+_FINETUNE_RULES = {
+    "backbone": BACKBONE_RULE,
     "resolution": "32 <= resolution <= 512",
-    "head": f"one of {HEADS}",
+    "head": f"one of {FINETUNE_HEADS}",
     "hidden": "at least 1",
     "dropout": "0 <= dropout < 1",
     "num_classes": "at least 1",

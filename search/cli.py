@@ -116,9 +116,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Write the winner (or --trial N) of a study as the lab's files into --out."""
+    """Write the winner (or --trial N) of a study as the lab's files into --out (--standalone: no timm)."""
     winner = find_winner(args.storage, args.study, args.trial, checkpoints=args.checkpoints)
-    written = export(winner, args.out, data=args.data)
+    written = export(winner, args.out, data=args.data, standalone=args.standalone)
     test = winner.trial.user_attrs.get("test_error")
     test_text = "" if test is None else f", test_error {test:.4f} (never used for tuning)"
     print(
@@ -270,6 +270,11 @@ def _add_winner(parser: argparse.ArgumentParser, *, out: bool) -> None:
     parser.add_argument("--data", help="data path (default: the study's own data)", required=not out)
     if out:
         parser.add_argument("--out", required=True, help="output folder")
+        parser.add_argument(
+            "--standalone",
+            action="store_true",
+            help="finetune: a pytorch_cnn.py that needs only torch (EfficientNet-Lite backbones, no timm)",
+        )
 
 
 def _add_refit(parser: argparse.ArgumentParser) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import optuna
 
-from models.finetune import FREEZE_POLICIES, HEADS, FinetuneCfg
+from models.finetune import FINETUNE_HEADS, FREEZE_POLICIES, FinetuneCfg
 
 from ._space import Choice, FloatRange, IntRange, Param, Space
 
@@ -67,7 +67,13 @@ SPACE = Space(
             "backbone", "choice", Choice(BACKBONES), doc="timm backbone (those without weights are skipped)"
         ),
         Param("resolution", "int", Choice((96, 128, 160, 224)), bounds=(32, 512), doc="internal input side"),
-        Param("head", "choice", Choice(HEADS), allowed=HEADS, doc="linear or a one-hidden-layer MLP"),
+        Param(
+            "head",
+            "choice",
+            Choice(FINETUNE_HEADS),
+            allowed=FINETUNE_HEADS,
+            doc="linear or a one-hidden-layer MLP",
+        ),
         Param("hidden", "int", IntRange(64, 512, log=True), bounds=(1, 8192), doc="MLP head width"),
         Param("dropout", "float", FloatRange(0.0, 0.5), bounds=(0.0, 0.9), doc="dropout before head layers"),
         Param("freeze", "choice", Choice(FREEZE_POLICIES), allowed=FREEZE_POLICIES, doc="what trains"),

@@ -10,24 +10,40 @@ from .finetune import export_finetune
 from .mynet import export_mynet
 from .numpy_mlp import export_numpy_mlp
 
-__all__ = ["EXPORTERS", "export"]
+__all__ = ["EXPORTERS", "TIMM_TASKS", "export"]
 
-EXPORTERS: dict[str, Callable[[Winner, Path, str | None], list[Path]]] = {
+# exporter(winner, out, data) -> paths written; those of TIMM_TASKS also take plain_torch=.
+EXPORTERS: dict[str, Callable[..., list[Path]]] = {
     "numpy-mlp": export_numpy_mlp,
     "mynet": export_mynet,
     "finetune": export_finetune,
 }
+TIMM_TASKS = ("finetune",)
 
 
-def export(winner: Winner, out: str | Path, *, data: str | None = None) -> list[Path]:
+def export(
+    winner: Winner, out: str | Path, *, data: str | None = None, standalone: bool = False
+) -> list[Path]:
     """Write the winner's files into ``out`` (created if needed); return the paths written.
 
+    Args:
+        winner: The study's winner.
+        out: The output folder.
+        data: Data path for the exporters that score the winner (default: the study's own data).
+        standalone: A finetune ``pytorch_cnn.py`` that needs only torch (no timm; EfficientNet-Lite
+            backbones). The other tasks' files need only torch or numpy already: ignored with a note.
+
     Raises:
-        ValueError: when the study's task has no exporter.
+        ValueError: when the study's task has no exporter, or (``standalone``) its backbone has no
+            plain-torch version.
     """
     exporter = EXPORTERS.get(winner.task.name)
     if exporter is None:
         raise ValueError(f"no exporter for task {winner.task.name!r}; exporters: {', '.join(EXPORTERS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if winner.task.name in TIMM_TASKS:
+        return exporter(winner, out, data, plain_torch=standalone)
+    if standalone:
+        print(f"--standalone ignored: the {winner.task.name} files need no timm already")
     return exporter(winner, out, data)

@@ -116,6 +116,35 @@ def test_export_and_reload_need_neither_network_nor_rpztune(study_dir, tmp_path,
     assert float(result.stdout) < 1e-5
 
 
+def test_standalone_export_needs_no_timm(study_dir, tmp_path, run_standalone) -> None:
+    out = tmp_path / "standalone"
+    trained = find_winner(f"sqlite:///{study_dir / 'studies.db'}", "finetune")
+    if not trained.trial.user_attrs["config"]["model"]["backbone"].startswith("tf_efficientnet_lite"):
+        result = rpztune(
+            "export", "--study", "finetune", "--out", str(out), "--standalone", cwd=study_dir, check=False
+        )
+        assert result.returncode == 2 and "has no plain-torch version" in result.stderr
+        return
+    rpztune("export", "--study", "finetune", "--out", str(out), "--standalone", cwd=study_dir)
+    assert json.loads((out / "winner.json").read_text())["needs_timm"] is False
+    x = torch.rand(5, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    torch.save(
+        {"x": x, "logits": load_model(trained.trial, trained.checkpoint)(x).detach()}, out / "probe.pt"
+    )
+    script = (
+        "sys.modules['timm'] = None  # import timm fails\n"
+        "import torch\n"
+        "from pytorch_cnn import FinetuneNet\n"
+        "model = FinetuneNet()\n"
+        "model.load_state_dict(torch.load('finetuned.pt', weights_only=True))\n"
+        "probe = torch.load('probe.pt', weights_only=True)\n"
+        "print((model.eval()(probe['x']) - probe['logits']).abs().max().item())\n"
+    )
+    result = run_standalone(script, out)
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout) < 1e-5
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

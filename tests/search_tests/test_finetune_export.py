@@ -1,0 +1,92 @@
+"""``finetune_source(plain_torch=True)``: a FinetuneNet file needing only torch; ``export(standalone=)``."""
+
+from __future__ import annotations
+
+import ast
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from models import FinetuneCfg, FinetuneNet
+from models.weights import resolve_weights
+from search.export import EXPORTERS, export
+from search.export.finetune import finetune_source
+
+CFG = FinetuneCfg(backbone="tf_efficientnet_lite0", resolution=128, head="mlp", hidden=32)
+SCRIPT = (
+    "sys.modules['timm'] = None  # import timm fails: the file must not need it\n"
+    "import torch\n"
+    "from pytorch_cnn import FINETUNE_CFG, FinetuneNet\n"
+    "model = FinetuneNet()\n"
+    "model.load_state_dict(torch.load('finetuned.pt', weights_only=True))\n"
+    "model.eval()\n"
+    "probe = torch.load('probe.pt', weights_only=True)\n"
+    "with torch.no_grad():\n"
+    "    features = model.forward_features(probe['x'])\n"
+    "    logits = model(probe['x'])\n"
+    "print(FINETUNE_CFG.resolution, FINETUNE_CFG.head, type(model.backbone).__name__)\n"
+    "print((features - probe['features']).abs().max().item())\n"
+    "print((logits - probe['logits']).abs().max().item())\n"
+)
+
+
+def test_plain_torch_finetune_file_loads_timm_weights_without_timm(tmp_path, run_standalone) -> None:
+    source = finetune_source(CFG, plain_torch=True)
+    assert "timm" not in imported(source) and "Needs only torch." in source
+    (tmp_path / "pytorch_cnn.py").write_text(source)
+    torch.manual_seed(0)
+    trained = FinetuneNet(CFG)
+    state, _ = resolve_weights(CFG.backbone)
+    trained.backbone.load_state_dict({k: v for k, v in state.items() if not k.startswith("classifier.")})
+    trained.eval()
+    torch.save(trained.state_dict(), tmp_path / "finetuned.pt")
+    x = torch.rand(3, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        probe = {"x": x, "features": trained.forward_features(x), "logits": trained(x)}
+    torch.save(probe, tmp_path / "probe.pt")
+    result = run_standalone(SCRIPT, tmp_path)
+    assert result.returncode == 0, result.stderr
+    described, features, logits = result.stdout.splitlines()
+    assert described == "128 mlp EfficientNetLite"
+    print(f"plain-torch FinetuneNet vs timm: max |diff| features {features}, logits {logits}")
+    assert float(features) <= 1e-5 and float(logits) <= 1e-5
+
+
+def test_finetune_source_uses_timm_unless_asked_and_refuses_other_backbones_in_plain_torch() -> None:
+    assert "timm" in imported(finetune_source(CFG)) and "Needs torch and timm." in finetune_source(CFG)
+    with pytest.raises(
+        ValueError, match=r"'resnet18' has no plain-torch version; supported: tf_efficientnet_lite0, "
+    ):
+        finetune_source(FinetuneCfg(backbone="resnet18"), plain_torch=True)
+
+
+@pytest.mark.parametrize(
+    ("task", "standalone", "kwargs", "note"),
+    [
+        ("finetune", True, {"plain_torch": True}, False),
+        ("finetune", False, {"plain_torch": False}, False),
+        ("mynet", True, {}, True),
+        ("numpy-mlp", False, {}, False),
+    ],
+)
+def test_export_passes_standalone_to_finetune_and_notes_it_is_ignored_elsewhere(
+    task, standalone, kwargs, note, tmp_path, monkeypatch, capsys
+) -> None:
+    calls = []
+    monkeypatch.setitem(EXPORTERS, task, lambda *args, **kw: calls.append((args, kw)) or [])
+    winner = SimpleNamespace(task=SimpleNamespace(name=task))
+    export(winner, tmp_path / "out", standalone=standalone)
+    assert calls == [((winner, tmp_path / "out", None), kwargs)]
+    assert ("--standalone ignored" in capsys.readouterr().out) == note
+
+
+def imported(source: str) -> set[str]:
+    """Top-level packages a file imports."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names.add(str(node.module).split(".")[0])
+    return names
