@@ -133,7 +133,6 @@ def test_refit_trains_on_train_and_validation_for_the_best_epoch_count(fashion, 
         refit(trial, fashion, tmp_path / "x.pt", data_fraction=0.995, device="cpu")
 
 
-
 class _WorkerDied(Exception):
     """Stands in for a SIGKILL after an epoch."""
 

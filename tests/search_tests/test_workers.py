@@ -168,7 +168,6 @@ def test_sigkill_of_a_worker_fails_and_retries_its_trial_and_completes_the_total
         assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-
 def test_the_retry_of_a_killed_mynet_trial_resumes_from_its_last_epoch(data_dir, tmp_path) -> None:
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     tiny = ["--set", "stages=1", "--set", "channels=8", "--set", "head=flatten", "--set", "fc_layers=0"]
