@@ -1,13 +1,19 @@
-"""Trial checkpoints: where a study keeps them, and keeping only the best few."""
+"""Trial checkpoints: where a study keeps them, checking that one loads, and keeping only the best few."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import optuna
+import torch
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["KeepTopCheckpoints", "checkpoint_path"]
+__all__ = ["CheckpointError", "KeepTopCheckpoints", "checkpoint_path", "check_checkpoint"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing or does not load; the message names the study, trial and file."""
 
 
 def checkpoint_path(study_dir: Path, trial: FrozenTrial) -> Path | None:
@@ -16,11 +22,43 @@ def checkpoint_path(study_dir: Path, trial: FrozenTrial) -> Path | None:
     return study_dir / name if name else None
 
 
+def check_checkpoint(path: Path | None, *, what: str) -> Path:
+    """Return ``path`` when it exists and loads (``.npz`` with NumPy, else ``torch.load(weights_only=True)``).
+
+    Args:
+        path: The checkpoint file (``None``: the trial recorded none).
+        what: Who owns it, for the message, e.g. ``"trial 3 of 'mynet'"``.
+
+    Raises:
+        CheckpointError: naming ``what``, the file and why it is unusable.
+    """
+    if path is None:
+        raise CheckpointError(f"{what} recorded no checkpoint")
+    if not path.is_file():
+        raise CheckpointError(
+            f"{what}: checkpoint {path} is missing; only the best --keep-top trials keep one"
+        )
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                for name in archive.files:
+                    archive[name]
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict):
+                raise TypeError(f"it holds a {type(state).__name__}, not a state dict")
+    except Exception as exc:  # a corrupt file raises whatever its first bad byte triggers
+        raise CheckpointError(
+            f"{what}: checkpoint {path} does not load ({type(exc).__name__}: {exc})"
+        ) from None
+    return path
+
+
 class KeepTopCheckpoints:
     """A study callback deleting the checkpoints of completed trials outside the best ``k``.
 
-    The current best trial's checkpoint is never deleted; trials of other workers are seen through the
-    storage, so every worker applies the same rule.
+    The current best trial's checkpoint is never deleted (not even on a tie Optuna breaks differently);
+    trials of other workers are seen through the storage, so every worker applies the same rule.
     """
 
     def __init__(self, study_dir: Path, k: int = 5) -> None:
@@ -35,7 +73,8 @@ class KeepTopCheckpoints:
         completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
         ranked = sorted(completed, key=lambda t: (t.value if not reverse else -t.value, t.number))
+        best = study.best_trial.number
         for stale in ranked[self.k :]:
             path = checkpoint_path(self.study_dir, stale)
-            if path is not None:
+            if path is not None and stale.number != best:
                 path.unlink(missing_ok=True)

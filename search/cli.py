@@ -35,7 +35,9 @@ from .export import export
 from .refit import refit
 from .storage import DEFAULT_STORAGE, StorageError, check_storage_url, get_storage
 from .study import RunSummary, StudyError, join_study, load_study, run_study, study_dir
-from .winner import evaluate, find_winner
+from .submit import build_submission
+from .validate import Limits, Report, validate
+from .winner import Winner, evaluate, find_winner
 from .workers import WorkerError
 
 __all__ = ["main"]
@@ -119,15 +121,29 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Write the winner (or --trial N) of a study as the lab's files into --out (--standalone: no timm)."""
     winner = find_winner(args.storage, args.study, args.trial, checkpoints=args.checkpoints)
     written = export(winner, args.out, data=args.data, standalone=args.standalone)
-    test = winner.trial.user_attrs.get("test_error")
-    test_text = "" if test is None else f", test_error {test:.4f} (never used for tuning)"
-    print(
-        f"trial {winner.trial.number} of {args.study!r}: "
-        f"{winner.study.user_attrs.get('metric', 'value')} {winner.trial.value:.4f}{test_text}"
-    )
+    print(_figures(winner, Path(args.out) / "winner.json"))
     for path in written:
         print(f"  wrote {path}")
     return 0
+
+
+def _figures(winner: Winner, summary_file: Path) -> str:
+    """One line: the winner's validation figures and the test figures its exporter measured."""
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    trial = winner.trial
+    metric = winner.study.user_attrs.get("metric", "value")
+    parts = [f"{key} {trial.user_attrs[key]:.4f}" for key in _PARTS if trial.user_attrs.get(key) is not None]
+    validation = f"validation {metric} {trial.value:.4f}" + (f" ({', '.join(parts)})" if parts else "")
+    validation += f", best epoch {trial.user_attrs.get('best_epoch')}"
+    tests = [f"{key} {summary[key]:.4f}" for key in ("test_error", "test_accuracy") if key in summary]
+    if tests:
+        test = f"{', '.join(tests)} on {summary.get('n_test')} test images (never used for tuning)"
+    else:
+        test = "no test split (the lab's test set is private; rpztune evaluate --data FOLDER scores photos)"
+    return f"trial {trial.number} of {winner.study.study_name!r}: {validation}; {test}"
+
+
+_PARTS = ("orig_acc", "aug_acc", "new_acc")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -159,6 +175,57 @@ def cmd_refit(args: argparse.Namespace) -> int:
     print(f"  wrote {result.path}; study attribute {result.attr!r} records it")
     storage = "" if args.storage == DEFAULT_STORAGE else f" --storage {args.storage}"
     print(f"next: rpztune export --study {result.study}{storage} --out results/{result.study}")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Write the lab's submission zip (--out) from the winners of the numpy-mlp, mynet and finetune studies
+    and an FCNet study (a short one is run when there is none), then validate it like `rpztune validate`."""
+    submission = build_submission(
+        args.storage,
+        args.out,
+        numpy_study=args.numpy_study,
+        mynet_study=args.mynet_study,
+        finetune_study=args.finetune_study,
+        fcnet_study=args.fcnet_study,
+        standalone=args.standalone,
+        checkpoints=args.checkpoints,
+        log=lambda line: print(line, flush=True),
+    )
+    print(f"wrote {submission.path}")
+    for name, source in submission.sources.items():
+        print(f"  {name}: {source}")
+    return _print_report(validate(submission.path, _limits(args)))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check a submission zip as the upload system would use it: the lab's files at the root, then, unpacked
+    in a fresh offline Python without rpztune, the numpy layers, MyNet, model.pt, classify, FinetuneNet and
+    finetuned.pt; CPU times and sizes against the limits. Exit code 1 when a check fails."""
+    return _print_report(validate(args.zip, _limits(args)))
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    return Limits(
+        zip_mb=args.max_zip_mb,
+        file_mb=args.max_file_mb,
+        mynet_ms=args.max_mynet_ms,
+        finetune_ms=args.max_finetune_ms,
+        threads=args.threads,
+        strict_imports=args.strict_imports,
+    )
+
+
+def _print_report(report: Report) -> int:
+    print(f"validate {report.path}")
+    for check in report.checks:
+        mark = {True: "PASS", False: "FAIL", None: "INFO"}[check.ok]
+        print(f"  {mark}  {check.name}: {check.detail}")
+    failed = report.failed
+    if failed:
+        print(f"FAIL: {len(failed)} of {len(report.checks)} checks failed")
+        return 1
+    print(f"PASS: {sum(c.ok is True for c in report.checks)} checks passed")
     return 0
 
 
@@ -259,6 +326,36 @@ def _add_report(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_submit(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--numpy-study", default="numpy-mlp", help="numpy-mlp study (default numpy-mlp)")
+    parser.add_argument("--mynet-study", default="mynet", help="mynet study (default mynet)")
+    parser.add_argument("--finetune-study", default="finetune", help="finetune study (default finetune)")
+    parser.add_argument(
+        "--fcnet-study", default="fcnet", help="a mynet study with stages=0 (default fcnet; run when missing)"
+    )
+    parser.add_argument("--out", default="submission.zip", help="the zip to write (default submission.zip)")
+    parser.add_argument("--standalone", action="store_true", help="FinetuneNet in plain torch (no timm)")
+    _add_limits(parser)
+
+
+def _add_validate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("zip", help="the submission zip")
+    _add_limits(parser)
+
+
+def _add_limits(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-zip-mb", type=float, help="fail when the zip is larger (MiB)")
+    parser.add_argument("--max-file-mb", type=float, help="fail when a file in the zip is larger (MiB)")
+    parser.add_argument("--max-mynet-ms", type=float, help="fail when MyNet takes longer per 100 images (ms)")
+    parser.add_argument(
+        "--max-finetune-ms", type=float, help="fail when FinetuneNet takes longer per 100 images (ms)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for the timings (default 1)")
+    parser.add_argument(
+        "--strict-imports", action="store_true", help="fail when a file imports beyond the lab's modules"
+    )
+
+
 def _add_dashboard(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
@@ -299,6 +396,8 @@ _COMMANDS: dict[
     "export": (cmd_export, lambda p: _add_winner(p, out=True)),
     "evaluate": (cmd_evaluate, lambda p: _add_winner(p, out=False)),
     "refit": (cmd_refit, _add_refit),
+    "submit": (cmd_submit, _add_submit),
+    "validate": (cmd_validate, _add_validate),
     "report": (cmd_report, _add_report),
     "dashboard": (cmd_dashboard, _add_dashboard),
 }

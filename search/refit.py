@@ -18,6 +18,7 @@ from typing import Any
 from objectives import mynet
 from objectives.torch_fit import resolve_device
 
+from .checkpoints import check_checkpoint
 from .study import StudyError
 from .winner import Winner, find_winner
 
@@ -91,9 +92,16 @@ def refit(
 
 
 def find_refit(winner: Winner) -> tuple[dict[str, Any], Path] | None:
-    """The stored refit of the winner's trial and its weights file; ``None`` unless both exist."""
+    """The stored refit of the winner's trial and its weights file; ``None`` when no refit is recorded.
+
+    Raises:
+        CheckpointError: when a refit is recorded but its file is missing or does not load (export must
+            not fall back to the trial's own weights without saying so).
+    """
     record = winner.study.user_attrs.get(refit_key(winner.trial.number))
     if not record:
         return None
     path = winner.checkpoint.parent / record["checkpoint"]
-    return (record, path) if path.is_file() else None
+    what = f"the refit of trial {winner.trial.number} of {winner.study.study_name!r} (study attribute "
+    check_checkpoint(path, what=what + f"{refit_key(winner.trial.number)!r}; run rpztune refit again)")
+    return record, path

@@ -10,7 +10,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 import objectives
 
-from .checkpoints import checkpoint_path
+from .checkpoints import check_checkpoint, checkpoint_path
 from .study import StudyError, load_study, study_dir
 
 __all__ = ["Winner", "evaluate", "find_winner"]
@@ -39,10 +39,11 @@ class Winner:
 def find_winner(
     storage: str, study_name: str, trial_number: int | None = None, *, checkpoints: str | Path | None = None
 ) -> Winner:
-    """The best completed trial of a study (or trial ``trial_number``), with a checkpoint on disk.
+    """The best completed trial of a study (or trial ``trial_number``), with a checkpoint that loads.
 
     Raises:
-        StudyError: when the study or trial does not exist, is not complete, or its checkpoint is gone.
+        StudyError: when the study or trial does not exist or is not complete.
+        CheckpointError: when the trial's checkpoint is missing or does not load (naming trial and file).
     """
     study = load_study(storage, study_name)
     if "task" not in study.user_attrs:
@@ -60,11 +61,7 @@ def find_winner(
         if trial.state != TrialState.COMPLETE:
             raise StudyError(f"trial {trial_number} of {study_name!r} is {trial.state.name}, not COMPLETE")
     path = checkpoint_path(study_dir(storage, study_name, checkpoints), trial)
-    if path is None or not path.is_file():
-        raise StudyError(
-            f"trial {trial.number} of {study_name!r} has no checkpoint on disk ({path}); only the best "
-            "--keep-top trials keep one"
-        )
+    check_checkpoint(path, what=f"trial {trial.number} of {study_name!r}")
     return Winner(study, trial, path)
 
 

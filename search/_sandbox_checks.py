@@ -1,0 +1,254 @@
+"""The lab's checks of an unpacked submission, run as a script in a fresh interpreter; never imported.
+
+``search/validate.py`` copies this file outside the unpacked folder and runs it with ``python -I`` in that
+folder: sockets fail (and every attempt is recorded), rpztune's packages are unimportable, and each check
+prints one JSON line ``{"name", "ok", "detail", ...}``. It needs only the standard library to start; each
+check imports what it tests, so a missing package fails that check alone.
+"""
+
+import json
+import os
+import socket
+import sys
+import time
+import traceback
+
+NETWORK_ATTEMPTS: list[str] = []
+_RPZTUNE_PACKAGES = {"search", "spaces", "objectives", "nn_numpy", "models", "reports"}
+
+
+def _blocked(*args, **kwargs):
+    NETWORK_ATTEMPTS.append(repr(args[:2]))
+    raise OSError("network access blocked by rpztune validate")
+
+
+class _NoSocket(socket.socket):
+    def __init__(self, *args, **kwargs):
+        _blocked(*args)
+
+
+class _NoRpztune:
+    def find_spec(self, name, *args):
+        if name.split(".")[0] in _RPZTUNE_PACKAGES:
+            raise ImportError(f"blocked: {name} (the evaluator has no rpztune)")
+
+
+socket.socket = _NoSocket
+socket.create_connection = socket.getaddrinfo = _blocked
+sys.meta_path.insert(0, _NoRpztune())
+sys.path.insert(0, os.getcwd())
+THREADS = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+
+
+class _Skipped(Exception):
+    pass
+
+
+class _State(dict):
+    def __missing__(self, key):
+        raise _Skipped(f"not run: the check providing {key} failed")
+
+
+STATE = _State()
+
+
+def check(name):
+    """Run the decorated function now as the check ``name``; a returned dict adds fields to its line."""
+
+    def run(function):
+        before = len(NETWORK_ATTEMPTS)
+        line = {"name": name, "ok": True, "detail": "ok"}
+        try:
+            extra = function()
+            if isinstance(extra, dict):
+                line.update(extra)
+        except _Skipped as exc:
+            line.update(ok=False, detail=str(exc))
+        except Exception as exc:
+            line.update(ok=False, detail=f"{type(exc).__name__}: {exc}")
+            line["traceback"] = traceback.format_exc(limit=-3)
+        if len(NETWORK_ATTEMPTS) > before:
+            attempts = ", ".join(NETWORK_ATTEMPTS[before:][:3])
+            line.update(
+                ok=False, detail=f"tried to use the network (socket blocked): {attempts}; {line['detail']}"
+            )
+        print(json.dumps(line), flush=True)
+        return function
+
+    return run
+
+
+def _close(actual, expected, what):
+    import numpy as np
+
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    if actual.shape != expected.shape:
+        raise AssertionError(f"{what}: shape {actual.shape}, expected {expected.shape}")
+    np.testing.assert_array_almost_equal(expected, actual, decimal=6, err_msg=f"{what}: wrong values")
+
+
+@check("numpy_nn.py imports")
+def _():
+    import numpy_nn
+
+    STATE["numpy_nn"] = numpy_nn
+
+
+@check("numpy_nn.Linear on the lab's example (forward, backward, dL_wrt_W, dL_wrt_b)")
+def _():
+    import numpy as np
+
+    layer = STATE["numpy_nn"].Linear(3, 2)
+    layer.W = np.array([[1.0, 0.6], [0.2, -0.2], [-0.6, -1.0]])
+    layer.b = np.array([[-0.5, 0.5]])
+    x = np.array([[-2.0, -1.2, -0.4], [0.4, 1.2, 2.0]])
+    _close(layer.forward(x), [[-2.5, -0.06], [-1.06, -1.5]], "forward")
+    grad = layer.backward(np.array([[1.0, 1.33333333], [1.66666667, 2.0]]))
+    _close(grad, [[1.8, -0.06666667, -1.93333333], [2.86666667, -0.06666667, -3.0]], "backward")
+    dw = [
+        [[-2.0, -2.66666667], [-1.2, -1.6], [-0.4, -0.53333333]],
+        [[0.66666667, 0.8], [2.0, 2.4], [3.33333333, 4.0]],
+    ]
+    _close(layer.dL_wrt_W, dw, "dL_wrt_W")
+    _close(layer.dL_wrt_b, [[[1.0, 1.33333333]], [[1.66666667, 2.0]]], "dL_wrt_b")
+    if set(layer.params()) != {"W", "b"} or set(layer.grads()) != {"W", "b"}:
+        raise AssertionError(f"params()/grads() keys {set(layer.params())}/{set(layer.grads())}, not W, b")
+
+
+@check("numpy_nn.ReLU on the lab's example (forward, backward)")
+def _():
+    import numpy as np
+
+    layer = STATE["numpy_nn"].ReLU()
+    x = np.array([[-2.0, -1.2, -0.4], [0.4, 1.2, 2.0]])
+    _close(layer.forward(x), [[0, 0, 0], [0.4, 1.2, 2.0]], "forward")
+    _close(
+        layer.backward(np.array([[-3.0, 1.2, -0.5], [-0.4, 2.2, 3.0]])),
+        [[0, 0, 0], [-0.4, 2.2, 3.0]],
+        "backward",
+    )
+    _close(layer.forward(np.ones((2, 3, 4, 5))), np.ones((2, 3, 4, 5)), "forward of a 4-D input")
+
+
+@check("numpy_nn.Sigmoid on the lab's example (forward, backward)")
+def _():
+    import numpy as np
+
+    layer = STATE["numpy_nn"].Sigmoid()
+    x = np.array([[-2.0, -1.2, -0.4], [0.4, 1.2, 2.0]])
+    _close(layer.forward(x), [[0.119203, 0.231475, 0.401312], [0.598688, 0.768525, 0.880797]], "forward")
+    grad = layer.backward(np.array([[-3.0, 1.2, -0.5], [-0.4, 2.2, 3.0]]))
+    _close(grad, [[-0.314981, 0.213473, -0.12013], [-0.096104, 0.391368, 0.314981]], "backward")
+
+
+@check("numpy_nn.SE on the lab's example (forward, backward)")
+def _():
+    import numpy as np
+
+    layer = STATE["numpy_nn"].SE()
+    y = np.linspace(-2, 2, 1001)
+    _close(layer.forward(y, 0 * y), y**2, "forward")
+    y = np.linspace(-5, 5, 9)
+    layer.forward(y, 0.5 * y)
+    _close(layer.backward(), [-5.0, -3.75, -2.5, -1.25, 0.0, 1.25, 2.5, 3.75, 5.0], "backward")
+
+
+@check("pytorch_cnn.py imports")
+def _():
+    import torch
+
+    torch.set_num_threads(THREADS)
+    import pytorch_cnn
+
+    STATE["torch"], STATE["pytorch_cnn"] = torch, pytorch_cnn
+    missing = [n for n in ("MyNet", "FinetuneNet", "classify") if not hasattr(pytorch_cnn, n)]
+    if missing:
+        raise AssertionError(f"pytorch_cnn.py defines no {', '.join(missing)}")
+
+
+@check("MyNet() on torch.rand(64, 1, 28, 28, requires_grad=True): [64, 10] log-probabilities with grad")
+def _():
+    torch = STATE["torch"]
+    model = STATE["pytorch_cnn"].MyNet()
+    out = model(torch.rand(64, 1, 28, 28, requires_grad=True))
+    if not torch.is_tensor(out) or list(out.shape) != [64, 10]:
+        raise AssertionError(f"output {getattr(out, 'shape', type(out).__name__)}, expected [64, 10]")
+    if not out.requires_grad:
+        raise AssertionError("the output does not require grad")
+    sums = out.detach().exp().sum(dim=1)
+    if not torch.allclose(sums, torch.ones(64), atol=1e-4):
+        raise AssertionError(
+            f"not log-probabilities: exp(output) rows sum to {sums.min():.4f}..{sums.max():.4f}"
+        )
+    STATE["mynet"] = model
+
+
+@check("model.pt loads into MyNet() (strict, weights_only)")
+def _():
+    torch = STATE["torch"]
+    model = STATE["pytorch_cnn"].MyNet()
+    model.load_state_dict(torch.load("model.pt", map_location="cpu", weights_only=True))
+    model.eval()
+    STATE["mynet_trained"] = model
+    return {"params": sum(p.numel() for p in model.parameters())}
+
+
+@check("classify(MyNet with model.pt, 64 images): [64] class indices in 0..9")
+def _():
+    torch = STATE["torch"]
+    model = STATE["mynet_trained"]
+    x = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    predicted = STATE["pytorch_cnn"].classify(model, x)
+    if not torch.is_tensor(predicted) or list(predicted.shape) != [64]:
+        raise AssertionError(
+            f"classify returned {getattr(predicted, 'shape', type(predicted).__name__)}, not [64]"
+        )
+    if predicted.is_floating_point() or not bool(((predicted >= 0) & (predicted < 10)).all()):
+        raise AssertionError(f"classify returned {predicted.dtype} values {predicted.unique().tolist()}")
+    with torch.no_grad():
+        expected = model(x).argmax(dim=1)
+    if not torch.equal(predicted, expected):
+        raise AssertionError("classify disagrees with the argmax of MyNet's output")
+
+
+@check("FinetuneNet() builds with the network blocked (no download)")
+def _():
+    STATE["finetune"] = STATE["pytorch_cnn"].FinetuneNet()
+
+
+@check("finetuned.pt loads into FinetuneNet() (strict, weights_only); output [B, 2] on 96x96 images")
+def _():
+    torch = STATE["torch"]
+    model = STATE["finetune"]
+    model.load_state_dict(torch.load("finetuned.pt", map_location="cpu", weights_only=True))
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.rand(4, 3, 96, 96))
+    if list(out.shape) != [4, 2]:
+        raise AssertionError(f"output {list(out.shape)} for 4 images, expected [4, 2]")
+    STATE["finetune_trained"] = model
+    return {"params": sum(p.numel() for p in model.parameters())}
+
+
+def _time_per_100(model, shape):
+    torch = STATE["torch"]
+    x = torch.rand(*shape)
+    with torch.no_grad():
+        model(x)  # warm-up
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - start)
+    return {"ms": 1000 * sorted(times)[1], "threads": THREADS}
+
+
+@check("time: MyNet on 100 images")
+def _():
+    return _time_per_100(STATE["mynet_trained"], (100, 1, 28, 28))
+
+
+@check("time: FinetuneNet on 100 images")
+def _():
+    return _time_per_100(STATE["finetune_trained"], (100, 3, 96, 96))

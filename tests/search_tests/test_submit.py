@@ -1,0 +1,240 @@
+"""``rpztune submit`` on three short real studies (numpy-mlp, mynet with a refit, finetune), ``rpztune
+validate`` on the zip it writes, and on zips that must fail, each for its own reason."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import optuna
+import pytest
+from rpz_offline import OFFLINE_PRELUDE
+
+from nn_numpy import standalone_source
+from search.validate import OPTIONAL_FILES, REQUIRED_FILES, Limits, validate
+
+ROOT = Path(__file__).resolve().parents[2]
+NUMPY = ["--set", "epochs=5", "--trials", "3", "--pruner", "none"]
+MYNET = [
+    "--set", "data_fraction=0.01", "--set", "epochs=2", "--set", "stages=1", "--set", "channels=8",
+    "--set", "kernel_size=3", "--set", "fc_layers=0", "--set", "batch_size=32", "--set", "head=flatten",
+    "--set", "optimizer=adamw", "--set", "adamw_lr=0.003", "--trials", "2", "--pruner", "none",
+    "--device", "cpu",
+]  # fmt: skip
+FINETUNE = [
+    "--set", "max_images=120", "--set", "epochs=2", "--set", "freeze=linear", "--set", "augment=none",
+    "--set", "resolution=96", "--set", "backbone=tf_efficientnet_lite0", "--trials", "1", "--pruner", "none",
+]  # fmt: skip
+
+
+def rpztune(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """The real CLI in a subprocess whose sockets all fail."""
+    code = OFFLINE_PRELUDE + "from search.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "OMP_NUM_THREADS": "1",
+            "RPZTUNE_CACHE": str(cwd / "cache"),
+        },
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"rpztune {args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+    assert "NETWORK ATTEMPT" not in result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def work(data_dir, tmp_path_factory) -> Path:
+    """Three short real studies, a refit of the mynet winner, and ``rpztune submit`` (fcnet run by it)."""
+    if not (data_dir / "dogs_and_cats" / "cat").is_dir():
+        pytest.skip(f"no Dogs-vs-Cats photos under {data_dir}")
+    work = tmp_path_factory.mktemp("submit")
+    common = ["--seed", "0", "--threads", "1", "--quiet"]
+    rpztune("run", "numpy-mlp", "--data", str(data_dir), *NUMPY, *common, cwd=work)
+    rpztune("run", "mynet", "--data", str(data_dir), *MYNET, *common, cwd=work)
+    rpztune("run", "finetune", "--data", str(data_dir / "dogs_and_cats"), *FINETUNE, *common, cwd=work)
+    rpztune("refit", "--study", "mynet", "--device", "cpu", cwd=work)
+    submitted = rpztune("submit", "--out", "submission.zip", cwd=work)
+    (work / "submit.out").write_text(submitted.stdout)
+    return work
+
+
+def study(work: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{work / 'studies.db'}")
+
+
+def test_submit_writes_the_labs_files_at_the_zip_root_and_they_validate(work) -> None:
+    printed = (work / "submit.out").read_text()
+    with zipfile.ZipFile(work / "submission.zip") as archive:
+        assert sorted(archive.namelist()) == sorted((*REQUIRED_FILES, *OPTIONAL_FILES))
+        for name in (n for n in REQUIRED_FILES if n.endswith(".png")):
+            assert archive.read(name)[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert archive.read("numpy_nn.py").decode() == standalone_source()
+        json.loads(archive.read("cnn.ipynb"))
+    assert "validate " in printed and "PASS:" in printed and "FAIL" not in printed
+    for check in (
+        "numpy_nn.Linear",
+        "MyNet() on torch.rand(64, 1, 28, 28",
+        "FinetuneNet() builds",
+        "classify(",
+    ):
+        assert f"PASS  {check}" in printed, check
+    assert "imports: pytorch_cnn.py: needs timm, torch; timm not among the lab's template imports" in printed
+    assert not list(work.glob(".submission.zip.*")), "no temp file is left beside the zip"
+
+
+def test_submit_takes_the_mynet_refit_and_the_finetune_winner(work) -> None:
+    mynet, finetune = study(work, "mynet"), study(work, "finetune")
+    refit = mynet.user_attrs[f"refit:{mynet.best_trial.number}"]
+    folder = work / "studies-checkpoints"
+    with zipfile.ZipFile(work / "submission.zip") as archive:
+        assert archive.read("model.pt") == (folder / "mynet" / refit["checkpoint"]).read_bytes()
+        ft_checkpoint = folder / "finetune" / finetune.best_trial.user_attrs["checkpoint"]
+        assert archive.read("finetuned.pt") == ft_checkpoint.read_bytes()
+    assert f"trial {mynet.best_trial.number} of 'mynet'" in (work / "submit.out").read_text()
+
+
+def test_submit_runs_a_short_fcnet_study_of_mlps_when_there_is_none(work) -> None:
+    printed = (work / "submit.out").read_text()
+    assert "no study 'fcnet': running a short FCNet study" in printed
+    assert "well under a minute on 2 CPU cores" in printed
+    fcnet = study(work, "fcnet")
+    assert fcnet.user_attrs["task"] == "mynet"
+    trials = fcnet.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert trials and all(t.user_attrs["config"]["model"]["channels"] == [] for t in trials)
+    assert fcnet.best_value > 0.7  # a real MLP on FashionMNIST, not a stand-in
+    seconds = float(printed.split("'fcnet': best val_accuracy")[1].split(",")[1].split("s")[0])
+    assert seconds < 60
+
+
+def test_export_prints_what_it_wrote_and_the_winners_validation_and_test_figures(work) -> None:
+    mynet = rpztune("export", "--study", "mynet", "--out", "mynet-out", cwd=work).stdout
+    summary = json.loads((work / "mynet-out" / "winner.json").read_text())
+    assert f"validation val_accuracy {study(work, 'mynet').best_value:.4f}" in mynet
+    assert (
+        f"test_accuracy {summary['test_accuracy']:.4f} on 5000 test images (never used for tuning)" in mynet
+    )
+    assert "wrote " in mynet and "model.pt" in mynet
+    finetune = rpztune("export", "--study", "finetune", "--out", "ft-out", cwd=work).stdout
+    assert "validation proxy" in finetune and "orig_acc" in finetune and "no test split" in finetune
+
+
+def _rewrite(source: Path, target: Path, change) -> Path:
+    """Copy the zip ``source`` to ``target`` with ``change(name, data) -> [(name, data), ...]`` per entry."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for name in old.namelist():
+            for new_name, data in change(name, old.read(name)):
+                new.writestr(new_name, data)
+    return target
+
+
+_DOWNLOADING = b"""
+
+_Timm = FinetuneNet
+
+
+class FinetuneNet(_Timm):
+    def __init__(self):
+        torch.hub.download_url_to_file("https://download.pytorch.org/models/resnet18-f37072fd.pth", "w.pth")
+        super().__init__()
+"""
+
+BROKEN = {
+    "missing model.pt": (
+        lambda name, data: [] if name == "model.pt" else [(name, data)],
+        "required files",
+        "missing at the root: model.pt",
+    ),
+    "files in a folder": (
+        lambda name, data: [(f"submission/{name}", data)],
+        "zip layout",
+        "folders inside the zip: submission/",
+    ),
+    "FinetuneNet downloads at construction": (
+        lambda name, data: [(name, data + _DOWNLOADING if name == "pytorch_cnn.py" else data)],
+        "FinetuneNet() builds",
+        "tried to use the network (socket blocked)",
+    ),
+    "MyNet outputs 5 classes": (
+        lambda name, data: [(name, data.replace(b"num_classes=10,", b"num_classes=5,", 1))],
+        "MyNet() on torch.rand",
+        "output torch.Size([64, 5]), expected [64, 10]",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_validate_fails_a_broken_zip_for_its_reason(work, tmp_path, case) -> None:
+    change, check, reason = BROKEN[case]
+    report = validate(_rewrite(work / "submission.zip", tmp_path / "broken.zip", change))
+    assert not report.ok
+    failed = report.check(check)
+    assert failed.ok is False and reason in failed.detail, failed
+    if case != "files in a folder":
+        assert report.check("numpy_nn.Linear").ok, "the rest is still checked"
+
+
+def test_validate_cli_reports_limits_and_exits_1_when_over_them(work) -> None:
+    result = rpztune(
+        "validate", "submission.zip", "--max-zip-mb", "0.01", "--max-mynet-ms", "1e-6", cwd=work, check=False
+    )
+    assert result.returncode == 1, result.stderr
+    assert "FAIL  zip size:" in result.stdout and "(limit 0.01 MiB)" in result.stdout
+    assert "FAIL  time: MyNet on 100 images:" in result.stdout
+    assert "PASS  time: FinetuneNet on 100 images:" in result.stdout and "(no limit set)" in result.stdout
+    assert "FAIL: 2 of" in result.stdout
+
+
+def test_validate_of_a_missing_or_non_zip_file_is_a_clear_error(work, tmp_path) -> None:
+    missing = rpztune("validate", str(tmp_path / "nope.zip"), cwd=work, check=False)
+    assert missing.returncode == 2 and "no submission zip at" in missing.stderr
+    (tmp_path / "text.zip").write_text("not a zip")
+    report = validate(tmp_path / "text.zip", Limits())
+    assert not report.ok and "is not a zip file" in report.check("zip opens").detail
+
+
+def test_submit_reports_a_missing_or_corrupt_checkpoint_by_trial_and_file(work, tmp_path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(work, copy, ignore=shutil.ignore_patterns("cache", "*.zip"))
+    finetune = study(copy, "finetune").best_trial
+    checkpoint = copy / "studies-checkpoints" / "finetune" / finetune.user_attrs["checkpoint"]
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # a truncated file
+    result = rpztune("submit", "--out", "s.zip", cwd=copy, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    relative = checkpoint.relative_to(copy)  # as the storage URL names it: sqlite:///studies.db
+    assert f"trial {finetune.number} of 'finetune': checkpoint {relative} does not load" in result.stderr
+    assert not (copy / "s.zip").exists()
+
+    mynet = study(copy, "mynet")
+    refit = (
+        copy
+        / "studies-checkpoints"
+        / "mynet"
+        / mynet.user_attrs[f"refit:{mynet.best_trial.number}"]["checkpoint"]
+    )
+    refit.unlink()
+    result = rpztune("export", "--study", "mynet", "--out", "o", cwd=copy, check=False)
+    assert result.returncode == 2, result.stderr
+    assert f"the refit of trial {mynet.best_trial.number} of 'mynet'" in result.stderr
+    assert f"checkpoint {refit.relative_to(copy)} is missing" in result.stderr
+
+
+def test_submit_standalone_writes_a_pytorch_cnn_py_that_needs_only_torch(work) -> None:
+    result = rpztune("submit", "--standalone", "--out", "plain.zip", cwd=work, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "imports: pytorch_cnn.py: needs torch" in result.stdout and "PASS:" in result.stdout
+    with zipfile.ZipFile(work / "plain.zip") as archive:
+        assert "timm" not in archive.read("pytorch_cnn.py").decode()
