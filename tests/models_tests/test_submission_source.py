@@ -14,6 +14,7 @@ from models import FinetuneCfg, FinetuneNet, MyNet, MyNetCfg, submission_source
 from models import mynet as mynet_module
 from models._standalone import standalone_source
 from models.weights import resolve_weights
+from search.validate import third_party_imports
 
 NO_TIMM_PRELUDE = (
     "sys.modules['timm'] = None  # import timm fails: the file must not need it\n"
@@ -93,8 +94,8 @@ def save_probe(folder: Path) -> tuple[MyNet, torch.Tensor]:
 def test_submission_source_needs_timm_only_for_the_timm_backbone() -> None:
     plain = submission_source(MYNET_CFG, FINETUNE_CFG, plain_torch=True)
     timm_file = submission_source(MYNET_CFG, FINETUNE_CFG, plain_torch=False)
-    assert imported(plain) == {"__future__", "dataclasses", "math", "torch"}
-    assert "timm" in imported(timm_file)
+    assert third_party_imports(plain, set()) == ["torch"]
+    assert third_party_imports(timm_file, set()) == ["timm", "torch"]
     exported = [
         n for n in ast.parse(plain).body if isinstance(n, ast.Assign) and n.targets[0].id == "__all__"
     ]
@@ -124,14 +125,3 @@ def test_standalone_source_refuses_modules_defining_the_same_name(tmp_path) -> N
         ValueError, match="'_RULES' is defined at the top level of both models.mynet and clashing"
     ):
         standalone_source([mynet_module, module], {"MYNET_CFG": MyNetCfg()}, header='"""x"""\n')
-
-
-def imported(source: str) -> set[str]:
-    """Top-level packages a file imports."""
-    names = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            names |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            names.add(str(node.module).split(".")[0])
-    return names

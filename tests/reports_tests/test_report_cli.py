@@ -13,22 +13,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import rpz_cli
 
 from search.cli import main
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def rpztune(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run the real ``rpztune ARGS`` in a subprocess."""
-    return subprocess.run(
-        [sys.executable, "-m", "search.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    return rpz_cli.rpztune(*args, cwd=cwd, check=False, timeout=300)
 
 
 def ok(result: subprocess.CompletedProcess) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+import rpz_cli
 import torch
 
 from search.checkpoints import CheckpointError, KeepTopCheckpoints, check_checkpoint
@@ -56,15 +57,7 @@ def test_keep_top_ignores_pruned_trials_and_never_deletes_the_best_on_a_tie(tmp_
 def test_keep_top_through_the_real_command_leaves_k_checkpoints(data_dir, tmp_path) -> None:
     args = ["run", "numpy-mlp", "--data", str(data_dir), "--trials", "5", "--seed", "1", "--pruner", "none"]
     args += ["--set", "epochs=3", "--keep-top", "2", "--quiet"]
-    result = subprocess.run(
-        [sys.executable, "-m", "search.cli", *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert result.returncode == 0, result.stderr
+    rpz_cli.rpztune(*args, cwd=tmp_path)
     study = optuna.load_study(study_name="numpy-mlp", storage=f"sqlite:///{tmp_path / 'studies.db'}")
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(complete) == 5

@@ -5,30 +5,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-RPZTUNE = [sys.executable, "-m", "search.cli"]
-ROOT = Path(__file__).resolve().parents[2]
+import rpz_cli
 
 
 def rpztune(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [*RPZTUNE, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"rpztune {args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-        )
-    return result
+    return rpz_cli.rpztune(*args, cwd=cwd, check=check)
 
 
 def trial_states(db: Path) -> list[str]:

@@ -6,20 +6,17 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import pytest
+import rpz_cli
 import torch
-from rpz_offline import OFFLINE_PRELUDE
 
 from objectives.finetune import load_model
 from search import evaluate, find_winner
 
-ROOT = Path(__file__).resolve().parents[2]
 # Any socket use (a download, a hub check) prints a marker and fails; the tests assert the marker is absent.
-NO_NETWORK = OFFLINE_PRELUDE
 TINY = [
     "--set", "max_images=120",
     "--set", "epochs=2",
@@ -31,27 +28,8 @@ TINY = [
 
 
 def rpztune(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """The real CLI in a subprocess whose sockets all fail."""
-    code = NO_NETWORK + "from search.cli import main\nsys.exit(main(sys.argv[1:]))\n"
-    result = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "RPZTUNE_CACHE": str(cwd / "cache"),
-            "HF_HUB_OFFLINE": "0",
-        },
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"rpztune {args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-        )
-    assert "NETWORK ATTEMPT" not in result.stderr
-    return result
+    """The real CLI in a subprocess whose sockets all fail (the hub allowed to try: it must not reach out)."""
+    return rpz_cli.rpztune(*args, cwd=cwd, check=check, offline=True, env={"HF_HUB_OFFLINE": "0"})
 
 
 @pytest.fixture(scope="module")

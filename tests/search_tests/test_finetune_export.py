@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 from types import SimpleNamespace
 
 import pytest
@@ -12,6 +11,7 @@ from models import FinetuneCfg, FinetuneNet
 from models.weights import resolve_weights
 from search.export import EXPORTERS, export
 from search.export.finetune import finetune_source
+from search.validate import third_party_imports
 
 CFG = FinetuneCfg(backbone="tf_efficientnet_lite0", resolution=128, head="mlp", hidden=32)
 SCRIPT = (
@@ -33,7 +33,7 @@ SCRIPT = (
 
 def test_plain_torch_finetune_file_loads_timm_weights_without_timm(tmp_path, run_standalone) -> None:
     source = finetune_source(CFG, plain_torch=True)
-    assert "timm" not in imported(source) and "Needs only torch." in source
+    assert "timm" not in third_party_imports(source, set()) and "Needs only torch." in source
     (tmp_path / "pytorch_cnn.py").write_text(source)
     torch.manual_seed(0)
     trained = FinetuneNet(CFG)
@@ -54,7 +54,9 @@ def test_plain_torch_finetune_file_loads_timm_weights_without_timm(tmp_path, run
 
 
 def test_finetune_source_uses_timm_unless_asked_and_refuses_other_backbones_in_plain_torch() -> None:
-    assert "timm" in imported(finetune_source(CFG)) and "Needs torch and timm." in finetune_source(CFG)
+    assert "timm" in third_party_imports(
+        finetune_source(CFG), set()
+    ) and "Needs torch and timm." in finetune_source(CFG)
     with pytest.raises(
         ValueError, match=r"'resnet18' has no plain-torch version; supported: tf_efficientnet_lite0, "
     ):
@@ -79,14 +81,3 @@ def test_export_passes_standalone_to_finetune_and_notes_it_is_ignored_elsewhere(
     export(winner, tmp_path / "out", standalone=standalone)
     assert calls == [((winner, tmp_path / "out", None), kwargs)]
     assert ("--standalone ignored" in capsys.readouterr().out) == note
-
-
-def imported(source: str) -> set[str]:
-    """Top-level packages a file imports."""
-    names = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            names |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            names.add(str(node.module).split(".")[0])
-    return names

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import pytest
+import rpz_cli
 import torch
 
 from objectives.fashion import load_fashion
 from search import evaluate, export, find_winner
 from search.refit import refit
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY = [
     "--set", "data_fraction=0.01",
     "--set", "epochs=3",
@@ -35,19 +33,7 @@ TINY = [
 
 
 def rpztune(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "search.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"rpztune {args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-        )
-    return result
+    return rpz_cli.rpztune(*args, cwd=cwd, check=check, env={"OMP_NUM_THREADS": "1"})
 
 
 @pytest.fixture(scope="module")

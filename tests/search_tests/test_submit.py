@@ -4,21 +4,18 @@ validate`` on the zip it writes, and on zips that must fail, each for its own re
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import optuna
 import pytest
-from rpz_offline import OFFLINE_PRELUDE
+import rpz_cli
 
 from nn_numpy import standalone_source
 from search.validate import OPTIONAL_FILES, REQUIRED_FILES, Limits, validate
 
-ROOT = Path(__file__).resolve().parents[2]
 NUMPY = ["--set", "epochs=5", "--trials", "3", "--pruner", "none"]
 MYNET = [
     "--set", "data_fraction=0.01", "--set", "epochs=2", "--set", "stages=1", "--set", "channels=8",
@@ -34,26 +31,7 @@ FINETUNE = [
 
 def rpztune(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     """The real CLI in a subprocess whose sockets all fail."""
-    code = OFFLINE_PRELUDE + "from search.cli import main\nsys.exit(main(sys.argv[1:]))\n"
-    result = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "OMP_NUM_THREADS": "1",
-            "RPZTUNE_CACHE": str(cwd / "cache"),
-        },
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"rpztune {args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-        )
-    assert "NETWORK ATTEMPT" not in result.stderr
-    return result
+    return rpz_cli.rpztune(*args, cwd=cwd, check=check, offline=True, env={"OMP_NUM_THREADS": "1"})
 
 
 @pytest.fixture(scope="module")
