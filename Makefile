@@ -28,13 +28,14 @@ demo: $(STAMP)
 	@if [ -n "$(PHOTOS)" ]; then \
 	  $(BIN)/rpztune run finetune --data $(PHOTOS) --trials 8 --seed 0 --set freeze=linear --set augment=none \
 	    --set 'backbone=["tf_efficientnet_lite0"]' --set resolution=128 --set epochs=8 && \
-	  $(BIN)/rpztune export --study finetune --out results/finetune; \
+	  $(BIN)/rpztune export --study finetune --out results/finetune && \
+	  $(BIN)/rpztune submit --standalone --out results/submission.zip; \
 	else echo "finetune: skipped; to run it, give DATA=FOLDER holding dogs_and_cats/ (or the lab's dogs_and_cats.zip)"; fi
 	$(BIN)/rpztune report --all --out results/reports
 	$(BIN)/rpztune status
 	@echo
 	@echo "Results: studies.db (all trials), studies-checkpoints/ (best weights), results/<study>/ (exported"
-	@echo "winners), results/reports/index.html (open it in a browser)"
+	@echo "winners), results/submission.zip (with photos: the lab's zip, validated), results/reports/index.html"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
