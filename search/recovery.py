@@ -16,7 +16,7 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-__all__ = ["MAX_RETRY", "recover_orphans", "worker_identity"]
+__all__ = ["MAX_RETRY", "recover_orphans", "trials_lost_with", "worker_identity"]
 
 MAX_RETRY = 2
 
@@ -61,6 +61,21 @@ def recover_orphans(study: optuna.Study, *, pids: set[int] | None = None) -> lis
         RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, storage.get_trial(trial._trial_id))
         failed.append(trial.number)
     return failed
+
+
+def trials_lost_with(study: optuna.Study, pid: int) -> list[int]:
+    """The trials this host's process ``pid`` was running when it died, whoever failed them first (this
+    process's parent, or a worker that started meanwhile and cleaned the study)."""
+    host = socket.gethostname()
+    lost = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        worker = trial.user_attrs.get("worker")
+        if not isinstance(worker, dict) or worker.get("trial") != trial.number:
+            continue
+        if worker.get("host") == host and worker.get("pid") == pid:
+            if trial.user_attrs.get("fail_reason", "").startswith(f"worker process {pid} "):
+                lost.append(trial.number)
+    return lost
 
 
 def _process_start(pid: int) -> int | None:

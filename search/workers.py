@@ -29,7 +29,7 @@ from spaces import SpaceError
 from .algorithms import make_pruner, make_sampler
 from .checkpoints import KeepTopCheckpoints
 from .progress import ProgressBoard, WorkerProgress
-from .recovery import recover_orphans, worker_identity
+from .recovery import recover_orphans, trials_lost_with, worker_identity
 from .storage import StorageError, checkpoint_root, get_storage, study_dirname
 
 __all__ = ["TrialBudget", "WorkerError", "WorkerSpec", "available_cores", "run_workers", "work"]
@@ -245,7 +245,8 @@ class _Pool:
             pass  # the worker died mid-message or closed its end
 
     def _replace(self, index: int, proc: Any, study: optuna.Study) -> None:
-        failed = recover_orphans(study, pids={proc.pid})
+        recover_orphans(study, pids={proc.pid})
+        failed = trials_lost_with(study, proc.pid)  # a worker starting meanwhile may have failed them
         self.budget.refund(len(failed))
         self.respawns[index] = self.respawns.get(index, 0)
         if proc.exitcode in (2, 130):  # refused its input, or was interrupted: do not respawn

@@ -14,7 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.recovery import worker_identity
+from search.recovery import recover_orphans, trials_lost_with, worker_identity
 from search.storage import get_storage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,11 +30,18 @@ def start(*args: str, cwd: Path) -> subprocess.Popen:
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         start_new_session=True,
+        # a test run in the background inherits an ignored SIGINT, which Python then keeps ignoring
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
-    out, err = proc.communicate(timeout=timeout)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # leave no workers running after a failed test
+        proc.communicate()
+        raise
     return proc.returncode, out, err
 
 
@@ -266,7 +273,7 @@ def test_ctrl_c_stops_workers_and_leaves_no_running_trial(data_dir, tmp_path) ->
         if len([t for t in running if "worker" in t.user_attrs]) == 2:
             break
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
-    code, out, err = finish(proc, timeout=60)
+    code, out, err = finish(proc, timeout=180)  # a loaded machine stops its workers slowly
     assert code == 130, err
     assert "interrupted" in err and "Traceback" not in err
     found = states(storage, "numpy-mlp")
@@ -320,6 +327,24 @@ def test_a_new_run_clears_a_dead_workers_ghost_at_once(data_dir, tmp_path) -> No
     assert "died" in trials[ghost.number].user_attrs["fail_reason"]
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert [t.number for t in trials if t.system_attrs.get("failed_trial") == ghost.number], "re-queued"
+
+
+def test_a_dead_workers_trial_counts_as_lost_whoever_failed_it_first(tmp_path) -> None:
+    # The parent refunds the budget for trials lost with a dead worker; a worker starting at that moment
+    # may fail and re-queue them first (its own clean-up), and the refund must not be lost to it.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'studies.db'}")
+    running = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    study._storage.set_trial_user_attr(
+        running._trial_id, "worker", {**worker_identity(), "pid": dead.pid, "trial": running.number}
+    )
+    done = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    study.tell(done, 0.5)
+    assert recover_orphans(study) == [running.number]  # a starting worker cleans up first
+    assert recover_orphans(study, pids={dead.pid}) == []  # so the parent fails nothing itself
+    assert trials_lost_with(study, dead.pid) == [running.number]
+    assert trials_lost_with(study, os.getpid()) == []
 
 
 def test_journal_file_storage_serves_two_workers(data_dir, tmp_path) -> None:
