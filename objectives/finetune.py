@@ -121,10 +121,7 @@ def _train(
     space = _offered(trial, space, settings)
     cfg = suggest(trial, space)
     trial.set_user_attr("config", cfg.to_dict())
-    seed = int(trial.study.user_attrs.get("seed", 0)) * 100_003 + trial.number
-    if resume.state is not None:
-        seed = int(resume.state["seed"])  # a retry continues its predecessor's run
-    trial.set_user_attr("seed", seed)
+    seed = resume.draw_seed(trial)
     weights, note = proxy_weights(data.x_new is not None)
     trial.set_user_attr("proxy_weights", weights)
     trial.set_user_attr("proxy_note", note)
@@ -157,7 +154,7 @@ def _train(
         context.report(trial, score, epoch)
 
     def save_progress(training: dict[str, Any]) -> None:
-        resume.save({**training, "seed": seed, "curves": curves, "best": best})
+        resume.save({**training, "curves": curves, "best": best})
 
     loop = {"resume": resume.state, "save_progress": save_progress}
     torch.manual_seed(seed)  # the first load of a backbone's weights in a process draws random numbers

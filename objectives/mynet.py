@@ -53,10 +53,7 @@ def _train(
 ) -> float:
     cfg = suggest(trial, space)
     trial.set_user_attr("config", cfg.to_dict())
-    seed = int(trial.study.user_attrs.get("seed", 0)) * 100_003 + trial.number
-    if resume.state is not None:
-        seed = int(resume.state["seed"])  # a retry continues its predecessor's run
-    trial.set_user_attr("seed", seed)
+    seed = resume.draw_seed(trial)
     torch.manual_seed(seed)
     model = MyNet(cfg.model)
     n_params = sum(p.numel() for p in model.parameters())
@@ -91,7 +88,7 @@ def _train(
             generator=torch.Generator(device=device).manual_seed(seed),
             on_epoch=on_epoch,
             resume=resume.state,
-            save_progress=lambda state: resume.save({**state, "seed": seed}),
+            save_progress=resume.save,
         )
     except (Diverged, optuna.TrialPruned) as exc:
         raise context.pruned(trial, curves, str(exc)) from None

@@ -42,12 +42,14 @@ class Resume:
         state: The last state its failed predecessor saved (``None`` for a fresh start).
         source: ``{"trial": N, "epoch": E}`` of that state, or ``None``.
         stale: The predecessors' progress files, deleted with this trial's own when it ends.
+        seed: The trial's random seed, once :meth:`draw_seed` has set it; saved with every state.
     """
 
     path: Path
     state: dict[str, Any] | None = None
     source: dict[str, int] | None = None
     stale: list[Path] = field(default_factory=list)
+    seed: int | None = None
 
     def __enter__(self) -> Resume:
         return self
@@ -83,6 +85,17 @@ class Resume:
         trial.set_user_attr("resumed_from", resume.source)
         return resume
 
+    def draw_seed(self, trial: optuna.Trial) -> int:
+        """The trial's random seed, also stored as its ``seed`` user attribute: the study's seed and the trial
+        number make it, or a retry takes its predecessor's (it continues that run)."""
+        if self.state is not None:
+            self.seed = int(self.state["seed"])
+        else:
+            self.seed = int(trial.study.user_attrs.get("seed", 0)) * 100_003 + trial.number
+        trial.set_user_attr("seed", self.seed)
+        return self.seed
+
     def save(self, state: dict[str, Any]) -> None:
-        """Write ``state`` atomically: tensors, numbers, strings, lists and dicts of them, with ``epoch``."""
-        save_state(state, self.path)
+        """Write ``state`` and the seed atomically: tensors, numbers, strings, lists and dicts of them, with
+        ``epoch``."""
+        save_state({**state, "seed": self.seed}, self.path)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from rpz_offline import NO_RPZTUNE_PRELUDE, OFFLINE_PRELUDE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,6 +25,24 @@ def data_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def photos_dir(data_dir: Path) -> Path:
+    """The shared Dogs-vs-Cats photo folder (``cat/``, ``dog/``); missing photos fail under CI=true."""
+    path = data_dir / "dogs_and_cats"
+    if not (path / "cat").is_dir():
+        pytest.fail(f"no Dogs-vs-Cats photos at {path}") if os.environ.get("CI") == "true" else pytest.skip()
+    return path
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Tiny networks: a second torch thread gains nothing and, on a loaded machine, spins."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-from pathlib import Path
 
 import optuna
 import pytest
@@ -26,14 +24,6 @@ FAST = {
     "batch_size": 32,
     "head": "linear",
 }
-
-
-@pytest.fixture(scope="module")
-def photos_dir(data_dir) -> Path:
-    path = data_dir / "dogs_and_cats"
-    if not (path / "cat").is_dir():
-        pytest.fail(f"no Dogs-vs-Cats photos at {path}") if os.environ.get("CI") == "true" else pytest.skip()
-    return path
 
 
 @pytest.fixture(scope="module")

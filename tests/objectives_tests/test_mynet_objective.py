@@ -14,6 +14,8 @@ from objectives.mynet import load_data, load_model, objective, refit
 from objectives.torch_fit import accuracy, fit
 from spaces.mynet import SCHEDULES, SPACE, AugmentConfig, TrainConfig
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks
+
 TINY = {
     "stages": 1,
     "channels": 8,
@@ -34,15 +36,6 @@ TINY = {
     "augment_erase": 0.1,
 }
 SMALL_DATA = {"data_fraction": 0.01}
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny networks: a second thread gains nothing and, on a loaded machine, spins."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,6 @@ from objectives import DataError
 from objectives.photos import find_photo_root, load_photos, safe_extract, seeded_split
 
 
-@pytest.fixture(scope="module")
-def photos_dir(data_dir) -> Path:
-    path = data_dir / "dogs_and_cats"
-    if not (path / "cat").is_dir():
-        pytest.fail(f"no Dogs-vs-Cats photos at {path}") if os.environ.get("CI") == "true" else pytest.skip()
-    return path
-
-
 @pytest.fixture
 def small_folder(photos_dir, tmp_path) -> Path:
     """Three real photos per class, plus a truncated JPEG and a text file."""

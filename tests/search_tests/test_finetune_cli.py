@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -30,14 +29,6 @@ TINY = [
 def rpztune(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     """The real CLI in a subprocess whose sockets all fail (the hub allowed to try: it must not reach out)."""
     return rpz_cli.rpztune(*args, cwd=cwd, check=check, offline=True, env={"HF_HUB_OFFLINE": "0"})
-
-
-@pytest.fixture(scope="module")
-def photos_dir(data_dir) -> Path:
-    path = data_dir / "dogs_and_cats"
-    if not (path / "cat").is_dir():
-        pytest.fail(f"no Dogs-vs-Cats photos at {path}") if os.environ.get("CI") == "true" else pytest.skip()
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ from objectives.fashion import load_fashion
 from search import evaluate, export, find_winner
 from search.refit import refit
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks
+
 TINY = [
     "--set", "data_fraction=0.01",
     "--set", "epochs=3",
@@ -44,15 +46,6 @@ def study_dir(data_dir, tmp_path_factory) -> Path:
     args += ["--threads", "1"]
     rpztune("run", "mynet", *args, *TINY, "--quiet", cwd=work)
     return work
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny networks: a second thread gains nothing and, on a loaded machine, spins."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def storage(study_dir: Path) -> str:
