@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,8 @@ class Task:
         max_epochs: ``space -> int``, the largest epoch count a trial can report (pruners' budget).
         max_threads: Most BLAS/torch threads a worker should use (``None``: as many as it is given);
             small matrices run slower with more threads.
+        baseline: Parameters of a known-good configuration, enqueued as a new study's first trial so the
+            search starts from it (keys the space does not draw, or cannot reach, are left out).
     """
 
     name: str
@@ -49,6 +51,7 @@ class Task:
     evaluate: Callable[[optuna.trial.FrozenTrial, Path, str | None, dict[str, Any]], dict[str, Any]]
     max_epochs: Callable[[Space], int]
     max_threads: int | None = None
+    baseline: Mapping[str, Any] | None = None
 
 
 _TASKS: dict[str, Task] = {}

@@ -66,6 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         data=args.data,
         space_file=args.space,
         overrides=args.set,
+        baseline=not args.no_baseline,
         **_execution(args),
     )
     _print_summary(summary, args.storage)
@@ -288,6 +289,11 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space", help="TOML file overriding the search space")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override one space key"
+    )
+    parser.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="do not start a new study from the task's known-good configuration (mynet has one)",
     )
     _add_execution(parser)
 

@@ -117,11 +117,14 @@ def run_study(
     data: str | None = None,
     space_file: str | Path | None = None,
     overrides: Sequence[str] = (),
+    baseline: bool = True,
     **execution: Any,
 ) -> RunSummary:
     """Create (or resume) the study of ``task_name`` and run trials on it.
 
     Args:
+        baseline: Enqueue the task's known-good configuration (``Task.baseline``, as far as the space draws
+            it) as a new study's first trial.
         execution: Fields of :class:`Execution` (``n_trials``, ``timeout``, ``workers``, ...).
 
     Raises:
@@ -147,6 +150,8 @@ def run_study(
     )
     if existing is None:
         _write_metadata(study, task, space, dataset, data, seed)
+        if baseline and task.baseline and space.searched(task.baseline):
+            study.enqueue_trial(space.searched(task.baseline), user_attrs={"baseline": True})
     study.set_user_attr("space", space.describe())
     study.set_user_attr("sampler", sampler)
     study.set_user_attr("pruner", pruner)

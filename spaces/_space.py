@@ -145,6 +145,11 @@ class Space:
             return trial.suggest_categorical(name, list(spec.choices))
         return spec
 
+    def searched(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The part of ``params`` this space draws and can reach: keys searched under their current spec
+        whose value lies in it (what ``optuna.Study.enqueue_trial`` may fix; the rest is drawn as usual)."""
+        return {k: v for k, v in params.items() if k in self.specs and _reaches(self.specs[k], v)}
+
     def largest(self, key: str) -> Any:
         """The largest value ``key`` can take under its current spec (e.g. the epoch budget of pruners)."""
         spec = self.specs[key]
@@ -161,6 +166,18 @@ class Space:
     def describe(self) -> dict[str, Any]:
         """A JSON-ready description of every current spec (stored in the study's metadata)."""
         return {name: _describe(spec) for name, spec in self.specs.items()}
+
+
+def _reaches(spec: Spec, value: Any) -> bool:
+    if isinstance(spec, Choice):
+        return value in spec.choices
+    if not isinstance(spec, FloatRange | IntRange):
+        return False  # a constant: nothing is drawn
+    if isinstance(value, bool) or not isinstance(value, int | float) or not spec.low <= value <= spec.high:
+        return False
+    if isinstance(spec, IntRange):
+        return isinstance(value, int) and (value - spec.low) % spec.step == 0
+    return True
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:

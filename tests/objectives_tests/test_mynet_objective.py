@@ -174,3 +174,13 @@ def test_the_step_schedule_divides_the_lr_by_10_at_half_way_and_again_at_three_q
         scheduler.step()
     assert lrs[:20] == pytest.approx([0.2] * 20)
     assert lrs[20:30] == pytest.approx([0.02] * 10) and lrs[30:] == pytest.approx([0.002] * 10)
+
+
+def test_refit_spans_its_schedule_over_the_epochs_it_runs(fashion, tmp_path) -> None:
+    # A winner whose best epoch is 2 of 4: stopping its 4-epoch one-cycle there would leave the peak rate
+    # (the warm-up ends at a quarter); a 2-epoch schedule is half-way, 0.75 of the peak, at epoch 2's start.
+    trial = run_trial(fashion, tmp_path)
+    trial.user_attrs["best_epoch"] = 2
+    record = refit(trial, fashion, tmp_path / "refit.pt", device="cpu")
+    assert record["epochs"] == len(record["lr"]) == 2
+    assert record["lr"][1] == pytest.approx(0.75 * TINY["sgd_lr"], rel=0.02)

@@ -60,6 +60,9 @@ def test_run_records_accuracy_curves_test_accuracy_and_checkpoints(study_dir) ->
     study = load(study_dir)
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    first = study.trials[0]  # the baseline, as far as TINY lets it: not 3 stages of 32
+    assert first.user_attrs["baseline"] and first.params["convs_per_stage"] == 2
+    assert first.params["stages"] in (1, 2) and first.params["augment_flip"] is True
     best = study.best_trial
     assert best.value == max(best.user_attrs["curves"]["val_accuracy"]) > 0.5
     assert 0.5 < best.user_attrs["test_accuracy"] <= 1

@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 from objectives import Task, TrialContext, register
 from search.algorithms import PRUNERS, SAMPLERS, make_pruner, make_sampler
 from search.study import run_study
-from spaces import FloatRange, Param, Space
+from spaces import Choice, FloatRange, Param, Space
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,28 @@ FLAKY = register(
         objective=_flaky_objective,
         evaluate=lambda *args: {},
         max_epochs=lambda space: 3,
+    )
+)
+
+BASELINE_TASK = register(
+    Task(
+        name="test-baseline",
+        space=Space(
+            "test-baseline",
+            [
+                Param("x", "float", FloatRange(0.0, 1.0), bounds=(0.0, 1.0)),
+                Param("k", "choice", Choice(("a", "b")), allowed=("a", "b")),
+            ],
+        ),
+        metric="x",
+        direction="minimize",
+        load_data=lambda data, settings: _Data(),
+        objective=lambda trial, data, space, context: (
+            space.suggest(trial, "x") + len(space.suggest(trial, "k"))
+        ),
+        evaluate=lambda *args: {},
+        max_epochs=lambda space: 1,
+        baseline={"x": 0.25, "k": "b"},
     )
 )
 
@@ -112,3 +134,21 @@ def test_unknown_names_are_rejected_before_the_storage_is_touched(tmp_path) -> N
     with pytest.raises(ValueError, match="--workers must be at least 1"):
         run_study("test-flaky", storage=storage, workers=0)
     assert not (tmp_path / "studies.db").exists()
+
+
+def test_a_new_study_starts_from_the_tasks_baseline_once(tmp_path) -> None:
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    run_study("test-baseline", storage=storage, n_trials=3, seed=0, progress=False)
+    run_study("test-baseline", storage=storage, n_trials=2, seed=0, progress=False)  # resumed: not again
+    trials = optuna.load_study(study_name="test-baseline", storage=storage).trials
+    assert trials[0].params == {"x": 0.25, "k": "b"} and trials[0].user_attrs["baseline"] is True
+    assert [t.number for t in trials if t.user_attrs.get("baseline")] == [0]
+
+
+def test_the_baseline_keeps_only_what_the_space_draws_and_can_be_switched_off(tmp_path) -> None:
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    run_study("test-baseline", study_name="narrow", storage=storage, overrides=["x=0.5"], n_trials=1, seed=0)
+    run_study("test-baseline", study_name="off", storage=storage, baseline=False, n_trials=1, seed=3)
+    narrow = optuna.load_study(study_name="narrow", storage=storage).trials[0]
+    assert narrow.params == {"k": "b"} and narrow.user_attrs["baseline"] is True
+    assert "baseline" not in optuna.load_study(study_name="off", storage=storage).trials[0].user_attrs

@@ -5,7 +5,7 @@ import pytest
 
 from models import MyNet
 from spaces import SpaceError
-from spaces.mynet import SPACE, MyNetTrialConfig, suggest
+from spaces.mynet import BASELINE, SPACE, MyNetTrialConfig, suggest
 
 
 def test_suggest_draws_conditional_parameters_only_when_they_apply() -> None:
@@ -24,7 +24,7 @@ def test_suggest_draws_conditional_parameters_only_when_they_apply() -> None:
         other = "adamw" if cfg.train.optimizer == "sgd" else "sgd"
         assert f"{cfg.train.optimizer}_lr" in trial.params and f"{other}_lr" not in trial.params
         assert cfg.train.lr == trial.params[f"{cfg.train.optimizer}_lr"]
-        assert cfg.train.epochs == 20 and "epochs" not in trial.params
+        assert cfg.train.epochs == 30 and "epochs" not in trial.params
         seen["schedule"].add(cfg.train.schedule)
         study.tell(trial, 0.5)
     assert seen == {
@@ -76,3 +76,11 @@ def test_settings_round_trip_through_the_stored_space() -> None:
     }
     again = SPACE.with_overrides(space.describe())
     assert again.settings() == space.settings()
+
+
+def test_the_baseline_lies_in_the_default_space_and_narrowing_drops_what_it_cannot_reach() -> None:
+    assert SPACE.searched(BASELINE) == BASELINE  # every key is drawn, every value reachable
+    narrow = SPACE.with_overrides({"stages": 2, "channels": {"low": 6, "high": 8}, "batch_size": [32, 64]})
+    assert set(BASELINE) - set(narrow.searched(BASELINE)) == {"stages", "channels"}
+    stepped = SPACE.with_overrides({"channels": {"low": 8, "high": 40, "step": 16}})
+    assert "channels" not in stepped.searched(BASELINE)  # 32 is not on the 8, 24, 40 grid
