@@ -1,7 +1,7 @@
 """Benchmark of search + pruning on the real mynet task: TPE with ASHA vs random search without pruning.
 
 Usage: ``python bench/pruning.py [--budget-minutes 8] [--arms tpe:asha,random:none] [--seeds 0,1,2]
-[--targets 0.88,0.89,0.895] [--rounds R] [--data PATH] [--threads T] [--set key=value ...]
+[--targets 0.88,0.89,0.895] [--rounds R] [--data PATH] [--threads T] [--set key=value ...] [--baseline]
 [--storage URL [--analyze]]``
 
 An arm is a ``sampler:pruner`` pair; for every seed each arm runs a mynet study (same space and data, its
@@ -13,7 +13,8 @@ only), the compute until a completed trial first reaches each target validation 
 within the compute every arm got; then, per seed and as the median over seeds, each arm's ratios to the last
 arm (the baseline): trials per compute minute and compute to each target (baseline / arm; ">" when only the
 arm reached it, a lower bound using the baseline's whole compute). ``--analyze`` reports the studies already
-in ``--storage`` without running anything.
+in ``--storage`` without running anything. The arms compare search algorithms, so neither starts from the
+task's known-good baseline trial unless ``--baseline`` says so (``rpztune run`` does by default).
 
 CPU-heavy: the default (8 minutes, three seeds, two arms) is about 50 minutes of one core.
 """
@@ -101,6 +102,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="space override")
+    parser.add_argument("--baseline", action="store_true", help="start every arm from the baseline trial")
     parser.add_argument("--storage", help="storage URL (default: a fresh temporary SQLite file)")
     parser.add_argument("--analyze", action="store_true", help="only report the studies already in --storage")
     args = parser.parse_args()
@@ -112,7 +114,8 @@ def main() -> None:
     storage = args.storage or f"sqlite:///{folder / 'bench.db'}"
     print(
         f"mynet, arms {args.arms}, seeds {seeds}, {args.budget_minutes:g} min each in {args.rounds} slices, "
-        f"targets {targets}, torch threads {torch.get_num_threads()}, overrides {args.set or 'none'}; "
+        f"targets {targets}, torch threads {torch.get_num_threads()}, overrides {args.set or 'none'}, "
+        f"baseline trial {'yes' if args.baseline else 'no'}; "
         f"storage {storage}",
         flush=True,
     )
@@ -168,6 +171,7 @@ def run_arms(arms: list[tuple[str, ...]], seed: int, storage: str, folder: Path,
                 seed=1000 * seed + index,
                 data=args.data,
                 overrides=args.set,
+                baseline=args.baseline,
                 checkpoints=folder / "checkpoints",
                 keep_top=1,
                 device="cpu",

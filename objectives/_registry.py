@@ -39,7 +39,8 @@ class Task:
         max_threads: Most BLAS/torch threads a worker should use (``None``: as many as it is given);
             small matrices run slower with more threads.
         baseline: Parameters of a known-good configuration, enqueued as a new study's first trial so the
-            search starts from it (keys the space does not draw, or cannot reach, are left out).
+            search starts from it (keys the space does not draw, or cannot reach, are left out); the pruner
+            never stops it.
     """
 
     name: str
@@ -77,13 +78,17 @@ class TrialContext:
     def report(self, trial: optuna.Trial, value: float, epoch: int) -> None:
         """Report an epoch's validation metric, and stop the trial when the pruner says so.
 
+        The study's baseline trial (``Task.baseline``) is never stopped: it is the reference every other
+        trial is pruned against, and its one-cycle warm-up makes its first epochs look poor.
+
         Raises:
             optuna.TrialPruned: with the epoch and value in its message.
         """
         trial.report(value, epoch)
         if self.progress is not None:
             self.progress(trial.number, epoch, value)
-        if trial.should_prune():
+        # should_prune() also records the value in ASHA's rungs, so the baseline still competes there
+        if trial.should_prune() and not trial.user_attrs.get("baseline"):
             raise optuna.TrialPruned(f"pruned at epoch {epoch} with {self.metric} {value:.4f}")
 
     def resume(self, trial: optuna.Trial) -> Resume:

@@ -152,3 +152,19 @@ def test_the_baseline_keeps_only_what_the_space_draws_and_can_be_switched_off(tm
     narrow = optuna.load_study(study_name="narrow", storage=storage).trials[0]
     assert narrow.params == {"k": "b"} and narrow.user_attrs["baseline"] is True
     assert "baseline" not in optuna.load_study(study_name="off", storage=storage).trials[0].user_attrs
+
+
+class _AlwaysPrune(optuna.pruners.BasePruner):
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return True
+
+
+def test_the_pruner_never_stops_the_baseline_trial(tmp_path) -> None:
+    study = optuna.create_study(pruner=_AlwaysPrune())
+    study.enqueue_trial({}, user_attrs={"baseline": True})
+    context = TrialContext(tmp_path)
+    baseline, other = study.ask(), study.ask()
+    for epoch in (1, 2, 3):
+        context.report(baseline, 0.1, epoch)
+    with pytest.raises(optuna.TrialPruned, match="pruned at epoch 1"):
+        context.report(other, 0.1, 1)
