@@ -80,6 +80,8 @@ def test_two_workers_on_postgresql_account_for_every_trial(pg_url, data_dir, tmp
             str(data_dir),
             *common,
             *QUICK,
+            # trials of ~0.5 s, unpruned: QUICK's could all be run before the second worker has started
+            *["--set", "epochs=50", "--pruner", "none"],
             cwd=tmp_path,
         )
     )
