@@ -199,7 +199,7 @@ def _execute(
     execution: Execution,
     dataset: Any = None,
 ) -> RunSummary:
-    n_before = len(study.get_trials(deepcopy=False))
+    n_before = _started(study)
     threads = max(1, available_cores() // execution.workers)
     if task.max_threads is not None:
         threads = min(threads, task.max_threads)
@@ -224,7 +224,12 @@ def _execute(
         run_workers(spec, execution.n_trials, execution.workers, board, dataset=dataset)
     finally:
         board.close()
-    return summarize(study, storage, new_trials=len(study.get_trials(deepcopy=False)) - n_before)
+    return summarize(study, storage, new_trials=_started(study) - n_before)
+
+
+def _started(study: optuna.Study) -> int:
+    # Trials that ran or run; a WAITING one (the baseline, a queued retry) is counted when a worker takes it.
+    return sum(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
 
 
 def load_study(storage: str, study_name: str) -> optuna.Study:

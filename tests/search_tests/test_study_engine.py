@@ -138,8 +138,9 @@ def test_unknown_names_are_rejected_before_the_storage_is_touched(tmp_path) -> N
 
 def test_a_new_study_starts_from_the_tasks_baseline_once(tmp_path) -> None:
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
-    run_study("test-baseline", storage=storage, n_trials=3, seed=0, progress=False)
-    run_study("test-baseline", storage=storage, n_trials=2, seed=0, progress=False)  # resumed: not again
+    first = run_study("test-baseline", storage=storage, n_trials=3, seed=0, progress=False)
+    again = run_study("test-baseline", storage=storage, n_trials=2, seed=0, progress=False)  # not again
+    assert (first.new_trials, again.new_trials, sum(again.counts.values())) == (3, 2, 5)
     trials = optuna.load_study(study_name="test-baseline", storage=storage).trials
     assert trials[0].params == {"x": 0.25, "k": "b"} and trials[0].user_attrs["baseline"] is True
     assert [t.number for t in trials if t.user_attrs.get("baseline")] == [0]
