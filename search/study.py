@@ -150,8 +150,9 @@ def run_study(
     )
     if existing is None:
         _write_metadata(study, task, space, dataset, data, seed)
-        if baseline and task.baseline and space.searched(task.baseline):
-            study.enqueue_trial(space.searched(task.baseline), user_attrs={"baseline": True})
+        fixed = space.searched(task.baseline or {}) if baseline else {}
+        if fixed:
+            study.enqueue_trial(fixed, user_attrs={"baseline": True})
     study.set_user_attr("space", space.describe())
     study.set_user_attr("sampler", sampler)
     study.set_user_attr("pruner", pruner)
