@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The shared real-data folder; missing data fails under CI=true and skips elsewhere."""
-    path = Path(os.environ.get("RPZTUNE_DATA", ROOT.parent / "shared" / "data"))
+    # absolute, so that subprocesses started in a temporary folder find it too
+    path = Path(os.environ.get("RPZTUNE_DATA", ROOT.parent / "shared" / "data")).resolve()
     if not (path / "mnist" / "full-mnist.npz").is_file():
         message = f"real data not found at {path} (set RPZTUNE_DATA)"
         if os.environ.get("CI") == "true":
