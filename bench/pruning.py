@@ -9,8 +9,9 @@ own sampler seed) given ``M`` minutes. The arms take turns in ``R`` slices of ``
 change in the machine's load hits all of them alike. Time is each arm's *compute*: the summed durations of
 its trials (data loading and slice overhead excluded), counted in trial order. For each arm and seed it
 prints trials by state, epochs trained, the best validation accuracy and its test accuracy (information
-only), the compute until a completed trial first reaches each target validation accuracy, and the best value
-within the compute every arm got; then, per seed and as the median over seeds, each arm's ratios to the last
+only), the compute until a completed trial first reaches each target validation accuracy, the best value
+within the compute every arm got, and for an unpruned arm how well a trial's value at each ASHA rung
+predicts its final value (Spearman; the eventual best trial's rank there); then, per seed and as the median over seeds, each arm's ratios to the last
 arm (the baseline): trials per compute minute and compute to each target (baseline / arm; ">" when only the
 arm reached it, a lower bound using the baseline's whole compute). ``--analyze`` reports the studies already
 in ``--storage`` without running anything. The arms compare search algorithms, so neither starts from the
@@ -29,12 +30,14 @@ import time
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from search import run_study  # noqa: E402
+from search.algorithms import asha_rungs  # noqa: E402
 
 
 def compute_curve(trials: list[FrozenTrial]) -> list[tuple[float, FrozenTrial]]:
@@ -70,6 +73,33 @@ def summarize(name: str, study: optuna.Study, targets: list[float], horizon: flo
         "to_target": reached,
         "within": max(within, default=None),
     }
+
+
+def rung_fidelity(study: optuna.Study) -> pd.DataFrame:
+    """How well a trial's validation accuracy at each ASHA rung predicts its final value, over the study's
+    completed trials (meaningful for an unpruned arm): Spearman rank correlation, and the rank at that rung
+    of the trial that ended best (1 = ASHA's first choice; ASHA keeps the top third)."""
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if len(complete) < 3:
+        return pd.DataFrame()
+    epochs = max(len(t.intermediate_values) for t in complete)
+    curves = pd.DataFrame([t.intermediate_values for t in complete])
+    final = pd.Series([t.value for t in complete])
+    winner = int(final.idxmax())
+    rows = []
+    for rung in asha_rungs(epochs):
+        at = curves.get(rung)
+        if at is None or at.isna().any():
+            continue
+        rows.append(
+            {
+                "epoch": rung,
+                "spearman": at.corr(final, method="spearman"),
+                "best trial's rank": int(at.rank(ascending=False, method="min")[winner]),
+                "trials": len(at),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -135,6 +165,10 @@ def main() -> None:
         rows = [summarize(arm, study, targets, horizon) for arm, study in studies.items()]
         per_seed.append({target: ratios(rows, target) for target in targets})
         print_seed(seed, rows, targets, horizon, per_seed[-1])
+        for arm, study in studies.items():
+            if arm.endswith(":none") and not (fidelity := rung_fidelity(study)).empty:
+                print(f"{arm}: does a trial's value at an ASHA rung predict its final value?")
+                print(fidelity.to_string(index=False, float_format="%.2f"))
 
     print(f"\nmedian over {len(seeds)} seeds, each arm vs the baseline {args.arms.split(',')[-1]}")
     for arm in per_seed[0][targets[0]]:

@@ -6,10 +6,11 @@ import warnings
 
 import optuna
 
-__all__ = ["PRUNERS", "SAMPLERS", "make_pruner", "make_sampler"]
+__all__ = ["PRUNERS", "SAMPLERS", "asha_rungs", "make_pruner", "make_sampler"]
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
 PRUNERS = ("asha", "median", "hyperband", "none")
+ASHA_REDUCTION = 3
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -42,7 +43,7 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
     """
     if name == "asha":
         return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=max(1, max_epochs // 20), reduction_factor=3
+            min_resource=_asha_min_resource(max_epochs), reduction_factor=ASHA_REDUCTION
         )
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(1, max_epochs // 10))
@@ -51,3 +52,16 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
     if name == "none":
         return optuna.pruners.NopPruner()
     raise ValueError(f"unknown pruner {name!r}; valid pruners: {', '.join(PRUNERS)}")
+
+
+def asha_rungs(max_epochs: int) -> list[int]:
+    """The epochs at which the ``asha`` pruner compares a trial with the others (1, 3, 9, 27 for 30)."""
+    rungs, epoch = [], _asha_min_resource(max_epochs)
+    while epoch <= max_epochs:
+        rungs.append(epoch)
+        epoch *= ASHA_REDUCTION
+    return rungs
+
+
+def _asha_min_resource(max_epochs: int) -> int:
+    return max(1, max_epochs // 20)

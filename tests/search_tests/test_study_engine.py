@@ -9,7 +9,7 @@ import pytest
 from optuna.trial import TrialState
 
 from objectives import Task, TrialContext, register
-from search.algorithms import PRUNERS, SAMPLERS, make_pruner, make_sampler
+from search.algorithms import PRUNERS, SAMPLERS, asha_rungs, make_pruner, make_sampler
 from search.study import run_study
 from spaces import Choice, FloatRange, Param, Space
 
@@ -123,6 +123,20 @@ def test_pruners_stop_a_bad_trial_through_ask_and_tell() -> None:
             assert pruned_at is None
         else:
             assert pruned_at is not None and pruned_at < 27, name
+
+
+@pytest.mark.parametrize("max_epochs", [3, 30, 120])
+def test_asha_rungs_are_the_epochs_where_the_asha_pruner_compares_trials(max_epochs: int) -> None:
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("asha", max_epochs))
+    trial = study.ask()
+    compared = []
+    for epoch in range(1, max_epochs + 1):
+        trial.report(0.5, epoch)
+        rungs_before = len(study._storage.get_trial(trial._trial_id).system_attrs)
+        assert not trial.should_prune()  # the first trial at every rung is promoted
+        if len(study._storage.get_trial(trial._trial_id).system_attrs) > rungs_before:
+            compared.append(epoch)
+    assert compared == asha_rungs(max_epochs)
 
 
 def test_unknown_names_are_rejected_before_the_storage_is_touched(tmp_path) -> None:
