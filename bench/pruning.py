@@ -11,11 +11,12 @@ its trials (data loading and slice overhead excluded), counted in trial order. F
 prints trials by state, epochs trained, the best validation accuracy and its test accuracy (information
 only), the compute until a completed trial first reaches each target validation accuracy, the best value
 within the compute every arm got, and for an unpruned arm how well a trial's value at each ASHA rung
-predicts its final value (Spearman; the eventual best trial's rank there); then, per seed and as the
-median over seeds, each arm's ratios to the last arm (the baseline): trials per compute minute and compute
-to each target (baseline / arm; ">" when only the arm reached it, a lower bound using the baseline's whole compute). ``--analyze`` reports the studies already
-in ``--storage`` without running anything. The arms compare search algorithms, so neither starts from the
-task's known-good baseline trial unless ``--baseline`` says so (``rpztune run`` does by default).
+predicts its final value (Spearman; the eventual best trial's rank there); then, per seed and as the median
+over seeds, each arm's ratios to the last arm (the baseline): trials per compute minute and compute to each
+target (baseline / arm; ">" when only the arm reached it, a lower bound using the baseline's whole compute).
+``--analyze`` reports the studies already in ``--storage`` without running anything. The arms compare search
+algorithms, so neither starts from the task's known-good baseline trial unless ``--baseline`` says so
+(``rpztune run`` does by default).
 
 CPU-heavy: the default (8 minutes, three seeds, two arms) is about 50 minutes of one core.
 """
