@@ -1,30 +1,108 @@
-"""The lab's checks of an unpacked submission, run as a script in a fresh interpreter; never imported.
+"""The lab's checks of an unpacked submission, run as a script in the sandbox (``search/sandbox.py``).
 
-``search/validate.py`` copies this file outside the unpacked folder and runs it with ``python -I`` in that
-folder: sockets fail (and every attempt is recorded), rpztune's packages are unimportable, and each check
-prints one JSON line ``{"name", "ok", "detail", ...}``. It needs only the standard library to start; each
-check imports what it tests, so a missing package fails that check alone.
+``search/validate.py`` runs this file with ``python -I CHECKER THREADS SCRATCH MODULES`` in the unpacked
+folder, inside the sandbox. It first imports the trusted packages the zip needs (``MODULES``, from the
+venv, before the zip's folder is on ``sys.path``), then installs an audit hook that reports every network
+use, write outside ``SCRATCH`` and process start: the sandbox blocks these, the hook says what was tried.
+Records are JSON lines on the original stdout (the zip's own prints go to stderr): ``{"name", "ok",
+"detail", ...}`` per check, ``{"start": name}`` before each, ``{"attempt": what}`` per attempt. It needs
+only the standard library to start; each check imports what it tests, so a missing package fails that
+check alone. rpztune's packages are unimportable (the evaluator has none).
 """
 
 import json
 import os
-import socket
 import sys
 import time
 import traceback
 
-NETWORK_ATTEMPTS: list[str] = []
+THREADS = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+SCRATCH = sys.argv[2] if len(sys.argv) > 2 else "/scratch"
+_TRUSTED = [m for m in (sys.argv[3] if len(sys.argv) > 3 else "").split(",") if m]
 _RPZTUNE_PACKAGES = {"search", "spaces", "objectives", "nn_numpy", "models", "reports"}
+_RECORDS = os.dup(1)
+os.dup2(2, 1)  # the zip's prints go to stderr; records alone on the original stdout
+ATTEMPTS: list[str] = []
 
 
-def _blocked(*args, **kwargs):
-    NETWORK_ATTEMPTS.append(repr(args[:2]))
-    raise OSError("network access blocked by rpztune validate")
+def _record(line):
+    os.write(_RECORDS, (json.dumps(line) + "\n").encode())
 
 
-class _NoSocket(socket.socket):
-    def __init__(self, *args, **kwargs):
-        _blocked(*args)
+for _module in _TRUSTED:  # their import-time housekeeping (ctypes' find_library runs ldconfig) is no attempt
+    try:
+        __import__(_module)
+    except Exception:
+        pass  # the check that needs it says so
+
+_WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+_PATH_EVENTS = {"os.mkdir", "os.remove", "os.rmdir", "os.truncate", "os.chmod", "os.chown", "os.utime"}
+_NETWORK = {
+    "socket.connect": "connect to",
+    "socket.sendto": "send to",
+    "socket.sendmsg": "send to",
+    "socket.bind": "bind",
+    "socket.getaddrinfo": "look up",
+    "socket.gethostbyname": "look up",
+    "socket.gethostbyaddr": "look up",
+}
+_PROCESSES = {
+    "subprocess.Popen",
+    "os.system",
+    "os.exec",
+    "os.posix_spawn",
+    "os.spawn",
+    "os.fork",
+    "pty.spawn",
+}
+_ON_SOCKET = {"socket.connect", "socket.sendto", "socket.sendmsg", "socket.bind"}  # args: (socket, address)
+_busy = False
+
+
+def _outside(path):
+    if isinstance(path, int):
+        return None  # an open file descriptor
+    real = os.path.realpath(os.fsdecode(path))
+    return None if real == SCRATCH or real.startswith(SCRATCH + "/") else real
+
+
+def _attempt(event, args):
+    if event == "open":
+        path, mode, flags = args
+        writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or bool((flags or 0) & _WRITE)
+        where = _outside(path) if writes else None
+        return where and f"tried to write outside the scratch folder: open({where!r}, {mode or flags!r})"
+    if event in _PATH_EVENTS:
+        where = _outside(args[0])
+        return where and f"tried to write outside the scratch folder: {event}({where!r})"
+    if event in ("os.rename", "os.link", "os.symlink"):
+        where = _outside(args[1]) or (event == "os.rename" and _outside(args[0]))
+        return where and f"tried to write outside the scratch folder: {event}({where!r})"
+    if event in _NETWORK:
+        target = args[1] if event in _ON_SOCKET else args[:2]
+        return f"tried to use the network: {_NETWORK[event]} {target!r}"
+    if event in _PROCESSES:
+        shown = args[1] if event in ("subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn") else args
+        shown = os.fsdecode(args[0]) if event == "os.system" else shown
+        return f"tried to start a process: {event}{'' if not shown else ' ' + repr(shown)[:200]}"
+    return None
+
+
+def _hook(event, args):
+    global _busy
+    if _busy:
+        return
+    _busy = True
+    try:
+        what = _attempt(event, args)
+        if what:
+            ATTEMPTS.append(what)
+            if len(ATTEMPTS) <= 100:
+                _record({"attempt": what})
+    except Exception:
+        pass  # reporting never breaks the code under test; the sandbox still blocks
+    finally:
+        _busy = False
 
 
 class _NoRpztune:
@@ -33,11 +111,9 @@ class _NoRpztune:
             raise ImportError(f"blocked: {name} (the evaluator has no rpztune)")
 
 
-socket.socket = _NoSocket
-socket.create_connection = socket.getaddrinfo = _blocked
+sys.addaudithook(_hook)
 sys.meta_path.insert(0, _NoRpztune())
 sys.path.insert(0, os.getcwd())
-THREADS = int(sys.argv[1]) if len(sys.argv) > 1 else 1
 
 
 class _Skipped(Exception):
@@ -56,7 +132,8 @@ def check(name):
     """Run the decorated function now as the check ``name``; a returned dict adds fields to its line."""
 
     def run(function):
-        before = len(NETWORK_ATTEMPTS)
+        _record({"start": name})
+        before = len(ATTEMPTS)
         line = {"name": name, "ok": True, "detail": "ok"}
         try:
             extra = function()
@@ -64,15 +141,15 @@ def check(name):
                 line.update(extra)
         except _Skipped as exc:
             line.update(ok=False, detail=str(exc))
-        except Exception as exc:
+        except MemoryError as exc:
+            line.update(ok=False, detail=f"MemoryError: over the sandbox's memory limit {exc}".rstrip())
+        except (Exception, SystemExit) as exc:
             line.update(ok=False, detail=f"{type(exc).__name__}: {exc}")
             line["traceback"] = traceback.format_exc(limit=-3)
-        if len(NETWORK_ATTEMPTS) > before:
-            attempts = ", ".join(NETWORK_ATTEMPTS[before:][:3])
-            line.update(
-                ok=False, detail=f"tried to use the network (socket blocked): {attempts}; {line['detail']}"
-            )
-        print(json.dumps(line), flush=True)
+        if len(ATTEMPTS) > before:
+            tried = "; ".join(dict.fromkeys(ATTEMPTS[before:]))
+            line.update(ok=False, detail=f"{tried[:1500]}; then: {line['detail']}")
+        _record(line)
         return function
 
     return run

@@ -33,6 +33,7 @@ from spaces import SpaceError
 from .algorithms import PRUNERS, SAMPLERS
 from .export import export
 from .refit import refit
+from .sandbox import SandboxUnavailable
 from .storage import DEFAULT_STORAGE, StorageError, check_storage_url, get_storage
 from .study import RunSummary, StudyError, join_study, load_study, run_study, study_dir
 from .submit import build_submission
@@ -49,6 +50,7 @@ USER_ERRORS = (
     StorageError,
     StudyError,
     WorkerError,
+    SandboxUnavailable,
     ValueError,
     FileNotFoundError,
 )
@@ -214,6 +216,9 @@ def _limits(args: argparse.Namespace) -> Limits:
         finetune_ms=args.max_finetune_ms,
         threads=args.threads,
         strict_imports=args.strict_imports,
+        timeout=args.timeout,
+        memory_mb=args.max_memory_mb,
+        processes=args.max_processes,
     )
 
 
@@ -360,6 +365,10 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strict-imports", action="store_true", help="fail when a file imports beyond the lab's modules"
     )
+    sandbox = "the zip's code runs in a sandbox"
+    parser.add_argument("--timeout", type=float, default=300, help=f"{sandbox}: its time limit, s (300)")
+    parser.add_argument("--max-memory-mb", type=int, default=8192, help=f"{sandbox}: address space (8192)")
+    parser.add_argument("--max-processes", type=int, default=64, help=f"{sandbox}: processes+threads (64)")
 
 
 def _add_dashboard(parser: argparse.ArgumentParser) -> None:

@@ -1,23 +1,30 @@
 """Validate a lab submission zip the way the upload system would use it, without rpztune and offline.
 
-The zip is checked for its layout (the lab's files, all at the root), unpacked into an empty temporary
-folder, and the lab's checks run there in a fresh ``python -I`` whose sockets fail and which cannot import
-rpztune (``_sandbox_checks.py``): the numpy layers on the lab's example inputs, ``MyNet()`` on a
-``[64, 1, 28, 28]`` batch, ``model.pt`` and ``finetuned.pt`` loading, ``classify``, ``FinetuneNet()``
-building without a download, and CPU inference times. File sizes and times are compared with
-:class:`Limits`; each ``.py`` file's third-party imports are listed (the evaluator may lack some).
+The zip is untrusted. It is checked for its layout (the lab's files, all at the root) and its declared
+sizes; one over the limits is refused before anything is unpacked, and unpacking streams every file with a
+hard cap (a header that lies stops it). The lab's checks then run in a bubblewrap sandbox
+(``sandbox.py``: no network, a read-only system, a writable scratch folder only, an unprivileged uid,
+time/memory/process limits) in a fresh ``python -I`` which cannot import rpztune
+(``_sandbox_checks.py``), whose audit hook reports what the zip's code tried: the numpy layers on the
+lab's example inputs, ``MyNet()`` on a ``[64, 1, 28, 28]`` batch, ``model.pt`` and ``finetuned.pt``
+loading, ``classify``, ``FinetuneNet()`` building without a download, and CPU inference times. File
+sizes and times are compared with :class:`Limits`; each ``.py`` file's third-party imports are listed
+(the evaluator may lack some).
 """
 
 from __future__ import annotations
 
 import ast
 import json
-import subprocess
+import signal
 import sys
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+
+from .sandbox import SCRATCH, SandboxLimits, SandboxResult, run_sandboxed
 
 __all__ = [
     "LAB_MODULES",
@@ -44,8 +51,11 @@ REQUIRED_FILES = (
 OPTIONAL_FILES = ("cnn.ipynb",)
 # What the lab's own templates import; anything else may be missing where the submission is evaluated.
 LAB_MODULES = ("matplotlib", "numpy", "torch", "torchvision")
+# Packages the checker imports before the zip's code (trusted, from the venv) when the zip's files need them.
+_PREIMPORT = ("numpy", "torch", "torchvision", "timm", "matplotlib")
 _SANDBOX = Path(__file__).with_name("_sandbox_checks.py")
 _MB = 1024 * 1024
+_MAX_ENTRIES = 100
 
 
 @dataclass(frozen=True)
@@ -59,7 +69,10 @@ class Limits:
         finetune_ms: FinetuneNet's CPU inference time per 100 images, ms.
         threads: Torch threads the times are measured with.
         strict_imports: Fail (not just warn) when a ``.py`` file imports a module outside ``LAB_MODULES``.
-        timeout: Seconds the sandboxed checks may take.
+        timeout: Seconds the sandboxed checks may take (then all their processes are killed).
+        unpack_mb: Hard cap on everything unpacked, MiB (each file is also held to ``file_mb``).
+        memory_mb: Address space of each sandboxed process, MiB.
+        processes: Processes and threads the sandboxed code may have at once.
     """
 
     zip_mb: float | None = None
@@ -69,6 +82,9 @@ class Limits:
     threads: int = 1
     strict_imports: bool = False
     timeout: float = 300.0
+    unpack_mb: float = 1024.0
+    memory_mb: int = 8192
+    processes: int = 64
 
 
 @dataclass(frozen=True)
@@ -112,6 +128,7 @@ def validate(path: str | Path, limits: Limits = Limits()) -> Report:
 
     Raises:
         FileNotFoundError: when ``path`` is not a file.
+        SandboxUnavailable: when no sandbox can be made here (bubblewrap missing or refused).
     """
     path = Path(path)
     if not path.is_file():
@@ -127,16 +144,18 @@ def validate(path: str | Path, limits: Limits = Limits()) -> Report:
         report.checks += _layout_checks(names)
         report.checks += _size_checks(path, archive, limits)
         unpacked = Path(tmp) / "submission"
-        unpacked.mkdir()
-        if any(_unsafe(name) for name in names):
-            report.checks.append(Check("unpack", False, "not unpacked: an entry leaves the folder"))
+        unpacked.mkdir(mode=0o755)
+        unpack = _unpack(archive, unpacked, limits)
+        report.checks.append(unpack)
+        if not unpack.ok:
             return report
-        archive.extractall(unpacked)
         report.checks += _import_checks(unpacked, limits)
         runner = Path(tmp) / "runner"
-        runner.mkdir()
+        runner.mkdir(mode=0o755)
         (runner / "check.py").write_text(_SANDBOX.read_text())
-        report.checks += _sandbox_checks(runner / "check.py", unpacked, limits)
+        needed = {m for f in unpacked.glob("*.py") for m in _imports_or_none(f)}
+        trusted = ["numpy", "torch", *(m for m in _PREIMPORT[2:] if m in needed)]
+        report.checks += _sandbox_checks(runner, unpacked, trusted, limits)
     return report
 
 
@@ -162,6 +181,54 @@ def _layout_checks(names: list[str]) -> list[Check]:
     if notes:
         checks.append(Check("other files", None, "; ".join(notes)))
     return checks
+
+
+def _unpack(archive: zipfile.ZipFile, folder: Path, limits: Limits) -> Check:
+    """Refuse on the headers alone (unsafe names, too many entries, declared sizes over the limits), then
+    stream each file with a hard cap, so a zip bomb or a header that lies writes no more than the cap."""
+    entries = [i for i in archive.infolist() if not i.is_dir()]
+    file_cap = min(limits.file_mb or limits.unpack_mb, limits.unpack_mb) * _MB
+    total = sum(i.file_size for i in entries)
+    refused = None
+    if any(_unsafe(i.filename) for i in archive.infolist()):
+        refused = "an entry leaves the folder"
+    elif len({i.filename for i in entries}) < len(entries):
+        refused = "two entries have the same name"
+    elif len(entries) > _MAX_ENTRIES:
+        refused = f"{len(entries)} entries (at most {_MAX_ENTRIES})"
+    elif over := [i for i in entries if i.file_size > file_cap]:
+        refused = (
+            f"{over[0].filename} would unpack to {over[0].file_size / _MB:.1f} MiB (cap {file_cap / _MB:g})"
+        )
+    elif total > limits.unpack_mb * _MB:
+        refused = f"the files would unpack to {total / _MB:.1f} MiB (cap {limits.unpack_mb:g})"
+    if refused:
+        return Check("unpack", False, f"refused before unpacking: {refused}")
+    written = 0
+    for info in entries:
+        target = folder / PurePosixPath(info.filename).name if "/" not in info.filename else None
+        if target is None:
+            continue  # the layout check fails it; nothing runs from a folder
+        try:
+            with archive.open(info) as source, target.open("xb") as out:
+                size = 0
+                while chunk := source.read(_MB):
+                    size += len(chunk)
+                    written += len(chunk)
+                    if size > info.file_size or size > file_cap or written > limits.unpack_mb * _MB:
+                        return Check(
+                            "unpack",
+                            False,
+                            f"stopped: {info.filename} unpacks beyond its declared "
+                            f"{info.file_size / _MB:.2f} MiB or the cap",
+                        )
+                    out.write(chunk)
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+            return Check("unpack", False, f"{info.filename} does not unpack: {exc}")
+        target.chmod(0o644)
+    return Check(
+        "unpack", True, f"{len(entries)} files, {written / _MB:.2f} MiB (cap {limits.unpack_mb:g} MiB)"
+    )
 
 
 def _unsafe(name: str) -> bool:
@@ -230,34 +297,72 @@ def _import_checks(folder: Path, limits: Limits) -> list[Check]:
     return checks
 
 
-def _sandbox_checks(script: Path, folder: Path, limits: Limits) -> list[Check]:
+def _imports_or_none(file: Path) -> list[str]:
     try:
-        result = subprocess.run(
-            [sys.executable, "-I", str(script), str(limits.threads)],
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            timeout=limits.timeout,
-        )
-    except subprocess.TimeoutExpired:
-        return [Check("lab checks", False, f"did not finish within {limits.timeout:g} s")]
-    checks = []
+        return third_party_imports(file.read_text(errors="replace"), set())
+    except SyntaxError:
+        return []
+
+
+def _sandbox_checks(runner: Path, folder: Path, trusted: list[str], limits: Limits) -> list[Check]:
+    result = run_sandboxed(
+        [sys.executable, "-I", "-B", "/checker/check.py", str(limits.threads), SCRATCH, ",".join(trusted)],
+        readonly={"/submission": folder, "/checker": runner},
+        cwd="/submission",
+        env={v: str(limits.threads) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+        | {"MPLCONFIGDIR": SCRATCH, "XDG_CACHE_HOME": SCRATCH, "TORCH_HOME": f"{SCRATCH}/torch"},
+        limits=SandboxLimits(limits.timeout, limits.memory_mb, limits.processes, scratch_mb=256),
+    )
+    checks, attempts, running = [], [], None
     for line in result.stdout.splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            continue  # the submission's own prints
-        if not isinstance(record, dict) or "name" not in record or "ok" not in record:
             continue
-        checks.append(_as_check(record, limits))
-    if result.returncode != 0 or not checks:
-        tail = " | ".join(result.stderr.strip().splitlines()[-3:])
-        checks.append(Check("lab checks ran", False, f"exit code {result.returncode}: {tail}"))
+        if not isinstance(record, dict):
+            continue
+        if "start" in record:
+            running = record["start"]
+        elif "attempt" in record:
+            attempts.append(str(record["attempt"]))
+        elif "name" in record and "ok" in record:
+            checks.append(_as_check(record, limits))
+            running = None
+    tried = list(dict.fromkeys(attempts))
+    checks.append(
+        Check(
+            "sandbox: no network, no writes outside the scratch folder, no processes",
+            not tried,
+            "nothing of the kind tried"
+            if not tried
+            else f"the zip's code tried ({len(tried)}): " + "; ".join(tried[:10]),
+        )
+    )
+    if result.timed_out:
+        during = f" during {running!r}" if running else ""
+        checks.append(Check("time limit", False, f"killed at the time limit of {limits.timeout:g} s{during}"))
+    elif result.returncode != 0 or running is not None or not checks[:-1]:
+        checks.append(Check("lab checks ran", False, _how_it_ended(result, running, limits)))
     return checks
+
+
+def _how_it_ended(result: SandboxResult, running: str | None, limits: Limits) -> str:
+    code = result.returncode
+    number = -code if code < 0 else code - 128 if code > 128 else 0
+    why = {
+        signal.SIGXCPU: f"the CPU time limit ({limits.timeout:g} s)",
+        signal.SIGXFSZ: "the file size limit",
+        signal.SIGKILL: "SIGKILL (out of memory?)",
+    }.get(number, signal.Signals(number).name if number in signal.valid_signals() else f"exit code {code}")
+    tail = " | ".join(result.stderr.strip().splitlines()[-3:])
+    during = f" during {running!r}" if running else ""
+    return f"ended by {why}{during}" + (f": {tail}" if tail else "")
 
 
 def _as_check(record: dict, limits: Limits) -> Check:
     name, ok, detail = record["name"], bool(record["ok"]), str(record["detail"])
+    if "MemoryError" in detail:
+        detail += f" (limit {limits.memory_mb} MiB of address space per process)"
     if "params" in record:
         detail += f" ({record['params']:,} parameters)"
     if ok and "ms" in record:

@@ -1,0 +1,232 @@
+"""Run untrusted Python (a submission's code) in a bubblewrap sandbox with time, memory and process limits.
+
+What the sandbox is (see ``README.md``, "What validate isolates"): new mount, network, PID, IPC and UTS
+namespaces; a read-only view of ``/usr``, ``/etc``, the lib/bin links and the Python installation (nothing
+else of the host: no ``/home``, ``/root``, ``/work``, ``/run``, host ``/tmp``); an empty read-only ``/tmp``
+and ``$HOME``; one writable size-capped tmpfs at ``/scratch``; a network namespace whose only interface is
+its own loopback; an unprivileged uid (root drops to a fresh uid via ``setpriv``; others get a user
+namespace); ``RLIMIT_NPROC``/``AS``/``CPU``/``FSIZE`` via ``prlimit``; a wall-clock limit after which the
+whole PID namespace is killed. The kernel enforces all of this; what the code *tried* is reported by an
+audit hook in the sandboxed interpreter (``_sandbox_checks.py``), not here.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["SCRATCH", "SandboxLimits", "SandboxResult", "SandboxUnavailable", "run_sandboxed", "sandbox_argv"]
+
+SCRATCH = "/scratch"  # the only writable path inside the sandbox
+HOME = "/home/sandbox"  # empty and read-only: writes to ~ are denied
+_UID_BASE = 200_000  # root runs each sandbox as a fresh uid from here (no passwd entry, owns nothing)
+_MB = 1024 * 1024
+
+
+class SandboxUnavailable(RuntimeError):
+    """bubblewrap (or util-linux's setpriv/prlimit) is missing or cannot create a sandbox here."""
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Limits of one sandboxed run.
+
+    Args:
+        seconds: Wall-clock time; then every process of the sandbox is killed.
+        memory_mb: Address space of each process (``RLIMIT_AS``), MiB.
+        processes: Processes and threads of the sandbox's uid (``RLIMIT_NPROC``).
+        scratch_mb: Size of the writable ``/scratch`` tmpfs and of any one written file, MiB.
+    """
+
+    seconds: float = 300.0
+    memory_mb: int = 8192
+    processes: int = 64
+    scratch_mb: int = 256
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    """What a sandboxed run left: exit status (negative: killed by that signal), its two streams (capped),
+    whether the wall-clock limit killed it, and its wall time."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    timed_out: bool
+    seconds: float
+
+
+def sandbox_argv(
+    command: Sequence[str],
+    *,
+    readonly: dict[str, Path],
+    cwd: str,
+    env: dict[str, str],
+    limits: SandboxLimits,
+    uid: int | None = None,
+) -> list[str]:
+    """The bwrap command line running ``command`` (paths as the sandbox sees them) in the sandbox.
+
+    Args:
+        readonly: Sandbox path -> host folder, bound read-only (besides the system and Python).
+        cwd: Working folder inside the sandbox.
+        env: The whole environment of ``command`` (besides ``HOME``, ``TMPDIR``, ``PATH``).
+        uid: The unprivileged uid to drop to when running as root (``None``: not root, a user namespace).
+    """
+    bwrap = _tool("bwrap")
+    args = [bwrap, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    if uid is None:
+        args += ["--unshare-user", "--disable-userns"]
+    args += ["--new-session", "--die-with-parent", "--dev", "/dev", "--proc", "/proc"]
+    made: set[str] = {"/"}
+    for name in ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        host = Path("/", name)
+        if host.is_symlink():
+            args += ["--symlink", os.readlink(host), str(host)]
+        elif host.is_dir():
+            args += ["--ro-bind", str(host), str(host)]
+        made.add(str(host))
+    binds = {str(p): Path(p) for p in _python_folders()}
+    binds.update({inside: Path(host) for inside, host in readonly.items()})
+    for inside, host in sorted(binds.items()):
+        if any(inside == m or inside.startswith(m.rstrip("/") + "/") for m in made if m != "/"):
+            continue  # already visible through a bound parent
+        args += _parents(inside, made) + ["--ro-bind", str(host), inside]
+        made.add(inside)
+    args += ["--tmpfs", "/tmp", "--remount-ro", "/tmp"]
+    args += _parents(HOME, made) + ["--perms", "0555", "--dir", HOME]
+    args += ["--perms", "1777", "--size", str(limits.scratch_mb * _MB), "--tmpfs", SCRATCH]
+    args += ["--chdir", cwd, "--clearenv"]
+    base = {"PATH": "/usr/bin:/bin", "HOME": HOME, "TMPDIR": SCRATCH, "LANG": "C.UTF-8"}
+    for key, value in {**base, **env}.items():
+        args += ["--setenv", key, value]
+    args.append("--")
+    if uid is not None:
+        args += [_tool("setpriv"), f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs"]
+        args += ["--bounding-set=-all", "--inh-caps=-all", "--"]
+    seconds = max(1, int(limits.seconds) + 1)
+    args += [
+        _tool("prlimit"),
+        f"--nproc={limits.processes}",
+        f"--as={limits.memory_mb * _MB}",
+        f"--cpu={seconds}",
+        f"--fsize={limits.scratch_mb * _MB}",
+        "--core=0",
+        "--",
+    ]
+    return args + list(command)
+
+
+def run_sandboxed(
+    command: Sequence[str],
+    *,
+    readonly: dict[str, Path],
+    cwd: str,
+    env: dict[str, str] | None = None,
+    limits: SandboxLimits = SandboxLimits(),
+) -> SandboxResult:
+    """Run ``command`` in a fresh sandbox (see the module docstring) and wait for it or for the time limit.
+
+    Raises:
+        SandboxUnavailable: naming what is missing or what bwrap said, when no sandbox can be made.
+    """
+    uid = _fresh_uid() if os.geteuid() == 0 else None
+    argv = sandbox_argv(command, readonly=readonly, cwd=cwd, env=env or {}, limits=limits, uid=uid)
+    _preflight(readonly, limits, uid)
+    with tempfile.TemporaryDirectory(prefix="rpztune-sandbox-") as tmp:
+        # Files, not pipes: what the code prints is capped by RLIMIT_FSIZE, never held in our memory.
+        out_path, err_path = Path(tmp, "stdout"), Path(tmp, "stderr")
+        with out_path.open("wb") as out, err_path.open("wb") as err:
+            start = time.monotonic()
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True
+            )
+            timed_out = False
+            try:
+                returncode = process.wait(timeout=limits.seconds)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                # bwrap is the parent of the sandbox's PID 1 (--die-with-parent): killing it ends them all.
+                os.killpg(process.pid, signal.SIGKILL)
+                returncode = process.wait()
+            seconds = time.monotonic() - start
+        return SandboxResult(returncode, _read(out_path), _read(err_path), timed_out, seconds)
+
+
+def _read(path: Path, limit: int = 4 * _MB) -> str:
+    with path.open("rb") as file:
+        return file.read(limit).decode(errors="replace")
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        package = "bubblewrap" if name == "bwrap" else "util-linux"
+        raise SandboxUnavailable(
+            f"validate runs the zip's code in a sandbox and needs {name}, which is not installed "
+            f"(apt-get install {package}; scripts/ensure-bubblewrap.sh does it)"
+        )
+    return path
+
+
+def _python_folders() -> list[str]:
+    """The folders this interpreter and its packages live in (the venv and the installation behind it)."""
+    folders = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    folders.add(str(Path(os.path.realpath(sys.executable)).parent.parent))
+    return sorted(f for f in folders if Path(f).is_dir() and f != "/" and not f.startswith("/usr/"))
+
+
+def _parents(path: str, made: set[str]) -> list[str]:
+    """``--dir`` arguments for the missing parents of ``path``, mode 0755 (bwrap's default is 0700)."""
+    args = []
+    for parent in reversed(Path(path).parents):
+        if str(parent) not in made:
+            args += ["--perms", "0755", "--dir", str(parent)]
+            made.add(str(parent))
+    return args
+
+
+def _fresh_uid() -> int:
+    """A uid nobody uses, so that RLIMIT_NPROC counts this sandbox's processes alone."""
+    used = {p.pw_uid for p in pwd.getpwall()}
+    running = set()
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            running.add(int(status.read_text().split("\nUid:\t")[1].split("\t")[1]))
+        except (OSError, IndexError, ValueError):
+            continue
+    uid = _UID_BASE + os.getpid() % 100_000
+    while uid in used or uid in running:
+        uid += 1
+    return uid
+
+
+_WORKS: set[tuple] = set()
+
+
+def _preflight(readonly: dict[str, Path], limits: SandboxLimits, uid: int | None) -> None:
+    """Run ``true`` in the same sandbox once per process, so that a sandbox that cannot be made is an error
+    naming bwrap's reason, not a failed check of the zip."""
+    key = (tuple(sorted(readonly)), uid is None)
+    if key in _WORKS:
+        return
+    argv = sandbox_argv(["true"], readonly=readonly, cwd="/", env={}, limits=limits, uid=uid)
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SandboxUnavailable(f"bubblewrap could not start a sandbox: {exc}") from exc
+    if result.returncode != 0:
+        said = " | ".join(result.stderr.strip().splitlines()[-2:]) or f"exit code {result.returncode}"
+        raise SandboxUnavailable(
+            f"bubblewrap cannot create a sandbox here ({said}); validate needs user namespaces or root"
+        )
+    _WORKS.add(key)
