@@ -13,6 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[dev,dashboard]'
+	scripts/ensure-bubblewrap.sh
 	touch $(STAMP)
 
 # The finetune part runs when a photo folder is found: DATA=FOLDER holding dogs_and_cats/ (or the lab's zip).
@@ -43,4 +44,5 @@ lint: $(STAMP)
 # The tests use real services: a private PostgreSQL on loopback and a headless Chromium.
 test: lint
 	scripts/ensure-chromium.sh
+	scripts/ensure-bubblewrap.sh
 	RPZTUNE_PG_URL="$${RPZTUNE_PG_URL:-$$(scripts/postgres-test-server.sh)}" $(BIN)/python -m pytest

@@ -105,6 +105,7 @@ def sandbox_argv(
     args += ["--tmpfs", "/tmp", "--remount-ro", "/tmp"]
     args += _parents(HOME, made) + ["--perms", "0555", "--dir", HOME]
     args += ["--perms", "1777", "--size", str(limits.scratch_mb * _MB), "--tmpfs", SCRATCH]
+    args += ["--remount-ro", "/dev", "--remount-ro", "/"]  # in a user namespace both would be ours to write
     args += ["--chdir", cwd, "--clearenv"]
     base = {"PATH": "/usr/bin:/bin", "HOME": HOME, "TMPDIR": SCRATCH, "LANG": "C.UTF-8"}
     for key, value in {**base, **env}.items():
