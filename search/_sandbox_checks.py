@@ -56,7 +56,6 @@ _PROCESSES = {
     "pty.spawn",
 }
 _ON_SOCKET = {"socket.connect", "socket.sendto", "socket.sendmsg", "socket.bind"}  # args: (socket, address)
-_busy = False
 
 
 def _outside(path):
@@ -88,21 +87,27 @@ def _attempt(event, args):
     return None
 
 
-def _hook(event, args):
-    global _busy
-    if _busy:
-        return
-    _busy = True
-    try:
-        what = _attempt(event, args)
-        if what:
-            ATTEMPTS.append(what)
-            if len(ATTEMPTS) <= 100:
-                _record({"attempt": what})
-    except Exception:
-        pass  # reporting never breaks the code under test; the sandbox still blocks
-    finally:
-        _busy = False
+def _make_hook():
+    # State in a closure, not a module global the zip's code could reach through __main__.
+    busy = []
+    write, record, dumps, attempts, attempt = os.write, _RECORDS, json.dumps, ATTEMPTS, _attempt
+
+    def hook(event, args):
+        if busy:
+            return
+        busy.append(1)
+        try:
+            what = attempt(event, args)
+            if what:
+                attempts.append(what)
+                if len(attempts) <= 100:
+                    write(record, (dumps({"attempt": what}) + "\n").encode())
+        except Exception:
+            pass  # reporting never breaks the code under test; the sandbox still blocks
+        finally:
+            busy.clear()
+
+    return hook
 
 
 class _NoRpztune:
@@ -111,7 +116,7 @@ class _NoRpztune:
             raise ImportError(f"blocked: {name} (the evaluator has no rpztune)")
 
 
-sys.addaudithook(_hook)
+sys.addaudithook(_make_hook())
 sys.meta_path.insert(0, _NoRpztune())
 sys.path.insert(0, os.getcwd())
 

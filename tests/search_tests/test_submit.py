@@ -126,7 +126,7 @@ _Timm = FinetuneNet
 
 class FinetuneNet(_Timm):
     def __init__(self):
-        torch.hub.download_url_to_file("https://download.pytorch.org/models/resnet18-f37072fd.pth", "w.pth")
+        torch.hub.load_state_dict_from_url("https://download.pytorch.org/models/resnet18-f37072fd.pth")
         super().__init__()
 """
 
