@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-import torch
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = ["CheckpointError", "KeepTopCheckpoints", "checkpoint_path", "check_checkpoint"]
@@ -44,6 +43,8 @@ def check_checkpoint(path: Path | None, *, what: str) -> Path:
                 for name in archive.files:
                     archive[name]
         else:
+            import torch  # only torch tasks' checkpoints need it
+
             state = torch.load(path, map_location="cpu", weights_only=True)
             if not isinstance(state, dict):
                 raise TypeError(f"it holds a {type(state).__name__}, not a state dict")
