@@ -58,7 +58,7 @@ def check_checkpoint(path: Path | None, *, what: str) -> Path:
 class KeepTopCheckpoints:
     """A study callback deleting the checkpoints of completed trials outside the best ``k``.
 
-    The current best trial's checkpoint is never deleted (not even on a tie Optuna breaks differently);
+    The best trial's checkpoint is never deleted (nor any tied with it, however Optuna breaks the tie);
     trials of other workers are seen through the storage, so every worker applies the same rule.
     """
 
@@ -72,10 +72,12 @@ class KeepTopCheckpoints:
         if trial.state != TrialState.COMPLETE:
             return
         completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if len(completed) <= self.k:
+            return
         reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
         ranked = sorted(completed, key=lambda t: (t.value if not reverse else -t.value, t.number))
-        best = study.best_trial.number
+        best = ranked[0].value  # from the trials at hand: no second query for study.best_trial
         for stale in ranked[self.k :]:
             path = checkpoint_path(self.study_dir, stale)
-            if path is not None and stale.number != best:
+            if path is not None and stale.value != best:
                 path.unlink(missing_ok=True)

@@ -1,0 +1,160 @@
+"""Fewer storage round trips per trial: a worker's own trial is written behind, in one transaction.
+
+Optuna writes every report, pruner rung and user attribute of a trial as its own SQL transaction (on SQLite a
+commit each) and reads the running trial back from the database several times per epoch. A worker knows
+its own running trial, so :class:`WriteBehindStorage` keeps it in memory: reads of it are answered locally,
+and its intermediate values and user/system attributes are written together, when the trial ends, when a
+parameter is written (parameters go at once: a retried trial needs them), or once ``max_delay`` seconds
+have passed since the oldest unwritten value (so other workers see a long trial's epochs soon enough).
+The study's user attributes are read once per worker. Everything else goes to Optuna's cached RDB storage.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Container, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.storages import RDBStorage
+from optuna.storages._cached_storage import _CachedStorage
+from optuna.storages._rdb import models
+from optuna.storages._rdb.storage import _create_scoped_session
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = ["MAX_DELAY_S", "WriteBehindStorage", "write_behind"]
+
+MAX_DELAY_S = 1.0
+
+
+@dataclass
+class _Pending:
+    since: float
+    intermediate: dict[int, float] = field(default_factory=dict)
+    user: dict[str, Any] = field(default_factory=dict)
+    system: dict[str, Any] = field(default_factory=dict)
+
+
+def write_behind(storage: optuna.storages.BaseStorage, max_delay: float = MAX_DELAY_S) -> Any:
+    """``storage`` with its worker's trials written behind (RDB storages; any other storage unchanged)."""
+    if isinstance(storage, RDBStorage):
+        return WriteBehindStorage(storage, max_delay)
+    return storage
+
+
+class WriteBehindStorage(_CachedStorage):
+    """Optuna's cached RDB storage, with this process's running trials kept in memory and written behind.
+
+    Args:
+        backend: The RDB storage.
+        max_delay: Most seconds a reported value or attribute waits before it is written.
+    """
+
+    def __init__(self, backend: RDBStorage, max_delay: float = MAX_DELAY_S) -> None:
+        super().__init__(backend)
+        self.max_delay = max_delay
+        self._own: dict[int, FrozenTrial] = {}  # this process's running trials, as they are now
+        self._pending: dict[int, _Pending] = {}
+        self._study_attrs: dict[int, dict[str, Any]] = {}
+
+    # --- the study's user attributes: read once per worker
+    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        if study_id not in self._study_attrs:
+            self._study_attrs[study_id] = super().get_study_user_attrs(study_id)
+        return dict(self._study_attrs[study_id])
+
+    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        super().set_study_user_attr(study_id, key, value)
+        if study_id in self._study_attrs:
+            self._study_attrs[study_id][key] = value
+
+    # --- this process's running trials
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        trial_id = super().create_new_trial(study_id, template_trial)
+        if template_trial is None:  # study.ask(); a template is a trial queued for later (or any worker)
+            self._own[trial_id] = self._backend.get_trial(trial_id)
+        return trial_id
+
+    def set_trial_param(
+        self, trial_id: int, param_name: str, param_value_internal: float, distribution: BaseDistribution
+    ) -> None:
+        self._flush(trial_id)
+        super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
+        trial = self._own.get(trial_id)
+        if trial is not None:
+            trial.params = {**trial.params, param_name: distribution.to_external_repr(param_value_internal)}
+            trial.distributions = {**trial.distributions, param_name: distribution}
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
+        if not self._defer(trial_id, "intermediate", step, intermediate_value):
+            super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        if not self._defer(trial_id, "user", key, value):
+            super().set_trial_user_attr(trial_id, key, value)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        if not self._defer(trial_id, "system", key, value):
+            super().set_trial_system_attr(trial_id, key, value)
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        self._flush(trial_id)
+        changed = super().set_trial_state_values(trial_id, state, values)
+        if state == TrialState.RUNNING and changed:  # this process took a waiting trial
+            self._own[trial_id] = self._backend.get_trial(trial_id)
+        elif state.is_finished():
+            self._own.pop(trial_id, None)
+        return changed
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        trial = self._own.get(trial_id)
+        return copy.deepcopy(trial) if trial is not None else super().get_trial(trial_id)
+
+    def get_all_trials(
+        self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        trials = super().get_all_trials(study_id, deepcopy=deepcopy, states=states)
+        if self._own:  # a copy: the caller's list must not change when the trial does
+            own = self._own
+            trials = [copy.deepcopy(own[t._trial_id]) if t._trial_id in own else t for t in trials]
+        return trials
+
+    def _defer(self, trial_id: int, kind: str, key: Any, value: Any) -> bool:
+        trial = self._own.get(trial_id)
+        if trial is None:
+            return False
+        pending = self._pending.setdefault(trial_id, _Pending(since=time.monotonic()))
+        getattr(pending, kind)[key] = value
+        if kind == "intermediate":
+            trial.intermediate_values[key] = value  # FrozenTrial has no setter for these
+        elif kind == "user":
+            trial.user_attrs = {**trial.user_attrs, key: value}
+        else:
+            trial.system_attrs = {**trial.system_attrs, key: value}
+        if time.monotonic() - pending.since >= self.max_delay:
+            self._flush(trial_id)
+        return True
+
+    def flush(self, trial_id: int) -> None:
+        """Write a trial's deferred values and attributes now, in one transaction."""
+        self._flush(trial_id)
+
+    def _flush(self, trial_id: int) -> None:
+        pending = self._pending.pop(trial_id, None)
+        if pending is None:
+            return
+        rdb = self._backend
+        with _create_scoped_session(rdb.scoped_session) as session:
+            for step, value in pending.intermediate.items():
+                rdb._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
+            for model, attrs in (
+                (models.TrialUserAttributeModel, pending.user),
+                (models.TrialSystemAttributeModel, pending.system),
+            ):
+                for key, value in attrs.items():
+                    rdb._set_trial_attr_without_commit(session, model, trial_id, key, value)
