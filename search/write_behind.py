@@ -20,7 +20,7 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.storages import RDBStorage
-from optuna.storages._cached_storage import _CachedStorage
+from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
@@ -73,10 +73,15 @@ class WriteBehindStorage(_CachedStorage):
 
     # --- this process's running trials
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
-        trial_id = super().create_new_trial(study_id, template_trial)
+        # _CachedStorage.create_new_trial, keeping the created trial (no second read of it)
+        trial = self._backend._create_new_trial(study_id, template_trial)
+        with self._lock:
+            if study_id not in self._studies:
+                self._studies[study_id] = _StudyInfo()
+            self._add_trials_to_cache(study_id, [trial])
         if template_trial is None:  # study.ask(); a template is a trial queued for later (or any worker)
-            self._own[trial_id] = self._backend.get_trial(trial_id)
-        return trial_id
+            self._own[trial._trial_id] = copy.deepcopy(trial)
+        return trial._trial_id
 
     def set_trial_param(
         self, trial_id: int, param_name: str, param_value_internal: float, distribution: BaseDistribution
