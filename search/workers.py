@@ -111,11 +111,11 @@ def work(
     Raises:
         DataError: when the data's fingerprint differs from the study's.
     """
+    task = objectives.get_task(spec.task)  # imports the task's modules (torch), then limit their threads
     _limit_threads(spec.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for handler in logging.getLogger("optuna").handlers:
         handler.addFilter(_drop_interrupt_tracebacks)
-    task = objectives.get_task(spec.task)
     space = task.space.with_overrides(spec.space, origin="the study's stored space")
     data = dataset if dataset is not None else task.load_data(spec.data, space.settings())
     if spec.fingerprint is not None and data.fingerprint != spec.fingerprint:
@@ -180,7 +180,8 @@ def run_workers(
     if n_workers < 1:
         raise ValueError(f"--workers must be at least 1, but got {n_workers}")
     if n_workers == 1:
-        work(spec, TrialBudget(n_trials), 0, board.update, dataset=dataset)
+        send = board.update if board.enabled else None  # no per-trial best-value query for a silent board
+        work(spec, TrialBudget(n_trials), 0, send, dataset=dataset)
         return
     context = mp.get_context("spawn")
     budget = TrialBudget(n_trials, context)
