@@ -58,7 +58,7 @@ def check_checkpoint(path: Path | None, *, what: str) -> Path:
 class KeepTopCheckpoints:
     """A study callback deleting the checkpoints of completed trials outside the best ``k``.
 
-    The best trial's checkpoint is never deleted (nor any tied with it, however Optuna breaks the tie);
+    The current best trial's checkpoint is never deleted (not even on a tie Optuna breaks differently);
     trials of other workers are seen through the storage, so every worker applies the same rule.
     """
 
@@ -73,11 +73,11 @@ class KeepTopCheckpoints:
             return
         completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if len(completed) <= self.k:
-            return
+            return  # nothing to delete: spare the best-trial query
         reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
         ranked = sorted(completed, key=lambda t: (t.value if not reverse else -t.value, t.number))
-        best = ranked[0].value  # from the trials at hand: no second query for study.best_trial
+        best = study.best_trial.number
         for stale in ranked[self.k :]:
             path = checkpoint_path(self.study_dir, stale)
-            if path is not None and stale.value != best:
+            if path is not None and stale.number != best:
                 path.unlink(missing_ok=True)
