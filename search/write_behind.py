@@ -21,7 +21,6 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.storages import RDBStorage
 from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
-from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
@@ -153,6 +152,8 @@ class WriteBehindStorage(_CachedStorage):
         pending = self._pending.pop(trial_id, None)
         if pending is None:
             return
+        from optuna.storages._rdb import models  # SQLAlchemy's ORM: not for processes that never write
+
         rdb = self._backend
         with _create_scoped_session(rdb.scoped_session) as session:
             for step, value in pending.intermediate.items():
