@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from spaces import Space
 
-from .resume import Resume
+if TYPE_CHECKING:
+    from .resume import Resume  # imports torch: only torch tasks resume
 
 __all__ = ["Task", "TaskError", "TrialContext", "get_task", "register", "task_names"]
 
@@ -56,6 +58,9 @@ class Task:
 
 
 _TASKS: dict[str, Task] = {}
+# The built-in tasks register themselves when their module is first imported, so a process imports only
+# the task it runs (numpy-mlp needs no torch; mynet no timm) and the CLI starts without any of them.
+_BUILTIN = {"numpy-mlp": "numpy_mlp", "mynet": "mynet", "finetune": "finetune"}
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,8 @@ class TrialContext:
     def resume(self, trial: optuna.Trial) -> Resume:
         """Where ``trial`` saves its progress each epoch, and the state it starts from when it retries a
         trial whose worker died (see :mod:`objectives.resume`)."""
+        from .resume import Resume
+
         return Resume.for_trial(trial, self.checkpoint_dir)
 
     @staticmethod
@@ -119,12 +126,14 @@ def get_task(name: str) -> Task:
     Raises:
         TaskError: naming the valid tasks.
     """
+    if name not in _TASKS and name in _BUILTIN:
+        importlib.import_module(f"{__package__}.{_BUILTIN[name]}")
     try:
         return _TASKS[name]
     except KeyError:
-        raise TaskError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(_TASKS))}") from None
+        raise TaskError(f"unknown task {name!r}; valid tasks: {', '.join(task_names())}") from None
 
 
 def task_names() -> list[str]:
-    """Names of all registered tasks."""
-    return sorted(_TASKS)
+    """Names of all registered tasks (the built-in ones whether imported yet or not)."""
+    return sorted(set(_TASKS) | set(_BUILTIN))

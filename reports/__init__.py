@@ -1,47 +1,45 @@
-"""Reports: tables, figures and HTML pages made from what the storage holds (they never write to it)."""
+"""Reports: tables, figures and HTML pages made from what the storage holds (they never write to it).
 
-from .lab_plots import plot_classification
-from .lab_plots import plot_training
-from .tables import studies_frame
-from .trials import curves_frame
-from .trials import trials_frame
-from .analysis import Importances
-from .analysis import Savings
-from .analysis import StudyData
-from .analysis import pruning_savings
-from .pages import index_page
-from .pages import study_page
-from .write import PLOTLYJS_MODES
-from .write import TABLE_FORMATS
-from .write import ReportError
-from .write import page_filename
-from .write import storage_label
-from .write import write_reports
-from .write import write_tables
-from .write import write_text
-from .dashboard import require_dashboard
-from .dashboard import run_dashboard
+Names are imported on first use (PEP 562): ``from reports import studies_frame`` needs pandas, not plotly,
+matplotlib or scikit-learn."""
 
-__all__ = [
-    "plot_classification",
-    "plot_training",
-    "studies_frame",
-    "curves_frame",
-    "trials_frame",
-    "Importances",
-    "Savings",
-    "StudyData",
-    "pruning_savings",
-    "index_page",
-    "study_page",
-    "PLOTLYJS_MODES",
-    "TABLE_FORMATS",
-    "ReportError",
-    "page_filename",
-    "storage_label",
-    "write_reports",
-    "write_tables",
-    "write_text",
-    "require_dashboard",
-    "run_dashboard",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "plot_classification": "lab_plots",
+    "plot_training": "lab_plots",
+    "studies_frame": "tables",
+    "curves_frame": "trials",
+    "trials_frame": "trials",
+    "Importances": "analysis",
+    "Savings": "analysis",
+    "StudyData": "analysis",
+    "pruning_savings": "analysis",
+    "index_page": "pages",
+    "study_page": "pages",
+    "PLOTLYJS_MODES": "write",
+    "TABLE_FORMATS": "write",
+    "ReportError": "write",
+    "page_filename": "write",
+    "storage_label": "write",
+    "write_reports": "write",
+    "write_tables": "write",
+    "write_text": "write",
+    "require_dashboard": "dashboard",
+    "run_dashboard": "dashboard",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -12,15 +12,13 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
-import pandas as pd
 import sqlalchemy
-from plotly.offline import get_plotlyjs
 
-from .analysis import StudyData
-from .pages import index_page, study_page
-from .trials import curves_frame, trials_frame
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "PLOTLYJS_MODES",
@@ -72,6 +70,12 @@ def write_reports(
     """
     if plotlyjs not in PLOTLYJS_MODES:
         raise ReportError(f"plotly.js mode must be one of {', '.join(PLOTLYJS_MODES)}, but got {plotlyjs!r}")
+    # plotly, scikit-learn (fANOVA): imported here so the CLI and the tables start without them
+    from plotly.offline import get_plotlyjs
+
+    from .analysis import StudyData
+    from .pages import index_page, study_page
+
     names = _study_names(storage)
     selected = _select(names, studies, storage_name)
     folder = output_folder(out)
@@ -115,6 +119,8 @@ def write_tables(
     """
     if fmt not in TABLE_FORMATS:
         raise ReportError(f"table format must be one of {', '.join(TABLE_FORMATS)}, but got {fmt!r}")
+    from .trials import curves_frame, trials_frame
+
     if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
         raise ReportError("--parquet needs the package pyarrow: pip install pyarrow (or use --csv)")
     selected = _select(_study_names(storage), studies, "")

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-import torch
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = ["CheckpointError", "KeepTopCheckpoints", "checkpoint_path", "check_checkpoint"]
@@ -44,6 +43,8 @@ def check_checkpoint(path: Path | None, *, what: str) -> Path:
                 for name in archive.files:
                     archive[name]
         else:
+            import torch  # only torch tasks' checkpoints need it
+
             state = torch.load(path, map_location="cpu", weights_only=True)
             if not isinstance(state, dict):
                 raise TypeError(f"it holds a {type(state).__name__}, not a state dict")
@@ -71,6 +72,8 @@ class KeepTopCheckpoints:
         if trial.state != TrialState.COMPLETE:
             return
         completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if len(completed) <= self.k:
+            return  # nothing to delete: spare the best-trial query
         reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
         ranked = sorted(completed, key=lambda t: (t.value if not reverse else -t.value, t.number))
         best = study.best_trial.number

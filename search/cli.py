@@ -2,7 +2,8 @@
 
 Each handler parses nothing itself: ``main`` builds the parser from ``_COMMANDS`` and the handler's
 docstring is its help. Library code raises typed errors; only ``main`` turns them into one line and exit
-code 2 (``--debug`` shows the traceback).
+code 2 (``--debug`` shows the traceback). Handlers import their heavy modules (torch, timm, plotly, the
+engine) themselves, so ``--help`` and light commands start fast (tests/search_tests/test_cli_imports.py).
 """
 
 from __future__ import annotations
@@ -13,33 +14,25 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
-
-import optuna
+from typing import TYPE_CHECKING, Any
 
 import objectives
 from objectives import DataError, TaskError
-from reports import (
-    PLOTLYJS_MODES,
-    require_dashboard,
-    run_dashboard,
-    storage_label,
-    studies_frame,
-    write_reports,
-    write_tables,
-)
+from reports.write import PLOTLYJS_MODES
 from spaces import SpaceError
 
 from .algorithms import PRUNERS, SAMPLERS
-from .export import export
-from .refit import refit
 from .sandbox import SandboxUnavailable
 from .storage import DEFAULT_STORAGE, StorageError, check_storage_url, get_storage
-from .study import RunSummary, StudyError, join_study, load_study, run_study, study_dir
-from .submit import build_submission
-from .validate import Limits, Report, validate
-from .winner import Winner, evaluate, find_winner
+from .study import StudyError
 from .workers import WorkerError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from .study import RunSummary
+    from .validate import Limits, Report
+    from .winner import Winner
 
 __all__ = ["main"]
 
@@ -58,6 +51,8 @@ USER_ERRORS = (
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run (or resume) a study of TASK: --trials N adds N trials to it."""
+    from .study import run_study
+
     summary = run_study(
         args.task,
         study_name=args.study,
@@ -77,6 +72,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Join an existing study (its task, space and data path come from the study) and run trials."""
+    from .study import join_study
+
     summary = join_study(args.study, storage=args.storage, data=args.data, **_execution(args))
     _print_summary(summary, args.storage)
     return 0
@@ -112,6 +109,8 @@ def _print_summary(summary: RunSummary, storage_url: str) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """List the studies in a storage with trial counts by state and best values."""
+    from reports.tables import studies_frame
+
     frame = studies_frame(get_storage(args.storage))
     if frame.empty:
         print(f"no studies in {args.storage}")
@@ -122,6 +121,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write the winner (or --trial N) of a study as the lab's files into --out (--standalone: no timm)."""
+    from .export import export
+    from .winner import find_winner
+
     winner = find_winner(args.storage, args.study, args.trial, checkpoints=args.checkpoints)
     written = export(winner, args.out, data=args.data, standalone=args.standalone)
     print(_figures(winner, Path(args.out) / "winner.json"))
@@ -151,6 +153,8 @@ _PARTS = ("orig_acc", "aug_acc", "new_acc")
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score the winner (or --trial N) on the test split of --data; print one JSON line."""
+    from .winner import evaluate, find_winner
+
     winner = find_winner(args.storage, args.study, args.trial, checkpoints=args.checkpoints)
     print(json.dumps(evaluate(winner, args.data)))
     return 0
@@ -159,6 +163,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_refit(args: argparse.Namespace) -> int:
     """Retrain the winner (or --trial N) of a study on its train + validation images (or --data-fraction F
     of the training images plus the validation images) for its best epoch count; export then uses it."""
+    from .refit import refit
+
     result = refit(
         args.storage,
         args.study,
@@ -184,6 +190,9 @@ def cmd_refit(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     """Write the lab's submission zip (--out) from the winners of the numpy-mlp, mynet and finetune studies
     and an FCNet study (a short one is run when there is none), then validate it like `rpztune validate`."""
+    from .submit import build_submission
+    from .validate import validate
+
     submission = build_submission(
         args.storage,
         args.out,
@@ -205,10 +214,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """Check a submission zip as the upload system would use it: the lab's files at the root, then, unpacked
     in a fresh offline Python without rpztune, the numpy layers, MyNet, model.pt, classify, FinetuneNet and
     finetuned.pt; CPU times and sizes against the limits. Exit code 1 when a check fails."""
+    from .validate import validate
+
     return _print_report(validate(args.zip, _limits(args)))
 
 
 def _limits(args: argparse.Namespace) -> Limits:
+    from .validate import Limits
+
     return Limits(
         zip_mb=args.max_zip_mb,
         file_mb=args.max_file_mb,
@@ -238,6 +251,10 @@ def _print_report(report: Report) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """Write an HTML page per study and an index.html comparing all studies into --out (only reads the
     storage); --csv/--parquet write each study's trials and per-epoch curves tables instead."""
+    from reports.write import storage_label, write_reports, write_tables
+
+    from .study import load_study, study_dir
+
     storage = _existing_storage(args.storage)
     studies = None
     if args.study is not None:
@@ -265,6 +282,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """Serve optuna-dashboard on the storage (optional extra: pip install 'rpztune[dashboard]')."""
+    from reports.dashboard import require_dashboard, run_dashboard
+    from reports.write import storage_label
+
     require_dashboard()
     storage = _existing_storage(args.storage)
     print(f"optuna-dashboard for {storage_label(args.storage)} on http://{args.host}:{args.port}/ "

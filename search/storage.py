@@ -37,6 +37,7 @@ SQLITE_BUSY_TIMEOUT_S = 60
 def _sqlite_wal(dbapi_connection, connection_record) -> None:  # noqa: ANN001
     if isinstance(dbapi_connection, sqlite3.Connection):
         dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
 
 class StorageError(ValueError):

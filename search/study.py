@@ -17,7 +17,6 @@ import optuna
 from optuna.trial import TrialState
 
 import objectives
-from objectives.torch_fit import resolve_device
 from spaces import Space, parse_assignment
 
 from .algorithms import make_pruner, make_sampler
@@ -103,7 +102,10 @@ class Execution:
             raise ValueError(f"--threads must be at least 1, but got {self.threads}")
         if self.keep_top < 1:
             raise ValueError(f"--keep-top must be at least 1, but got {self.keep_top}")
-        resolve_device(self.device)  # --device cuda without CUDA: one error now, not a failed trial each
+        if self.device != "auto":  # "auto" is always valid; the check imports torch
+            from objectives.torch_fit import resolve_device
+
+            resolve_device(self.device)  # --device cuda without CUDA: one error now, not a failed trial each
 
 
 def run_study(

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..winner import Winner
-from .finetune import export_finetune
-from .mynet import export_mynet
-from .numpy_mlp import export_numpy_mlp
+if TYPE_CHECKING:
+    from ..winner import Winner
 
 __all__ = ["EXPORTERS", "TIMM_TASKS", "export"]
 
+
+def _lazy(module: str, name: str) -> Callable[..., list[Path]]:
+    # The exporter's module (torch, timm, matplotlib) is imported when a winner of its task is exported.
+    def exporter(*args: object, **kwargs: object) -> list[Path]:
+        return getattr(importlib.import_module(module, __name__), name)(*args, **kwargs)
+
+    exporter.__name__ = name
+    return exporter
+
+
 # exporter(winner, out, data) -> paths written; those of TIMM_TASKS also take plain_torch=.
 EXPORTERS: dict[str, Callable[..., list[Path]]] = {
-    "numpy-mlp": export_numpy_mlp,
-    "mynet": export_mynet,
-    "finetune": export_finetune,
+    "numpy-mlp": _lazy(".numpy_mlp", "export_numpy_mlp"),
+    "mynet": _lazy(".mynet", "export_mynet"),
+    "finetune": _lazy(".finetune", "export_finetune"),
 }
 TIMM_TASKS = ("finetune",)
 

@@ -1,0 +1,79 @@
+"""The write-behind storage: the same trials as Optuna's own storage, in fewer transactions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+
+from search.algorithms import make_pruner, make_sampler
+from search.storage import get_storage
+from search.write_behind import WriteBehindStorage, write_behind
+
+
+def _objective(trial: optuna.Trial) -> float:
+    x = trial.suggest_float("x", -3, 3)
+    y = trial.suggest_int("y", 0, 4)
+    value = 0.0
+    for step in range(1, 10):
+        value = (x - 1) ** 2 + y + 1 / step
+        trial.report(value, step)
+        if trial.should_prune():
+            trial.set_user_attr("pruned_at", step)
+            raise optuna.TrialPruned()
+    trial.set_user_attr("curve", [value] * 3)
+    return value
+
+
+def _run(storage: optuna.storages.BaseStorage) -> tuple[list[tuple], int]:
+    commits = []
+    engine = (storage._backend if isinstance(storage, WriteBehindStorage) else storage).engine
+    sqlalchemy.event.listen(engine, "commit", lambda conn: commits.append(1))
+    study = optuna.create_study(
+        study_name="s", storage=storage, sampler=make_sampler("tpe", 0), pruner=make_pruner("asha", 9)
+    )
+    study.enqueue_trial({"x": 1.0, "y": 0}, user_attrs={"baseline": True})
+    for _ in range(16):
+        study.optimize(_objective, n_trials=1)
+    rows = [
+        (t.number, t.state, t.params, t.intermediate_values, t.user_attrs, t.system_attrs, t.value)
+        for t in optuna.load_study(study_name="s", storage=storage).trials
+    ]
+    return rows, len(commits)
+
+
+def test_write_behind_stores_the_same_trials_in_fewer_transactions(tmp_path: Path) -> None:
+    plain, plain_commits = _run(get_storage(f"sqlite:///{tmp_path / 'plain.db'}"))
+    behind, behind_commits = _run(write_behind(get_storage(f"sqlite:///{tmp_path / 'behind.db'}")))
+    assert behind == plain
+    assert {row[1] for row in plain} >= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+    assert behind_commits < 0.7 * plain_commits, (behind_commits, plain_commits)
+
+
+def test_write_behind_defers_reports_but_not_parameters(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    other = get_storage(url)  # another process's view of the study
+    seen = {}
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", {"pid": 1})
+        trial.suggest_float("x", 0, 1)
+        trial.report(0.5, 1)
+        stored = other.get_trial(trial._trial_id)
+        seen["params"], seen["attrs"] = set(stored.params), dict(stored.user_attrs)
+        seen["reports"] = dict(stored.intermediate_values)
+        seen["local"] = dict(trial.study._storage.get_trial(trial._trial_id).intermediate_values)
+        return 0.5
+
+    storage = write_behind(get_storage(url), max_delay=3600)
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.optimize(objective, n_trials=1)
+    assert seen["params"] == {"x"} and seen["attrs"] == {"worker": {"pid": 1}}  # written with the parameter
+    assert seen["reports"] == {} and seen["local"] == {1: 0.5}  # deferred, yet this worker reads it
+    assert other.get_trial(study.trials[0]._trial_id).intermediate_values == {1: 0.5}  # written at the end
+
+    eager = write_behind(get_storage(url), max_delay=0)
+    study = optuna.load_study(study_name="s", storage=eager)
+    study.optimize(objective, n_trials=1)
+    assert seen["reports"] == {1: 0.5}  # past max_delay: written at once
