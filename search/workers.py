@@ -28,6 +28,7 @@ from spaces import SpaceError
 
 from .algorithms import make_pruner, make_sampler
 from .checkpoints import KeepTopCheckpoints
+from .heartbeat import apply_heartbeat, watching_stale_trials
 from .progress import ProgressBoard, WorkerProgress
 from .recovery import recover_orphans, trials_lost_with, worker_identity
 from .storage import StorageError, checkpoint_root, get_storage, study_dirname
@@ -60,6 +61,7 @@ class WorkerSpec:
     device: str = "auto"
     threads: int | None = None
     deadline: float | None = None
+    heartbeat_grace: int | None = None
 
 
 class TrialBudget:
@@ -124,6 +126,7 @@ def work(
             "with the study's data"
         )
     storage = get_storage(spec.storage)
+    apply_heartbeat(storage, spec.heartbeat_grace)
     n_existing = len(storage.get_all_trials(storage.get_study_id_from_name(spec.study_name), deepcopy=False))
     seed = None if spec.seed is None else spec.seed + 1000 * index + n_existing
     study = optuna.load_study(
@@ -157,9 +160,10 @@ def work(
     if progress is not None:
         callbacks.append(progress)
     ran = 0
-    while (spec.deadline is None or time.time() < spec.deadline) and budget.claim():
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
-        ran += 1
+    with watching_stale_trials(study):  # a dead machine's trial fails within the grace, not at our next trial
+        while (spec.deadline is None or time.time() < spec.deadline) and budget.claim():
+            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
+            ran += 1
     return ran
 
 
