@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import optuna
 from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.storages._heartbeat import is_heartbeat_enabled
+from optuna.trial import TrialState
 
 from .storage import GRACE_PERIOD_S as DEFAULT_GRACE_S
 
@@ -27,6 +28,7 @@ __all__ = [
     "apply_heartbeat",
     "check_grace",
     "interval_for",
+    "taken_over",
     "watching_stale_trials",
 ]
 
@@ -50,6 +52,14 @@ def apply_heartbeat(storage: optuna.storages.BaseStorage, grace: int | None) -> 
         return
     storage.heartbeat_interval = interval_for(grace)
     storage.grace_period = grace
+
+
+def taken_over(study: optuna.Study, trial_id: int | None) -> bool:
+    """Whether this worker's trial ``trial_id`` was failed by another worker meanwhile: its heartbeats did not
+    reach the storage within the grace (a lost connection), so the trial was re-queued and runs elsewhere."""
+    if trial_id is None:
+        return False
+    return study._storage.get_trial(trial_id).state == TrialState.FAIL
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ from spaces import SpaceError
 
 from .algorithms import make_pruner, make_sampler
 from .checkpoints import KeepTopCheckpoints
-from .heartbeat import apply_heartbeat, watching_stale_trials
+from .heartbeat import apply_heartbeat, taken_over, watching_stale_trials
 from .progress import ProgressBoard, WorkerProgress
 from .recovery import recover_orphans, trials_lost_with, worker_identity
 from .storage import StorageError, checkpoint_root, get_storage, study_dirname
@@ -143,15 +143,17 @@ def work(
         checkpoint_dir=ckpt_dir, device=spec.device, metric=task.metric, progress=progress and progress.epoch
     )
     identity = worker_identity()
+    current: dict[str, int] = {}  # the trial being run: its number and storage id
 
     def objective(trial: optuna.Trial) -> float:
+        current.update(number=trial.number, id=trial._trial_id)
         trial.set_user_attr("worker", {**identity, "trial": trial.number})
         if progress is not None:
             progress.started(trial.number)
         try:
             return task.objective(trial, data, space, context)
-        except optuna.TrialPruned:
-            raise
+        except (optuna.TrialPruned, optuna.exceptions.UpdateFinishedTrialError):
+            raise  # the latter: another worker failed this trial meanwhile (see below)
         except Exception as exc:  # the trial fails (Optuna catches it); keep the reason with the trial
             trial.set_user_attr("fail_reason", _reason(exc))
             raise
@@ -162,7 +164,16 @@ def work(
     ran = 0
     with watching_stale_trials(study):  # a dead machine's trial fails within the grace, not at our next trial
         while (spec.deadline is None or time.time() < spec.deadline) and budget.claim():
-            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
+            current.clear()
+            try:
+                study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
+            except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+                if not taken_over(study, current.get("id")):
+                    raise
+                print(f"rpztune: trial {current['number']} was failed and re-queued by another worker while "
+                      "this one could not reach the storage; going on", file=sys.stderr)  # fmt: skip
+                budget.refund(1)
+                continue
             ran += 1
     return ran
 
