@@ -3,6 +3,7 @@
 #   postgres-test-server.sh [start]  start it (once) and print its URL
 #   postgres-test-server.sh status   exit 0 when it answers, 1 otherwise (installs nothing)
 #   postgres-test-server.sh stop     stop it (nothing to do when it is not running)
+#   postgres-test-server.sh install  only install PostgreSQL when it is missing
 # Installs Debian's postgresql when it is missing and we are root. Data lives in $RPZTUNE_PG_DIR (default
 # /tmp/rpztune-pg-PORT). It listens on 127.0.0.1 and on the addresses in $RPZTUNE_PG_LISTEN (comma-separated,
 # e.g. a test network namespace's veth addresses), trusting the clients of $RPZTUNE_PG_TRUST (a CIDR).
@@ -24,8 +25,8 @@ case "$ACTION" in
       as_pg "$(bindir)/pg_ctl" -D "$PGDIR" -m fast -w stop >/dev/null || true
     fi
     exit 0 ;;
-  start) ;;
-  *) echo "usage: $0 [start|status|stop]" >&2; exit 2 ;;
+  start|install) ;;
+  *) echo "usage: $0 [start|status|stop|install]" >&2; exit 2 ;;
 esac
 
 if [ -z "$(bindir)" ]; then
@@ -36,6 +37,7 @@ if [ -z "$(bindir)" ]; then
   fi
 fi
 BIN="$(bindir)"
+[ "$ACTION" = install ] && exit 0
 
 if ! running; then
   rm -f "$PGDIR/postmaster.pid"  # left by a server killed with its session: nothing answers on the port
