@@ -173,6 +173,7 @@ def check_failed_and_resumed(found: list[FrozenTrial], victim: FrozenTrial, stru
     retry = retries[0]
     assert retry.state == TrialState.COMPLETE and host_of(retry) == "rpz-b"
     assert retry.params == dead.params
+    assert "resumed_from" in retry.user_attrs, {k: v for k, v in retry.user_attrs.items() if k != "curves"}
     resumed = retry.user_attrs["resumed_from"]
     assert resumed["trial"] == victim.number and resumed["epoch"] >= len(victim.intermediate_values)
     assert list(retry.intermediate_values) == list(range(1, EPOCHS + 1)), "every epoch is reported once"
@@ -222,6 +223,7 @@ def test_multihost_cut_link_fails_by_heartbeat_and_the_cut_host_never_completes_
         cluster.net.restore("a")  # host a's connections come back: it must not complete the failed trial
         assert wait(b, 300) == 0, log_tail(cluster, study, "b")
         assert wait(a, 300) == 0, log_tail(cluster, study, "a")
+        print(log_tail(cluster, study, "a"), log_tail(cluster, study, "b"))
         check_failed_and_resumed(trials(cluster, study), victim, struck)
     finally:
         cluster.net.kill_host("a")
