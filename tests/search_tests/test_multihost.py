@@ -1,5 +1,9 @@
 """Many machines for real: PostgreSQL on one host, rpztune on two others, each its own network namespace
-with its own hostname; one worker host is killed, or its link is cut, mid-trial."""
+with its own hostname; one worker host is killed, or its link is cut, mid-trial.
+
+Needs root (skips elsewhere, fails under CI=true). About 2 minutes per test on a loaded 2-core machine
+(4.5 min for both at load 11, 1.9 CPU-minutes): a study's first trial, two worker start-ups, the grace.
+"""
 
 from __future__ import annotations
 
@@ -223,7 +227,6 @@ def test_multihost_cut_link_fails_by_heartbeat_and_the_cut_host_never_completes_
         cluster.net.restore("a")  # host a's connections come back: it must not complete the failed trial
         assert wait(b, 300) == 0, log_tail(cluster, study, "b")
         assert wait(a, 300) == 0, log_tail(cluster, study, "a")
-        print(log_tail(cluster, study, "a"), log_tail(cluster, study, "b"))
         check_failed_and_resumed(trials(cluster, study), victim, struck)
     finally:
         cluster.net.kill_host("a")
