@@ -41,8 +41,10 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# The tests use real services: a private PostgreSQL on loopback and a headless Chromium.
+# The tests use real services: a private PostgreSQL on loopback (stopped afterwards when the run started it),
+# a headless Chromium, and network namespaces for the multi-host test (as root).
 test: lint
 	scripts/ensure-chromium.sh
 	scripts/ensure-bubblewrap.sh
-	RPZTUNE_PG_URL="$${RPZTUNE_PG_URL:-$$(scripts/postgres-test-server.sh)}" $(BIN)/python -m pytest
+	scripts/ensure-netns-tools.sh
+	scripts/with-postgres.sh $(BIN)/python -m pytest

@@ -5,7 +5,8 @@ state, curves, best epoch so far) to ``trial-NNNNN.progress.pt`` beside its chec
 mid-trial, the engine fails the trial and Optuna's retry callback re-queues its parameters as a new trial
 whose ``retry_history`` system attribute names it; that retry loads the predecessor's file and continues
 from the epoch after the last one saved. Used as a context manager, :class:`Resume` deletes the progress
-files of the trial and its predecessors when the trial ends in any way but the death of its process.
+files of the trial and its predecessors when the trial ends in any way but the death of its process or the
+loss of its storage.
 """
 
 from __future__ import annotations
@@ -16,11 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 import torch
 
 from .torch_fit import save_state
 
 __all__ = ["Resume", "predecessors", "progress_path"]
+
+# A trial ending with one of these has not ended for the storage: it stays RUNNING until the heartbeats of
+# its worker are missed, then is failed and retried elsewhere (search/heartbeat.py), like a dead worker's.
+_STORAGE_LOST = (
+    optuna.exceptions.StorageInternalError,
+    optuna.exceptions.UpdateFinishedTrialError,
+    sqlalchemy.exc.DBAPIError,
+)
 
 
 def progress_path(checkpoint_dir: Path, number: int) -> Path:
@@ -54,7 +64,9 @@ class Resume:
     def __enter__(self) -> Resume:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        if exc_type is not None and issubclass(exc_type, _STORAGE_LOST):
+            return  # the storage is out of reach, or another worker failed the trial: its retry needs them
         for path in [*self.stale, self.path]:
             path.unlink(missing_ok=True)
 

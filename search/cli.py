@@ -64,6 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         space_file=args.space,
         overrides=args.set,
         baseline=not args.no_baseline,
+        heartbeat_grace=args.heartbeat_grace,
         **_execution(args),
     )
     _print_summary(summary, args.storage)
@@ -319,6 +320,13 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
         "--no-baseline",
         action="store_true",
         help="do not start a new study from the task's known-good configuration (mynet has one)",
+    )
+    parser.add_argument(
+        "--heartbeat-grace",
+        type=int,
+        metavar="SEC",
+        help="fail and retry a trial whose worker (on any machine) sent no heartbeat for SEC seconds; "
+        "stored with the study (default 30; PostgreSQL/MySQL/SQLite)",
     )
     _add_execution(parser)
 

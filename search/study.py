@@ -20,6 +20,7 @@ import objectives
 from spaces import Space, parse_assignment
 
 from .algorithms import make_pruner, make_sampler
+from .heartbeat import check_grace
 from .progress import ProgressBoard
 from .storage import DEFAULT_STORAGE, check_storage_url, checkpoint_root, get_storage, study_dirname
 from .workers import WorkerSpec, available_cores, run_workers
@@ -120,6 +121,7 @@ def run_study(
     space_file: str | Path | None = None,
     overrides: Sequence[str] = (),
     baseline: bool = True,
+    heartbeat_grace: int | None = None,
     **execution: Any,
 ) -> RunSummary:
     """Create (or resume) the study of ``task_name`` and run trials on it.
@@ -127,6 +129,8 @@ def run_study(
     Args:
         baseline: Enqueue the task's known-good configuration (``Task.baseline``, as far as the space draws
             it) as a new study's first trial.
+        heartbeat_grace: Seconds without a heartbeat after which a worker's trial is failed and retried
+            (RDB storages; stored with the study for every worker; default 30).
         execution: Fields of :class:`Execution` (``n_trials``, ``timeout``, ``workers``, ...).
 
     Raises:
@@ -139,6 +143,7 @@ def run_study(
     make_sampler(sampler, seed)
     run = Execution(**execution)
     run.check()
+    check_grace(heartbeat_grace)
     check_storage_url(storage)
     dataset = task.load_data(data, space.settings())
     optuna.logging.set_verbosity(logging.WARNING)
@@ -158,6 +163,8 @@ def run_study(
     study.set_user_attr("space", space.describe())
     study.set_user_attr("sampler", sampler)
     study.set_user_attr("pruner", pruner)
+    if heartbeat_grace is not None:
+        study.set_user_attr("heartbeat_grace", heartbeat_grace)
     return _execute(
         study, storage, task, space, data, sampler, pruner, seed, dataset.fingerprint, run, dataset
     )
@@ -221,6 +228,7 @@ def _execute(
         device=execution.device,
         threads=execution.threads or threads,  # an explicit --threads wins over the task's cap
         deadline=None if execution.timeout is None else time.time() + execution.timeout,
+        heartbeat_grace=study.user_attrs.get("heartbeat_grace"),
     )
     board = ProgressBoard(execution.workers, task.metric, enabled=execution.progress)
     try:

@@ -28,6 +28,7 @@ from spaces import SpaceError
 
 from .algorithms import make_pruner, make_sampler
 from .checkpoints import KeepTopCheckpoints
+from .heartbeat import apply_heartbeat, taken_over, watching_stale_trials
 from .progress import ProgressBoard, WorkerProgress
 from .recovery import recover_orphans, trials_lost_with, worker_identity
 from .storage import StorageError, checkpoint_root, get_storage, study_dirname
@@ -61,6 +62,7 @@ class WorkerSpec:
     device: str = "auto"
     threads: int | None = None
     deadline: float | None = None
+    heartbeat_grace: int | None = None
 
 
 class TrialBudget:
@@ -124,7 +126,9 @@ def work(
             f"{spec.study_name!r} was run on data with fingerprint {spec.fingerprint}; pass --data "
             "with the study's data"
         )
-    storage = write_behind(get_storage(spec.storage))  # this worker's trials: fewer round trips
+    backend = get_storage(spec.storage)
+    apply_heartbeat(backend, spec.heartbeat_grace)
+    storage = write_behind(backend)  # this worker's trials: fewer round trips
     n_existing = len(storage.get_all_trials(storage.get_study_id_from_name(spec.study_name), deepcopy=False))
     seed = None if spec.seed is None else spec.seed + 1000 * index + n_existing
     study = optuna.load_study(
@@ -141,8 +145,10 @@ def work(
         checkpoint_dir=ckpt_dir, device=spec.device, metric=task.metric, progress=progress and progress.epoch
     )
     identity = worker_identity()
+    current: dict[str, int] = {}  # the trial being run: its number and storage id
 
     def objective(trial: optuna.Trial) -> float:
+        current.update(number=trial.number, id=trial._trial_id)
         trial.set_user_attr("worker", {**identity, "trial": trial.number})
         if isinstance(storage, WriteBehindStorage):
             storage.flush(trial._trial_id)  # recovery finds a dead worker's trial by this: write it now
@@ -150,8 +156,8 @@ def work(
             progress.started(trial.number)
         try:
             return task.objective(trial, data, space, context)
-        except optuna.TrialPruned:
-            raise
+        except (optuna.TrialPruned, optuna.exceptions.UpdateFinishedTrialError):
+            raise  # the latter: another worker failed this trial meanwhile (see below)
         except Exception as exc:  # the trial fails (Optuna catches it); keep the reason with the trial
             trial.set_user_attr("fail_reason", _reason(exc))
             raise
@@ -160,9 +166,19 @@ def work(
     if progress is not None:
         callbacks.append(progress)
     ran = 0
-    while (spec.deadline is None or time.time() < spec.deadline) and budget.claim():
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
-        ran += 1
+    with watching_stale_trials(study):  # a dead machine's trial fails within the grace, not at our next trial
+        while (spec.deadline is None or time.time() < spec.deadline) and budget.claim():
+            current.clear()
+            try:
+                study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
+            except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+                if not taken_over(study, current.get("id")):
+                    raise
+                print(f"rpztune: trial {current['number']} was failed and re-queued by another worker while "
+                      "this one could not reach the storage; going on", file=sys.stderr)  # fmt: skip
+                budget.refund(1)
+                continue
+            ran += 1
     return ran
 
 
