@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 from ..winner import Winner
+from ._files import atomic_write_text
 from .finetune import export_finetune
 from .mynet import export_mynet
 from .numpy_mlp import export_numpy_mlp
@@ -43,7 +45,18 @@ def export(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if winner.task.name in TIMM_TASKS:
-        return exporter(winner, out, data, plain_torch=standalone)
-    if standalone:
-        print(f"--standalone ignored: the {winner.task.name} files need no timm already")
-    return exporter(winner, out, data)
+        written = exporter(winner, out, data, plain_torch=standalone)
+    else:
+        if standalone:
+            print(f"--standalone ignored: the {winner.task.name} files need no timm already")
+        written = exporter(winner, out, data)
+    _record_selection(winner, out / "winner.json")
+    return written
+
+
+def _record_selection(winner: Winner, summary_file: Path) -> None:
+    """Add how the winner was selected (confirmed figure ± spread and why, or the best validation value)."""
+    summary = json.loads(summary_file.read_text())
+    summary["selection"] = winner.describe()
+    summary["confirmed"] = winner.confirmed
+    atomic_write_text(summary_file, json.dumps(summary, indent=2) + "\n")
