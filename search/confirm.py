@@ -307,12 +307,12 @@ def _work(
     dataset: Any = None,
 ) -> int:
     """Train queued replicates until none is left; return how many this process trained."""
-    _limit_threads(threads)
     optuna.logging.set_verbosity(logging.WARNING)
     # replicates are claimed with ask()/tell(); a dead process's are recovered by the next confirm run
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     study = load_study(storage, study_name)
     task = objectives.get_task(study.user_attrs["task"])
+    _limit_threads(threads or task.max_threads)  # numpy-mlp: one BLAS thread, as its search workers
     settings = dict(study.user_attrs.get("settings", {}))
     dataset = dataset if dataset is not None else _load_checked(study, task, data)
     cstudy = optuna.load_study(
