@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -17,6 +19,7 @@ import optuna
 import pytest
 import rpz_cli
 
+from search.cli import main
 from search.confirm import confirm_study_name, default_plan
 from search.winner import Estimate, choose_confirmed, find_winner
 
@@ -27,6 +30,14 @@ CONFIRM = ["confirm", "--study", "numpy-mlp", "--top", "2", "--folds", "2"]
 
 def storage(work: Path) -> str:
     return f"sqlite:///{work / 'studies.db'}"
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    """``rpztune ARGS`` in this process (the subprocess is kept for the run that gets killed)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
 
 
 def confirm_trials(work: Path) -> list[tuple[str, str | None]]:
@@ -46,7 +57,7 @@ def work(data_dir, tmp_path_factory) -> Path:
     """A real numpy-mlp study of 3 trials, then a confirmation killed with SIGKILL mid-replicate and rerun."""
     work = tmp_path_factory.mktemp("confirm")
     run = ["run", "numpy-mlp", "--trials", "3", "--data", str(data_dir), *COMMON, "--quiet"]
-    rpz_cli.rpztune(*run, cwd=work)
+    assert cli(*run, "--storage", storage(work))[0] == 0
     command = [sys.executable, "-m", "search.cli", *CONFIRM]
     env = {**os.environ, "PYTHONPATH": str(rpz_cli.ROOT), "RPZTUNE_CACHE": str(work / "cache")}
     proc = subprocess.Popen(command, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -64,8 +75,9 @@ def work(data_dir, tmp_path_factory) -> Path:
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, f"confirm ended before the kill ({proc.returncode}): {seen}"
     work.joinpath("killed.json").write_text(json.dumps(confirm_trials(work)))
-    rerun = rpz_cli.rpztune(*CONFIRM, cwd=work)
-    work.joinpath("rerun.txt").write_text(rerun.stdout)
+    code, out, _ = cli(*CONFIRM, "--storage", storage(work))
+    assert code == 0
+    work.joinpath("rerun.txt").write_text(out)
     return work
 
 
@@ -94,7 +106,8 @@ def test_confirm_refits_the_winner_and_export_writes_it(work, data_dir, tmp_path
     assert refit["epochs"] == next(e["epochs"] for e in record["estimates"] if e["trial"] == winner)
     assert refit["n_train"] == 1000  # every training image of the pair (500 per digit): train + validation
     out = tmp_path / "export"
-    printed = rpz_cli.rpztune("export", "--study", "numpy-mlp", "--out", str(out), cwd=work).stdout
+    code, printed, _ = cli("export", "--study", "numpy-mlp", "--out", str(out), "--storage", storage(work))
+    assert code == 0
     summary = json.loads((out / "winner.json").read_text())
     assert summary["trial"] == winner and summary["weights"] == "refit"
     assert summary["confirmed"]["winner"] == winner
@@ -102,9 +115,10 @@ def test_confirm_refits_the_winner_and_export_writes_it(work, data_dir, tmp_path
     assert (out / "numpy_nn_weights.npz").read_bytes() == refit_file.read_bytes()
     assert f"winner: trial {winner} of 'numpy-mlp': confirmed val_error" in printed
     assert record["reason"] in printed
-    evaluated = rpz_cli.rpztune("evaluate", "--study", "numpy-mlp", "--data", str(data_dir), cwd=work)
-    assert f"winner: trial {winner} of 'numpy-mlp': confirmed" in evaluated.stderr
-    assert json.loads(evaluated.stdout)["trial"] == winner
+    where = ["--data", str(data_dir), "--storage", storage(work)]
+    code, stdout, stderr = cli("evaluate", "--study", "numpy-mlp", *where)
+    assert f"winner: trial {winner} of 'numpy-mlp': confirmed" in stderr
+    assert json.loads(stdout)["trial"] == winner
 
 
 def test_find_winner_takes_the_confirmed_winner_not_the_best_value(work) -> None:
