@@ -84,10 +84,9 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 
 
 def _confirm(args: argparse.Namespace, study: str, top: int, folds: int | None, seeds: int | None) -> int:
-    device = "cpu" if args.device == "auto" else args.device
     result = confirm(
         args.storage, study, top=top, folds=folds, seeds=seeds, workers=args.workers, data=args.data,
-        device=device, log=lambda line: print(line, flush=True),
+        device=args.device, log=lambda line: print(line, flush=True),
     )  # fmt: skip
     print(f"trained {result.trained} replicates; confirmed ranking ({result.scheme}s: {result.count}):")
     for estimate in result.ranking:
@@ -97,7 +96,9 @@ def _confirm(args: argparse.Namespace, study: str, top: int, folds: int | None, 
             f"{estimate.search_value:.4f}, {estimate.complexity} parameters, {estimate.epochs} epochs)"
         )
     print(f"winner: trial {result.winner.trial}: {result.reason}")
-    if objectives.get_task(load_study(args.storage, study).user_attrs["task"]).name != "mynet":
+    if load_study(args.storage, study).user_attrs["task"] == "mynet":
+        print(f"next: rpztune refit --study {study} (mynet: minutes), then rpztune export")
+    else:
         done = refit(args.storage, study, result.winner.trial, data=args.data, checkpoints=args.checkpoints)
         print(
             f"refit of trial {done.trial}: {done.record['epochs']} epochs (confirmed) on "

@@ -96,7 +96,7 @@ def confirm(
     seeds: int | None = None,
     workers: int = 1,
     data: str | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     log: Callable[[str], None] = lambda line: None,
 ) -> ConfirmResult:
     """Re-train the ``top`` best completed trials of a study on ``folds`` folds or ``seeds`` seeds (default

@@ -169,7 +169,14 @@ class Winner:
         head = f"trial {self.trial.number} of {self.study.study_name!r}"
         record = self.confirmed
         if record is None:
-            how = "best validation value; not confirmed (rpztune confirm re-trains the top trials)"
+            stored = self.study.user_attrs.get("confirm")
+            if stored:
+                how = f"chosen by --trial; the confirmed winner is trial {stored['winner']}"
+            elif self.trial.number != self.study.best_trial.number:
+                best = self.study.best_trial.number
+                how = f"chosen by --trial; the best validation value is trial {best}'s"
+            else:
+                how = "best validation value; not confirmed (rpztune confirm re-trains the top trials)"
             return f"{head}: {metric} {self.trial.value:.4f} ({how})"
         mine = next(e for e in record["estimates"] if e["trial"] == self.trial.number)
         return (
