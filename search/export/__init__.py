@@ -56,6 +56,8 @@ def export(
 
 def _record_selection(winner: Winner, summary_file: Path) -> None:
     """Add how the winner was selected (confirmed figure ± spread and why, or the best validation value)."""
+    if not summary_file.is_file():  # an exporter that writes no summary
+        return
     summary = json.loads(summary_file.read_text())
     summary["selection"] = winner.describe()
     summary["confirmed"] = winner.confirmed
