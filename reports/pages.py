@@ -12,6 +12,7 @@ import pandas as pd
 from . import figures
 from ._html import cell, esc, figure, fmt_seconds, fmt_value, key_values, page, table
 from .analysis import StudyData, select_curves
+from .trust import trust_section
 
 __all__ = ["index_page", "study_page"]
 
@@ -49,6 +50,7 @@ def study_page(
         _header(data, generated, index),
         _summary(data),
         _best_trial(data, best),
+        trust_section(data),
         _history(data),
         _curves(data),
         _importances(data),

@@ -68,6 +68,43 @@ def cmd_run(args: argparse.Namespace) -> int:
         **_execution(args),
     )
     _print_summary(summary, args.storage)
+    if args.confirm and summary.best_trial is not None:
+        return _confirm(args, summary.study_name, args.confirm, None, None)
+    return 0
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    """Re-train the --top K best trials of a study on fresh --folds F (default 5; mynet: --seeds 2), store
+    each estimate (mean ± sd) and the confirmed winner (noise-aware rule), then refit it (numpy-mlp,
+    finetune); export, submit and evaluate then use it. A killed run continues where it stopped."""
+    return _confirm(args, args.study, args.top, args.folds, args.seeds)
+
+
+def _confirm(args: argparse.Namespace, study: str, top: int, folds: int | None, seeds: int | None) -> int:
+    from .confirm import confirm
+    from .refit import refit
+    from .study import load_study
+
+    result = confirm(
+        args.storage, study, top=top, folds=folds, seeds=seeds, workers=args.workers, data=args.data,
+        device=args.device, log=lambda line: print(line, flush=True),
+    )  # fmt: skip
+    print(f"trained {result.trained} replicates; confirmed ranking ({result.scheme}s: {result.count}):")
+    for estimate in result.ranking:
+        mark = "*" if estimate is result.winner else " "
+        print(
+            f" {mark} trial {estimate.trial:>4}: {estimate.mean:.4f} ± {estimate.sd:.4f} (search "
+            f"{estimate.search_value:.4f}, {estimate.complexity} parameters, {estimate.epochs} epochs)"
+        )
+    print(f"winner: trial {result.winner.trial}: {result.reason}")
+    if load_study(args.storage, study).user_attrs["task"] == "mynet":
+        print(f"next: rpztune refit --study {study} (mynet: minutes), then rpztune export")
+    else:
+        done = refit(args.storage, study, result.winner.trial, data=args.data, checkpoints=args.checkpoints)
+        print(
+            f"refit of trial {done.trial}: {done.record['epochs']} epochs (confirmed) on "
+            f"{done.record['n_train']} images, {done.record['seconds']:.1f} s; wrote {done.path}"
+        )
     return 0
 
 
@@ -127,6 +164,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     winner = find_winner(args.storage, args.study, args.trial, checkpoints=args.checkpoints)
     written = export(winner, args.out, data=args.data, standalone=args.standalone)
+    print(f"winner: {winner.describe()}")
     print(_figures(winner, Path(args.out) / "winner.json"))
     for path in written:
         print(f"  wrote {path}")
@@ -157,6 +195,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .winner import evaluate, find_winner
 
     winner = find_winner(args.storage, args.study, args.trial, checkpoints=args.checkpoints)
+    print(f"winner: {winner.describe()}", file=sys.stderr)  # stdout stays one JSON line
     print(json.dumps(evaluate(winner, args.data)))
     return 0
 
@@ -177,10 +216,11 @@ def cmd_refit(args: argparse.Namespace) -> int:
         checkpoints=args.checkpoints,
     )
     done = result.record
+    tests = [f"{k} {done[k]:.4f}" for k in ("test_accuracy", "test_error") if done.get(k) is not None]
     print(
         f"refit of trial {result.trial} of {result.study!r}: {done['epochs']} epochs on {done['n_train']} "
-        f"images ({done['device']}, {done['seconds']:.0f} s); test_accuracy {done['test_accuracy']:.4f} "
-        "(never used for tuning)"
+        f"images ({done['device']}, {done['seconds']:.0f} s)"
+        + (f"; {', '.join(tests)} (never used for tuning)" if tests else "")
     )
     print(f"  wrote {result.path}; study attribute {result.attr!r} records it")
     storage = "" if args.storage == DEFAULT_STORAGE else f" --storage {args.storage}"
@@ -328,7 +368,21 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
         help="fail and retry a trial whose worker (on any machine) sent no heartbeat for SEC seconds; "
         "stored with the study (default 30; PostgreSQL/MySQL/SQLite)",
     )
+    parser.add_argument(
+        "--confirm", type=int, metavar="K", help="when the search ends, confirm its top K (rpztune confirm)"
+    )
     _add_execution(parser)
+
+
+def _add_confirm(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study", required=True)
+    parser.add_argument("--top", type=int, default=5, help="how many of the best trials (default 5)")
+    plan = parser.add_mutually_exclusive_group()
+    plan.add_argument("--folds", type=int, help="k-fold CV over train + validation (numpy-mlp, finetune)")
+    plan.add_argument("--seeds", type=int, help="re-train on the study's split with R fresh seeds")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--data", help="data path (default: the study's own data)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device")
 
 
 def _add_worker(parser: argparse.ArgumentParser) -> None:
@@ -439,6 +493,7 @@ _COMMANDS: dict[
     "export": (cmd_export, lambda p: _add_winner(p, out=True)),
     "evaluate": (cmd_evaluate, lambda p: _add_winner(p, out=False)),
     "refit": (cmd_refit, _add_refit),
+    "confirm": (cmd_confirm, _add_confirm),
     "submit": (cmd_submit, _add_submit),
     "validate": (cmd_validate, _add_validate),
     "report": (cmd_report, _add_report),

@@ -1,5 +1,11 @@
 """Refit a study's winner: retrain its configuration on its training and validation images (or more).
 
+Per task: mynet retrains on its training + validation images for the trial's best epoch count (its
+schedule spanning them); numpy-mlp on every training image (train + validation) and finetune on every
+photo, each for the *confirmed* epoch count (the median best epoch of its confirmation replicates, see
+``search/confirm.py``; the trial's own best epoch when it was not confirmed). numpy-mlp's refit is a
+``refit-NNNNN.npz`` like its trial checkpoints.
+
 A refit is stored *with the study it refits*: its state dict goes beside the trial checkpoints as
 ``refit-NNNNN.pt`` (NNNNN: the trial number) and the study gets a user attribute ``refit:N`` holding the
 refit's record (epochs, images, seed, device, seconds, training losses, t10k test accuracy for information).
@@ -15,17 +21,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import objectives
+from objectives import confirm as confirm_objectives
 from objectives import mynet
 from objectives.torch_fit import resolve_device
 
 from .checkpoints import check_checkpoint
-from .study import StudyError
-from .winner import Winner, find_winner
+from .study import StudyError, study_dir
+from .winner import Winner, find_trial
 
 __all__ = ["REFITTERS", "RefitResult", "find_refit", "refit", "refit_key"]
 
 Refitter = Callable[..., dict[str, Any]]
-REFITTERS: dict[str, Refitter] = {"mynet": mynet.refit}
+REFITTERS: dict[str, Refitter] = {"mynet": mynet.refit, **confirm_objectives.REFITTERS}
+_SUFFIX = {"numpy-mlp": ".npz"}
 
 
 @dataclass(frozen=True)
@@ -68,27 +77,49 @@ def refit(
         StudyError: when the study, trial or checkpoint is missing, or ``data`` is not the study's data.
         ValueError: for a task without refit, an unusable device or a bad ``data_fraction``.
     """
-    winner = find_winner(storage, study_name, trial_number, checkpoints=checkpoints)
-    refitter = REFITTERS.get(winner.task.name)
+    study, trial = find_trial(storage, study_name, trial_number)
+    task = objectives.get_task(str(study.user_attrs["task"]))
+    refitter = REFITTERS.get(task.name)
     if refitter is None:
-        raise ValueError(f"no refit for task {winner.task.name!r}; refit supports: {', '.join(REFITTERS)}")
+        raise ValueError(f"no refit for task {task.name!r}; refit supports: {', '.join(REFITTERS)}")
+    if data_fraction is not None and task.name != "mynet":
+        raise ValueError(f"--data-fraction is for mynet; a {task.name} refit trains on all its images")
     if data_fraction is not None and not 0 < data_fraction < 1:
         raise ValueError(f"--data-fraction must lie in (0, 1), got {data_fraction}")
     resolve_device(device)
-    dataset = winner.task.load_data(data or winner.data, winner.settings)
-    expected = winner.study.user_attrs.get("data_fingerprint")
+    settings = dict(study.user_attrs.get("settings", {}))
+    dataset = task.load_data(data or study.user_attrs.get("data"), settings)
+    expected = study.user_attrs.get("data_fingerprint")
     if dataset.fingerprint != expected:
         raise StudyError(
-            f"study {study_name!r} was run on data {winner.study.user_attrs.get('data_source')} "
+            f"study {study_name!r} was run on data {study.user_attrs.get('data_source')} "
             f"(fingerprint {expected}), but {dataset.source} has fingerprint {dataset.fingerprint}; "
             "pass the study's --data"
         )
-    path = winner.checkpoint.parent / f"refit-{winner.trial.number:05d}.pt"
-    record = refitter(winner.trial, dataset, path, data_fraction=data_fraction, device=device, seed=seed)
+    folder = study_dir(storage, study_name, checkpoints)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"refit-{trial.number:05d}{_SUFFIX.get(task.name, '.pt')}"
+    if task.name == "mynet":
+        record = refitter(trial, dataset, path, data_fraction=data_fraction, device=device, seed=seed)
+    else:
+        seed = int(trial.user_attrs.get("seed", trial.number)) if seed is None else seed
+        epochs = confirmed_epochs(study.user_attrs.get("confirm"), trial.number)
+        epochs = epochs or int(trial.user_attrs.get("best_epoch") or trial.user_attrs["config"]["epochs"])
+        extra = {"settings": settings} if task.name == "finetune" else {}
+        record = refitter(trial, dataset, path, epochs=epochs, seed=seed, **extra)
+        record |= {"trial": trial.number, "device": "cpu", "confirmed_epochs": epochs}
     record["created"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    key = refit_key(winner.trial.number)
-    winner.study.set_user_attr(key, record)
-    return RefitResult(study_name, winner.trial.number, record, path, key)
+    key = refit_key(trial.number)
+    study.set_user_attr(key, record)
+    return RefitResult(study_name, trial.number, record, path, key)
+
+
+def confirmed_epochs(record: dict[str, Any] | None, trial_number: int) -> int | None:
+    """The confirmed epoch count of a trial (its replicates' median best epoch), if it was confirmed."""
+    for estimate in (record or {}).get("estimates", []):
+        if estimate["trial"] == trial_number:
+            return int(estimate["epochs"])
+    return None
 
 
 def find_refit(winner: Winner) -> tuple[dict[str, Any], Path] | None:

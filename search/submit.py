@@ -115,7 +115,7 @@ def build_submission(
         work = Path(tmp)
         files: dict[str, Path] = {}
         for name, winner in (("numpy", numpy), ("mynet", mynet), ("finetune", finetune)):
-            log(f"exporting {_describe(winner)}")
+            log(f"exporting {winner.describe()}")
             export(winner, work / name)
         files["numpy_nn.py"] = work / "numpy" / "numpy_nn.py"
         files["numpy_nn_training.png"] = work / "numpy" / "numpy_nn_training.png"
@@ -128,11 +128,12 @@ def build_submission(
         files["pytorch_fcnet_training.png"] = _plot_fcnet(fcnet, work / "pytorch_fcnet_training.png")
         refit = find_refit(mynet)
         submission.sources = {
-            "numpy_nn.py": f"{_describe(numpy)} (layers; numpy only)",
+            "numpy_nn.py": f"{_describe(numpy)} (layers; numpy only)"
+            + (" with its refit's weights" if find_refit(numpy) else ""),
             "pytorch_cnn.py": f"MyNet of {_describe(mynet)}, FinetuneNet of {_describe(finetune)}"
             + (" (plain torch)" if standalone else ""),
             "model.pt": _describe(mynet) + (" (its refit)" if refit else " (the trial's own weights)"),
-            "finetuned.pt": _describe(finetune),
+            "finetuned.pt": _describe(finetune) + (" (its refit)" if find_refit(finetune) else ""),
             "pytorch_fcnet_training.png": _describe(fcnet),
         }
         files["cnn.ipynb"] = _notebook(work / "cnn.ipynb", submission.sources)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from ._files import atomic_write_text
 
 if TYPE_CHECKING:
     from ..winner import Winner
@@ -53,7 +56,20 @@ def export(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if winner.task.name in TIMM_TASKS:
-        return exporter(winner, out, data, plain_torch=standalone)
-    if standalone:
-        print(f"--standalone ignored: the {winner.task.name} files need no timm already")
-    return exporter(winner, out, data)
+        written = exporter(winner, out, data, plain_torch=standalone)
+    else:
+        if standalone:
+            print(f"--standalone ignored: the {winner.task.name} files need no timm already")
+        written = exporter(winner, out, data)
+    _record_selection(winner, out / "winner.json")
+    return written
+
+
+def _record_selection(winner: Winner, summary_file: Path) -> None:
+    """Add how the winner was selected (confirmed figure ± spread and why, or the best validation value)."""
+    if not summary_file.is_file():  # an exporter that writes no summary
+        return
+    summary = json.loads(summary_file.read_text())
+    summary["selection"] = winner.describe()
+    summary["confirmed"] = winner.confirmed
+    atomic_write_text(summary_file, json.dumps(summary, indent=2) + "\n")

@@ -16,6 +16,7 @@ from models._standalone import finetune_modules, standalone_source
 from objectives.finetune import load_model
 from spaces.finetune import FinetuneTrialConfig
 
+from ..refit import find_refit
 from ..winner import Winner
 from ._files import atomic_copy, atomic_write_text
 
@@ -70,7 +71,8 @@ def export_finetune(winner: Winner, out: Path, data: str | None, *, plain_torch:
     cfg = FinetuneTrialConfig.from_dict(trial.user_attrs["config"])
     source = finetune_source(cfg.model, plain_torch=plain_torch)
     written = [atomic_write_text(out / "pytorch_cnn.py", source)]
-    written.append(atomic_copy(winner.checkpoint, out / "finetuned.pt"))
+    refit = find_refit(winner)
+    written.append(atomic_copy(winner.checkpoint if refit is None else refit[1], out / "finetuned.pt"))
     _check_file_net(out / "pytorch_cnn.py", load_model(trial, out / "finetuned.pt"), out / "finetuned.pt")
     attrs = trial.user_attrs
     summary = {
@@ -82,6 +84,8 @@ def export_finetune(winner: Winner, out: Path, data: str | None, *, plain_torch:
         "new_acc": attrs.get("new_acc"),
         "proxy_note": attrs.get("proxy_note"),
         "best_epoch": attrs.get("best_epoch"),
+        "weights": "trial" if refit is None else "refit",
+        "refit": None if refit is None else refit[0],
         "weights_source": attrs.get("weights_source"),
         "n_params": attrs.get("n_params"),
         "config": attrs["config"],
@@ -95,8 +99,13 @@ def export_finetune(winner: Winner, out: Path, data: str | None, *, plain_torch:
         ),
     }
     written.append(atomic_write_text(out / "winner.json", json.dumps(summary, indent=2) + "\n"))
+    if refit is None:
+        weights = f"trial {trial.number}'s checkpoint (best epoch {attrs.get('best_epoch')})"
+    else:
+        done = refit[0]
+        weights = f"the refit of trial {trial.number} ({done['epochs']} epochs on {done['n_train']} photos)"
     print(
-        f"finetuned.pt: trial {trial.number}'s checkpoint (best epoch {attrs.get('best_epoch')}); proxy "
+        f"finetuned.pt: {weights}; proxy "
         f"{trial.value:.4f} = ORIG {attrs.get('orig_acc')}, AUG {attrs.get('aug_acc')} "
         f"({attrs.get('proxy_note')})"
     )

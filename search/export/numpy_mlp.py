@@ -1,4 +1,5 @@
-"""Export a numpy-mlp winner: ``numpy_nn.py``, its weights, the lab's two figures and ``winner.json``."""
+"""Export a numpy-mlp winner: ``numpy_nn.py``, its weights, the lab's two figures and ``winner.json``.
+The weights are the trial's refit (every training image, the confirmed epoch count) when one is stored."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from nn_numpy import load_model, predict, standalone_source
 from objectives.data import load_mnist, select_pair
 from reports import plot_classification, plot_training
 
+from ..refit import find_refit
 from ..winner import Winner
 from ._files import atomic_copy, atomic_write_text
 
@@ -24,7 +26,8 @@ def export_numpy_mlp(winner: Winner, out: Path, data: str | None) -> list[Path]:
     trial = winner.trial
     written = [atomic_write_text(out / "numpy_nn.py", standalone_source())]
     weights = out / "numpy_nn_weights.npz"
-    atomic_copy(winner.checkpoint, weights)
+    refit = find_refit(winner)
+    atomic_copy(winner.checkpoint if refit is None else refit[1], weights)
     written.append(weights)
 
     config = trial.user_attrs["config"]
@@ -57,11 +60,22 @@ def export_numpy_mlp(winner: Winner, out: Path, data: str | None) -> list[Path]:
             title=f"NN classification: test error {test_error:.4f}",
         )
     )
+    if refit is None:
+        source = f"trial {trial.number}'s checkpoint (best epoch {best_epoch}); no refit stored"
+    else:
+        done = refit[0]
+        source = (
+            f"the refit of trial {trial.number} ({done['epochs']} epochs on {done['n_train']} images, "
+            f"{refit[1].name})"
+        )
+    print(f"numpy_nn_weights.npz: {source}; test_error {test_error:.4f} on {len(y)} test images")
     summary = {
         "study": winner.study.study_name,
         "trial": trial.number,
         "val_error": trial.value,
         "best_epoch": best_epoch,
+        "weights": "trial" if refit is None else "refit",
+        "refit": None if refit is None else refit[0],
         "test_error": test_error,
         "n_test": int(len(y)),
         "config": config,

@@ -68,7 +68,8 @@ def test_study_page_shows_every_section_for_complete_pruned_failed_and_running_t
         "Searched space",
     ):
         assert heading in text, heading
-    assert figure_names(page) == ["best-curves", "history", "curves", "importances", "parallel", "slices"]
+    figures = ["best-curves", "trust-scatter", "history", "curves", "importances", "parallel", "slices"]
+    assert figure_names(page) == figures
     assert "Pruning stopped 3 trials early; they skipped 9 epochs in all." in text  # 3 x (5 - 2)
     assert "FloatingPointError: overflow in epoch 1" in text and "RUNNING" in text
     assert "The best 4 of 4 completed trials" in text

@@ -188,9 +188,10 @@ def wait_for_figures(browser: Chromium, expected: int) -> list[dict[str, Any]]:
 
 def test_report_browser_study_page_draws_every_figure_without_errors(browser, site) -> None:
     browser.open(site["study-mlp.html"].as_uri())
-    figures = wait_for_figures(browser, 6)
+    figures = wait_for_figures(browser, 7)
     assert [f["name"] for f in figures] == [
         "best-curves",
+        "trust-scatter",
         "history",
         "curves",
         "importances",

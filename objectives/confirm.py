@@ -1,0 +1,348 @@
+"""Re-train a finished trial's configuration on fresh folds or seeds (confirmation), and refit it on all data.
+
+A *replicate* is one re-training of one configuration: ``("fold", i, k)`` trains on every training image
+outside fold ``i`` of a seeded, stratified ``k``-fold partition of the task's training and validation images
+together, and scores fold ``i``; ``("seed", i, n)`` trains on the study's own split with a fresh seed ``i``.
+The fold partition is drawn with its own seed, so its folds are not the search's validation split.
+
+Per task (``RETRAINERS``): numpy-mlp (folds or seeds, seconds), finetune (folds or seeds; linear probes train
+on cached backbone features of *all* photos, so a fold costs seconds; other policies fine-tune per fold),
+mynet (seeds only: its validation images are the lab's fixed split). Every retrainer returns a JSON-ready
+record with the replicate's ``value`` (the task's metric, same direction as the search), its ``best_epoch``
+and the test figure for information only. ``REFITTERS`` train on all training images for a given epoch
+count and write the weights (numpy-mlp ``.npz``, finetune ``.pt``; mynet's refit lives in mynet.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+from optuna.trial import FrozenTrial
+
+from nn_numpy import BCE, SE, SGD, build_mlp, predict, restore, save_model, train
+from spaces.finetune import FinetuneTrialConfig
+from spaces.mynet import MyNetTrialConfig
+from spaces.numpy_mlp import NumpyMLPConfig
+
+from . import finetune as ft
+from .feature_cache import FeatureCache, weights_tag
+from .numpy_mlp import random_shift
+from .proxy import condition_bank, proxy_score
+from .torch_fit import accuracy, cpu_state, fit, resolve_device, save_state
+
+__all__ = ["REFITTERS", "RETRAINERS", "SCHEMES", "Replicate", "fold_indices"]
+
+SCHEMES = {"numpy-mlp": ("fold", "seed"), "finetune": ("fold", "seed"), "mynet": ("seed",)}
+_FOLD_SEED = 7_919  # the partition's seed offset: folds never coincide with the search's split (seed 0)
+
+
+@dataclass(frozen=True)
+class Replicate:
+    """One re-training: ``scheme`` ``"fold"`` (fold ``index`` of ``count``) or ``"seed"`` (seed ``index``)."""
+
+    scheme: str
+    index: int
+    count: int
+    seed: int = 0
+
+    @property
+    def key(self) -> str:
+        """A stable name, e.g. ``fold3of5``."""
+        return f"{self.scheme}{self.index}of{self.count}"
+
+
+def fold_indices(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """A seeded, stratified partition of ``range(len(y))`` into ``k`` folds (each class dealt round-robin)."""
+    if not 2 <= k <= len(y):
+        raise ValueError(f"--folds must lie in [2, {len(y)}], got {k}")
+    rng = np.random.default_rng(seed)
+    folds: list[list[int]] = [[] for _ in range(k)]
+    offset = 0
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        for j, index in enumerate(members):
+            folds[(offset + j) % k].append(int(index))
+        offset += len(members)
+    return [np.sort(np.array(fold, dtype=np.int64)) for fold in folds]
+
+
+def _split(y: np.ndarray, rep: Replicate) -> tuple[np.ndarray, np.ndarray]:
+    folds = fold_indices(y, rep.count, rep.seed + _FOLD_SEED)
+    held = folds[rep.index]
+    return np.concatenate([f for i, f in enumerate(folds) if i != rep.index]), held
+
+
+# --- numpy-mlp -------------------------------------------------------------------------------------------
+
+
+def _mlp_fit(cfg: NumpyMLPConfig, data: Any, x: np.ndarray, y: np.ndarray, xv, yv, rng, epochs: int):
+    dtype = np.dtype(cfg.dtype)
+    model = build_mlp(x.shape[1], cfg.widths, cfg.activation, init=cfg.init, rng=rng, dtype=dtype)
+    augment = None
+    if cfg.augment_shift:
+        background = np.asarray(-data.mean / data.std, dtype=dtype)
+        augment = lambda b, r: random_shift(b, r, cfg.augment_shift, background)  # noqa: E731
+    result = train(
+        model,
+        SE() if cfg.loss == "se" else BCE(),
+        x.astype(dtype),
+        y.astype(dtype),
+        xv.astype(dtype),
+        yv.astype(dtype),
+        epochs=epochs,
+        batch_size=cfg.batch_size,
+        rng=rng,
+        augment=augment,
+        optimizer=SGD(cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, lr_decay=cfg.lr_decay),
+    )
+    return model, result
+
+
+def _mlp_error(model: list, x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean((predict(model, x.astype(model[0].W.dtype)) > 0.5).astype(np.int64) != y))
+
+
+def retrain_numpy_mlp(
+    trial: FrozenTrial, data: Any, rep: Replicate, settings: dict[str, Any], device: str = "cpu"
+) -> dict[str, Any]:
+    """One replicate of a numpy-mlp configuration: the best epoch's validation error on its held-out part."""
+    cfg = NumpyMLPConfig.from_dict(trial.user_attrs["config"])
+    if rep.scheme == "fold":
+        x_all = np.concatenate([data.x_train, data.x_val])
+        y_all = np.concatenate([data.y_train, data.y_val])
+        trn, held = _split(y_all.ravel(), rep)
+        x, y, xv, yv = x_all[trn], y_all[trn], x_all[held], y_all[held]
+    else:
+        x, y, xv, yv = data.x_train, data.y_train, data.x_val, data.y_val
+    rng = np.random.default_rng([trial.number, rep.seed, 1_000 + rep.index, rep.scheme == "fold"])
+    model, result = _mlp_fit(cfg, data, x, y, xv, yv, rng, cfg.epochs)
+    restore(model, result.best_params)
+    return {
+        "value": float(result.best.val_error),
+        "best_epoch": int(result.best_epoch),
+        "n_train": int(len(y)),
+        "n_val": int(len(yv)),
+        "test_error": _mlp_error(model, data.x_test, data.y_test),
+    }
+
+
+def refit_numpy_mlp(trial: FrozenTrial, data: Any, path: Path, *, epochs: int, seed: int) -> dict[str, Any]:
+    """Train a numpy-mlp configuration on all training and validation images for ``epochs`` epochs; the last
+    epoch's weights go to ``path`` (``.npz``, like a trial checkpoint)."""
+    cfg = NumpyMLPConfig.from_dict(trial.user_attrs["config"])
+    x = np.concatenate([data.x_train, data.x_val])
+    y = np.concatenate([data.y_train, data.y_val])
+    started = time.perf_counter()
+    # train() wants validation images to pick a best epoch; a refit keeps the last epoch, so a few do
+    model, result = _mlp_fit(
+        cfg, data, x, y, x[:8], y[:8], np.random.default_rng([trial.number, seed]), epochs
+    )
+    save_model(
+        path, model, mean=np.float64(data.mean), std=np.float64(data.std), classes=np.array(data.classes)
+    )
+    return {
+        "checkpoint": path.name,
+        "epochs": epochs,
+        "n_train": int(len(y)),
+        "seed": seed,
+        "seconds": round(time.perf_counter() - started, 3),
+        "train_loss": [float(s.train_loss) for s in result.history],
+        "test_error": _mlp_error(model, data.x_test, data.y_test),
+        "n_test": int(len(data.y_test)),
+    }
+
+
+# --- finetune --------------------------------------------------------------------------------------------
+
+
+_ALL_PHOTOS: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]] = {}
+
+
+def _all_photos(data: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Every photo of the study (training + validation), its labels and their condition-bank copies (built
+    once per process: a few seconds for 1,500 photos)."""
+    if data.fingerprint not in _ALL_PHOTOS:
+        x = torch.cat([data.x_train, data.x_val])
+        y = torch.cat([data.y_train, data.y_val])
+        copies = len(data.y_aug) // max(1, len(data.y_val))
+        x_aug, _ = condition_bank(x, copies=copies, seed=1)
+        _ALL_PHOTOS.clear()
+        _ALL_PHOTOS[data.fingerprint] = (x, y, x_aug, copies)
+    return _ALL_PHOTOS[data.fingerprint]
+
+
+def _aug_rows(index: torch.Tensor, n: int, copies: int) -> torch.Tensor:
+    return torch.cat([c * n + index for c in range(copies)])
+
+
+def _finetune_parts(data: Any, rep: Replicate | None) -> tuple[SimpleNamespace, dict[str, torch.Tensor]]:
+    """The replicate's training/held-out images as the trainers want them, and the row index of each part
+    into the all-photos tensors (``aug`` into the condition-bank copies)."""
+    x, y, x_aug, copies = _all_photos(data)
+    n = len(y)
+    if rep is None:  # a refit: every photo trains; a few stand in as "validation" (the last epoch is kept)
+        trn, held = torch.arange(n), torch.arange(min(8, n))
+    elif rep.scheme == "fold":
+        trn_np, held_np = _split(y.numpy(), rep)
+        trn, held = torch.from_numpy(trn_np), torch.from_numpy(held_np)
+    else:
+        trn, held = torch.arange(len(data.y_train)), torch.arange(len(data.y_train), n)
+    aug = _aug_rows(held, n, copies)
+    parts = SimpleNamespace(
+        x_train=x[trn], y_train=y[trn], x_val=x[held], y_val=y[held],
+        x_aug=x_aug[aug], y_aug=y[held].repeat(copies),
+        x_new=data.x_new, y_new=data.y_new, classes=data.classes,
+    )  # fmt: skip
+    return parts, {"train": trn, "val": held, "aug": aug}
+
+
+def _finetune_run(
+    trial: FrozenTrial, data: Any, rep: Replicate | None, settings: dict[str, Any], epochs: int, seed: int
+) -> tuple[ft.FinetuneNet, dict[str, Any], SimpleNamespace]:
+    """Train a finetune configuration on one replicate (or, ``rep=None``, on every photo)."""
+    cfg = FinetuneTrialConfig.from_dict(trial.user_attrs["config"])
+    train_cfg = replace(cfg.train, epochs=epochs)
+    torch.manual_seed(seed)
+    model, source, state = ft.build_model(cfg, settings)
+    torch.manual_seed(seed)
+    parts, rows = _finetune_parts(data, rep)
+    best: dict[str, Any] = {"proxy": -1.0, "epoch": 0}
+
+    def on_epoch(epoch: int, train_loss: float, acc: dict[str, float], snapshot: Callable[[], dict]) -> None:
+        score = proxy_score(acc["orig"], acc["aug"], acc.get("new"))
+        last = rep is None and epoch == epochs
+        if score > best["proxy"] or last:
+            best.update(proxy=score, epoch=epoch, parts=dict(acc), state=snapshot())
+
+    if cfg.train.uses_cache:
+        every = _all_features(model, data, cfg, source, state)
+        features = {name: every[name][index] for name, index in rows.items()}
+        if data.x_new is not None:
+            features["new"] = every["new"]
+        ft._fit_head(model.head, features, parts, train_cfg, on_epoch)
+        model.head.load_state_dict(best["state"])
+    else:
+        ft._fit_model(model, parts, train_cfg, on_epoch)
+        model.load_state_dict(best["state"])
+    return model.eval(), best, parts
+
+
+def _all_features(
+    model: ft.FinetuneNet, data: Any, cfg: FinetuneTrialConfig, source: str, state: dict
+) -> dict:
+    def compute() -> dict[str, torch.Tensor]:
+        x, _, x_aug, _ = _all_photos(data)
+        model.eval()
+        parts = {"train": x, "aug": x_aug} | ({} if data.x_new is None else {"new": data.x_new})
+        with torch.inference_mode():
+            return {
+                name: torch.cat(
+                    [model.forward_features(ft._float(v[i : i + 128])) for i in range(0, len(v), 128)]
+                )
+                for name, v in parts.items()
+            }
+
+    features, _ = FeatureCache().get_or_compute(
+        cfg.model.backbone,
+        cfg.model.resolution,
+        f"{data.fingerprint}-all",
+        weights_tag(source, state),
+        compute,
+    )
+    return {"train": features["train"], "val": features["train"], "aug": features["aug"]} | (
+        {"new": features["new"]} if "new" in features else {}
+    )
+
+
+def retrain_finetune(
+    trial: FrozenTrial, data: Any, rep: Replicate, settings: dict[str, Any], device: str = "cpu"
+) -> dict[str, Any]:
+    """One replicate of a finetune configuration: the best epoch's proxy (ORIG/AUG/NEW) on its held-out
+    photos and their condition-bank copies."""
+    cfg = FinetuneTrialConfig.from_dict(trial.user_attrs["config"])
+    seed = int(trial.user_attrs.get("seed", trial.number)) * 31 + 1_000 + rep.index
+    _, best, parts = _finetune_run(trial, data, rep, settings, cfg.train.epochs, seed)
+    return {
+        "value": float(best["proxy"]),
+        "best_epoch": int(best["epoch"]),
+        "n_train": len(parts.y_train),
+        "n_val": len(parts.y_val),
+        **{f"{name}_acc": value for name, value in best["parts"].items()},
+    }
+
+
+def refit_finetune(
+    trial: FrozenTrial,
+    data: Any,
+    path: Path,
+    *,
+    epochs: int,
+    seed: int,
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train a finetune configuration on every photo of the study for ``epochs`` epochs; the last epoch's
+    weights (backbone and head) go to ``path``."""
+    started = time.perf_counter()
+    model, _, parts = _finetune_run(trial, data, None, settings or {}, epochs, seed)
+    save_state(cpu_state(model), path)
+    return {
+        "checkpoint": path.name,
+        "epochs": epochs,
+        "n_train": len(parts.y_train),
+        "seed": seed,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+# --- mynet -----------------------------------------------------------------------------------------------
+
+
+def retrain_mynet(
+    trial: FrozenTrial, data: Any, rep: Replicate, settings: dict[str, Any], device: str = "auto"
+) -> dict[str, Any]:
+    """One replicate of a mynet configuration: the study's split with a fresh seed; best val accuracy."""
+    from models import MyNet
+
+    if rep.scheme != "seed":
+        raise ValueError("mynet confirms over seeds (--seeds R): its validation images are the lab's split")
+    cfg = MyNetTrialConfig.from_dict(trial.user_attrs["config"])
+    seed = int(trial.user_attrs.get("seed", trial.number)) * 31 + 1_000 + rep.index
+    torch_device = resolve_device(device)
+    split = data.to(torch_device)
+    torch.manual_seed(seed)
+    model = MyNet(cfg.model).to(torch_device, memory_format=torch.channels_last)
+    result = fit(
+        model,
+        cfg.train,
+        cfg.augment,
+        (split.x_train, split.y_train),
+        (split.x_val, split.y_val),
+        generator=torch.Generator(device=torch_device).manual_seed(seed),
+    )
+    model.load_state_dict(result.best_state)
+    return {
+        "value": float(result.history[result.best_epoch - 1].val_accuracy),
+        "best_epoch": int(result.best_epoch),
+        "n_train": len(split.y_train),
+        "n_val": len(split.y_val),
+        "test_accuracy": accuracy(model, split.x_test, split.y_test),
+    }
+
+
+Retrainer = Callable[[FrozenTrial, Any, Replicate, dict[str, Any], str], dict[str, Any]]
+RETRAINERS: dict[str, Retrainer] = {
+    "numpy-mlp": retrain_numpy_mlp,
+    "finetune": retrain_finetune,
+    "mynet": retrain_mynet,
+}
+REFITTERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "numpy-mlp": refit_numpy_mlp,
+    "finetune": refit_finetune,
+}
