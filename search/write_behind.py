@@ -38,8 +38,12 @@ class _Pending:
 
 
 def write_behind(storage: optuna.storages.BaseStorage, max_delay: float = MAX_DELAY_S) -> Any:
-    """``storage`` with its worker's trials written behind (RDB storages; any other storage unchanged)."""
-    if isinstance(storage, RDBStorage):
+    """``storage`` with its worker's trials written behind (SQLite; any other storage unchanged).
+
+    Only one machine uses an SQLite file, so nobody else needs to see a trial's first seconds as they
+    happen; on a server storage other machines watch them (progress, heartbeats, recovery), and its round
+    trips are not the local file commits this saves."""
+    if isinstance(storage, RDBStorage) and storage.engine.url.get_backend_name() == "sqlite":
         return WriteBehindStorage(storage, max_delay)
     return storage
 
