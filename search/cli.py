@@ -33,12 +33,12 @@ from spaces import SpaceError
 from .algorithms import PRUNERS, SAMPLERS
 from .export import export
 from .refit import refit
-from .storage import DEFAULT_STORAGE, StorageError, check_storage_url, get_storage
+from .storage import DEFAULT_STORAGE, StorageError, check_writable, open_existing
 from .study import RunSummary, StudyError, join_study, load_study, run_study, study_dir
 from .submit import build_submission
 from .validate import Limits, Report, validate
 from .winner import Winner, evaluate, find_winner
-from .workers import WorkerError
+from .workers import WorkerError, exit_code, raise_on_sigterm
 
 __all__ = ["main"]
 
@@ -110,7 +110,7 @@ def _print_summary(summary: RunSummary, storage_url: str) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """List the studies in a storage with trial counts by state and best values."""
-    frame = studies_frame(get_storage(args.storage))
+    frame = studies_frame(_existing_storage(args.storage))
     if frame.empty:
         print(f"no studies in {args.storage}")
     else:
@@ -157,6 +157,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_refit(args: argparse.Namespace) -> int:
     """Retrain the winner (or --trial N) of a study on its train + validation images (or --data-fraction F
     of the training images plus the validation images) for its best epoch count; export then uses it."""
+    check_writable(args.storage, args.checkpoints)
     result = refit(
         args.storage,
         args.study,
@@ -273,10 +274,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def _existing_storage(url: str) -> optuna.storages.BaseStorage:
     """Open a storage that must exist already: reading commands never create an empty one."""
-    scheme = check_storage_url(url)
-    if scheme in ("sqlite", "journal") and not Path(url.split(":///", 1)[1]).is_file():
-        raise StorageError(f"no storage at {url!r}: the file does not exist")
-    return get_storage(url)
+    return open_existing(url)
 
 
 def _add_run(parser: argparse.ArgumentParser) -> None:
@@ -432,17 +430,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rpztune`` console script."""
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        with raise_on_sigterm():  # SIGTERM ends a run like Ctrl-C: trials FAIL, not left RUNNING
+            return args.handler(args)
     except USER_ERRORS as exc:
         if args.debug:
             traceback.print_exc()
         print(f"rpztune {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(
-            f"rpztune {args.command}: interrupted; finished trials are kept in the storage", file=sys.stderr
-        )
-        return 130
+    except KeyboardInterrupt as interrupt:
+        how = "terminated (SIGTERM)" if exit_code(interrupt) == 143 else "interrupted"
+        print(f"rpztune {args.command}: {how}; finished trials are kept in the storage", file=sys.stderr)
+        return exit_code(interrupt)
 
 
 if __name__ == "__main__":
