@@ -39,6 +39,7 @@ __all__ = [
     "checkpoint_root",
     "get_storage",
     "open_existing",
+    "storage_exists",
     "study_dirname",
 ]
 
@@ -94,10 +95,19 @@ def open_existing(url: str) -> optuna.storages.BaseStorage:
     Raises:
         StorageError: as :func:`get_storage`, and when a file storage's file does not exist.
     """
-    scheme = check_storage_url(url)
-    if scheme in ("sqlite", "journal") and not Path(url.split(":///", 1)[1]).is_file():
+    if not storage_exists(url):
         raise StorageError(f"no storage at {url!r}: the file does not exist")
     return get_storage(url)
+
+
+def storage_exists(url: str) -> bool:
+    """Whether a file storage's file exists (a server storage is assumed to).
+
+    Raises:
+        StorageError: for a malformed URL.
+    """
+    scheme = check_storage_url(url)
+    return scheme not in ("sqlite", "journal") or Path(url.split(":///", 1)[1]).is_file()
 
 
 def check_writable(url: str, checkpoints: str | Path | None = None) -> None:

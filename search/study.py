@@ -30,6 +30,7 @@ from .storage import (
     checkpoint_root,
     get_storage,
     open_existing,
+    storage_exists,
     study_dirname,
 )
 from .workers import WorkerSpec, available_cores, run_workers
@@ -253,6 +254,8 @@ def load_study(storage: str, study_name: str) -> optuna.Study:
         StudyError: naming the studies that do exist.
         StorageError: when the storage does not exist or cannot be opened.
     """
+    if not storage_exists(storage):
+        raise StudyError(f"no study {study_name!r} in {storage}: the file does not exist")
     storage_obj = open_existing(storage)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage_obj, include_best_trial=False)]
     if study_name not in names:
