@@ -20,6 +20,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -72,6 +73,9 @@ def exit_code(interrupt: KeyboardInterrupt) -> int:
 @contextlib.contextmanager
 def raise_on_sigterm() -> Iterator[None]:
     """Within the block, SIGTERM raises :class:`Terminated` in the main thread (then the old handler)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers (an embedding application keeps its own)
+        return
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
@@ -261,14 +265,12 @@ class _Pool:
         proc = self.context.Process(
             target=_child_main, args=(self.spec, self.budget, index, writer), name=f"rpztune-worker-{index}"
         )
-        # The child inherits the blocked signals: a Ctrl-C during its imports waits for _child_main.
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-        try:
-            proc.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            writer.close()
-        self.procs[index], self.pipes[index] = proc, reader
+        with _signals_deferred():  # a start cut short leaves a child that dies unpickling its task
+            try:
+                proc.start()
+                self.procs[index], self.pipes[index] = proc, reader
+            finally:
+                writer.close()
 
     def supervise(self, study: optuna.Study, board: ProgressBoard) -> None:
         while self.procs:
@@ -345,11 +347,35 @@ class _Pool:
         # Keep reading the pipes while waiting: a worker must never block on a full pipe as it ends.
         deadline = time.monotonic() + seconds
         while any(proc.exitcode is None for proc in self.procs.values()) and time.monotonic() < deadline:
-            wait([*self.pipes.values(), *(proc.sentinel for proc in self.procs.values())], timeout=0.25)
-            for reader in self.pipes.values():
-                with contextlib.suppress(EOFError, OSError, ValueError):
+            open_pipes = [reader for reader in self.pipes.values() if not reader.closed]
+            wait([*open_pipes, *(proc.sentinel for proc in self.procs.values())], timeout=0.25)
+            for reader in open_pipes:
+                try:
                     while reader.poll():
                         reader.recv()
+                except (EOFError, OSError, ValueError):
+                    reader.close()  # the worker closed its end
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, then raise them as usual.
+
+    The block also runs with both signals blocked in this thread, which a spawned child inherits: a signal
+    during its imports stays pending until ``_child_main`` can end the worker cleanly. Another thread of this
+    process (a BLAS pool) may still take the signal, so the handlers only record it meanwhile.
+    """
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in _STOP_SIGNALS}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a signal pending here is recorded too
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if caught:
+        signal.raise_signal(caught[0])
 
 
 def _child_main(spec: WorkerSpec, budget: TrialBudget, index: int, pipe: Connection) -> None:
