@@ -182,16 +182,17 @@ def test_faults_sigterm_fails_the_running_trials_and_exits_143(workers, target, 
 
 
 def test_faults_ctrl_c_while_workers_import_is_one_line(data_dir, tmp_path) -> None:
-    proc = start("run", "numpy-mlp", "--workers", "2", "--trials", "4", "--data", str(data_dir), *QUICK,
+    proc = start("run", "numpy-mlp", "--workers", "2", "--trials", "200", "--data", str(data_dir), *QUICK,
                  cwd=tmp_path)  # fmt: skip
     children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None:
-        if len(children.read_text().split()) >= 2:  # the workers were spawned and are importing
+        if len(children.read_text().split()) >= 2:  # the workers (and the resource tracker) were spawned
             break
         time.sleep(0.01)
     else:
         pytest.fail("the workers were never spawned")
+    time.sleep(1.5)  # into the workers' imports (seconds of torch and optuna), not their exec
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
     code, _, err = finish(proc)
     assert code == 130, err
