@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 import sys
 from dataclasses import dataclass
@@ -21,7 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DataError", "DigitPair", "MnistImages", "binary_split", "cache_dir", "load_mnist", "select_pair"]
+__all__ = [
+    "DataError",
+    "DigitPair",
+    "MnistImages",
+    "binary_split",
+    "cache_dir",
+    "download_reason",
+    "load_mnist",
+    "select_pair",
+    "unreadable_reason",
+]
 
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -169,6 +180,21 @@ def _from_npz(path: Path) -> MnistImages:
     return _images(*arrays, source=f"npz {path}")
 
 
+def download_reason(exc: BaseException, limit: int = 300) -> str:
+    """One line saying why a download failed (torchvision's text spans lines: file, mirror, error)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def unreadable_reason(raw: Path, exc: BaseException) -> str | None:
+    """Why torchvision could not read the files present in ``raw`` (``None``: the files are missing)."""
+    files = [f for f in raw.iterdir() if f.is_file()] if raw.is_dir() else []
+    if not files or "Dataset not found" in str(exc):
+        return None
+    reason = download_reason(exc)
+    return f"{raw} holds {len(files)} files but they cannot be read (one may be truncated): {reason}"
+
+
 def _from_torchvision(root: Path, *, download: bool) -> MnistImages:
     from torchvision.datasets import MNIST
 
@@ -179,17 +205,23 @@ def _from_torchvision(root: Path, *, download: bool) -> MnistImages:
 
     try:
         train, test = load(False)
-    except RuntimeError:
+    except RuntimeError as exc:
+        damaged = unreadable_reason(root / "MNIST" / "raw", exc)
+        if damaged is not None:
+            raise DataError(damaged) from None
         if not download:
             raise DataError(f"no MNIST under {root} (expected full-mnist.npz or MNIST/raw/)") from None
+        created = not (root / "MNIST").exists()
         previous = socket.getdefaulttimeout()
         socket.setdefaulttimeout(15)
         try:
             train, test = load(True)
         except Exception as exc:
+            if created:  # a failed download leaves the user's folder as it was
+                shutil.rmtree(root / "MNIST", ignore_errors=True)
             raise DataError(
                 f"no MNIST under {root} (expected full-mnist.npz or MNIST/raw/) and the download failed: "
-                f"{str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}"
+                f"{download_reason(exc)}"
             ) from None
         finally:
             socket.setdefaulttimeout(previous)

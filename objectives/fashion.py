@@ -16,6 +16,7 @@ separate test file (``t10k``), recorded per trial for information, never used to
 from __future__ import annotations
 
 import hashlib
+import shutil
 import socket
 import sys
 from dataclasses import dataclass, field, replace
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .data import DataError, cache_dir
+from .data import DataError, cache_dir, download_reason, unreadable_reason
 
 __all__ = ["FashionImages", "FashionSplit", "fashion_split", "load_fashion"]
 
@@ -171,17 +172,23 @@ def _from_torchvision(root: Path, *, download: bool):
 
     try:
         return FashionMNIST(root, train=True), FashionMNIST(root, train=False)
-    except RuntimeError:
+    except RuntimeError as exc:
+        damaged = unreadable_reason(root / "FashionMNIST" / "raw", exc)
+        if damaged is not None:
+            raise DataError(damaged) from None
         if not download:
             raise DataError(
                 f"no FashionMNIST under {root} (expected {root / 'FashionMNIST' / 'raw'})"
             ) from None
+    created = not (root / "FashionMNIST").exists()
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(15)
     try:
         return FashionMNIST(root, train=True, download=True), FashionMNIST(root, train=False, download=True)
     except Exception as exc:
-        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        if created:  # a failed download leaves no empty folders behind
+            shutil.rmtree(root / "FashionMNIST", ignore_errors=True)
+        reason = download_reason(exc)
         raise DataError(
             f"no FashionMNIST under {root} and the download failed ({reason}); pass --data with a folder "
             "holding FashionMNIST/raw/"

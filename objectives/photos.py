@@ -3,7 +3,8 @@
 Each image is decoded and resized once (as the evaluator does: PIL ``Resize((96, 96))``, bilinear, then
 ``ToTensor``; kept as uint8, which ``ToTensor`` divides by 255 exactly). Corrupt or non-image files are
 skipped with a warning and counted. A zip is extracted once into the cache, refusing absolute paths and
-``..`` entries. Classes are the sub-folder names in sorted order, as ``ImageFolder`` has them.
+``..`` entries. Classes are the sub-folder names in sorted order, as ``ImageFolder`` has them; the lab's
+models have two outputs, so a folder must hold exactly two classes, each with readable photos.
 """
 
 from __future__ import annotations
@@ -23,9 +24,18 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from .data import DataError, cache_dir
 
-__all__ = ["IMAGE_SIZE", "Photos", "find_photo_root", "load_photos", "safe_extract", "seeded_split"]
+__all__ = [
+    "IMAGE_SIZE",
+    "N_CLASSES",
+    "Photos",
+    "find_photo_root",
+    "load_photos",
+    "safe_extract",
+    "seeded_split",
+]
 
 IMAGE_SIZE = 96
+N_CLASSES = 2  # cat, dog: the lab's models have two outputs
 _EXTENSIONS = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
 _FOLDER_NAMES = ("dogs_and_cats", "dogs_and_cats.zip")
 
@@ -89,10 +99,15 @@ def load_photos(path: str | Path, *, max_images: int | None = None, seed: int = 
         seed: The subset's seed.
 
     Raises:
-        DataError: when no image can be read.
+        DataError: when the folder does not hold exactly two classes, or a class has no readable image.
     """
     root = find_photo_root(path)
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if len(classes) != N_CLASSES:
+        raise DataError(
+            f"{root} holds {len(classes)} class folders ({', '.join(classes)}), but the lab's models tell "
+            f"{N_CLASSES} classes apart: give a folder with exactly {N_CLASSES} (cat/, dog/)"
+        )
     files = [
         (f, label)
         for label, name in enumerate(classes)
@@ -122,6 +137,13 @@ def load_photos(path: str | Path, *, max_images: int | None = None, seed: int = 
         )
     if not images:
         raise DataError(f"no readable image under {root}")
+    counts = torch.bincount(torch.tensor(labels, dtype=torch.int64), minlength=len(classes)).tolist()
+    empty = [name for name, count in zip(classes, counts, strict=True) if count == 0]
+    if empty:
+        subset = "" if max_images is None else f" among the {max_images} drawn (max_images)"
+        raise DataError(
+            f"class folder {str(root / empty[0])!r} has no readable image{subset}; each class needs photos"
+        )
     return Photos(
         x=torch.stack(images),
         y=torch.tensor(labels, dtype=torch.int64),

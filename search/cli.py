@@ -23,9 +23,14 @@ from spaces import SpaceError
 
 from .algorithms import PRUNERS, SAMPLERS
 from .sandbox import SandboxUnavailable
-from .storage import DEFAULT_STORAGE, StorageError, check_storage_url, get_storage
+from .storage import (
+    DEFAULT_STORAGE,
+    StorageError,
+    check_writable,
+    open_existing,
+)
 from .study import StudyError
-from .workers import WorkerError
+from .workers import WorkerError, exit_code, raise_on_sigterm
 
 if TYPE_CHECKING:
     import optuna
@@ -149,7 +154,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     """List the studies in a storage with trial counts by state and best values."""
     from reports.tables import studies_frame
 
-    frame = studies_frame(get_storage(args.storage))
+    frame = studies_frame(_existing_storage(args.storage))
     if frame.empty:
         print(f"no studies in {args.storage}")
     else:
@@ -205,6 +210,7 @@ def cmd_refit(args: argparse.Namespace) -> int:
     of the training images plus the validation images) for its best epoch count; export then uses it."""
     from .refit import refit
 
+    check_writable(args.storage, args.checkpoints)
     result = refit(
         args.storage,
         args.study,
@@ -339,10 +345,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def _existing_storage(url: str) -> optuna.storages.BaseStorage:
     """Open a storage that must exist already: reading commands never create an empty one."""
-    scheme = check_storage_url(url)
-    if scheme in ("sqlite", "journal") and not Path(url.split(":///", 1)[1]).is_file():
-        raise StorageError(f"no storage at {url!r}: the file does not exist")
-    return get_storage(url)
+    return open_existing(url)
 
 
 def _add_run(parser: argparse.ArgumentParser) -> None:
@@ -524,17 +527,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rpztune`` console script."""
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        with raise_on_sigterm():  # SIGTERM ends a run like Ctrl-C: trials FAIL, not left RUNNING
+            return args.handler(args)
     except USER_ERRORS as exc:
         if args.debug:
             traceback.print_exc()
         print(f"rpztune {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(
-            f"rpztune {args.command}: interrupted; finished trials are kept in the storage", file=sys.stderr
-        )
-        return 130
+    except KeyboardInterrupt as interrupt:
+        how = "terminated (SIGTERM)" if exit_code(interrupt) == 143 else "interrupted"
+        print(f"rpztune {args.command}: {how}; finished trials are kept in the storage", file=sys.stderr)
+        return exit_code(interrupt)
 
 
 if __name__ == "__main__":

@@ -4,21 +4,41 @@ Heartbeats (RDB storages) catch dead workers anywhere after the grace period. On
 we need not wait: every trial records ``host``/``pid``/process start time (and its own number) in
 its ``worker`` user attribute, and a RUNNING trial whose process is gone is failed at once and
 re-queued with its parameters (Optuna's retry callback), so no RUNNING ghost outlives the next run.
+A retry inherits its original's user attributes except ``fail_reason`` (a retry that completes did not fail).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
+import warnings
 from typing import Any
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-__all__ = ["MAX_RETRY", "recover_orphans", "trials_lost_with", "worker_identity"]
+__all__ = ["MAX_RETRY", "recover_orphans", "retry_callback", "trials_lost_with", "worker_identity"]
 
 MAX_RETRY = 2
+
+
+class _Retry(RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a failed trial, without the failed trial's ``fail_reason``."""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if "fail_reason" in trial.user_attrs:
+            trial = copy.copy(trial)
+            trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != "fail_reason"}
+        super().__call__(study, trial)
+
+
+def retry_callback(max_retry: int = MAX_RETRY) -> RetryHeartbeatStaleTrialCallback:
+    """The callback that re-queues a dead worker's trial (up to ``max_retry`` times), built quietly."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _Retry(max_retry=max_retry)
 
 
 def worker_identity() -> dict[str, Any]:
@@ -58,7 +78,7 @@ def recover_orphans(study: optuna.Study, *, pids: set[int] | None = None) -> lis
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # it finished (or another worker failed it) meanwhile
-        RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, storage.get_trial(trial._trial_id))
+        retry_callback()(study, storage.get_trial(trial._trial_id))
         failed.append(trial.number)
     return failed
 

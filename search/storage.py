@@ -3,27 +3,43 @@
 ``sqlite:///FILE`` (the embedded default; WAL mode and a busy timeout so several local workers can share it),
 ``postgresql://…`` / ``mysql://…`` (many machines), ``journal:///FILE`` (Optuna's journal file, for many
 local workers). RDB storages get heartbeats so a dead worker's trial is failed and retried.
+
+An SQLite file is checked before Optuna opens it (a damaged or foreign file is one ``StorageError``), a
+read-only one is opened read-only (reading commands work; ``check_writable`` refuses writers up front), and
+processes creating the schema of a fresh file take turns (a lock on its folder).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import os
 import re
 import sqlite3
+import tempfile
+import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import optuna
 import sqlalchemy
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+from .recovery import retry_callback
 
 __all__ = [
     "DEFAULT_STORAGE",
     "StorageError",
     "check_storage_url",
+    "check_writable",
     "checkpoint_root",
     "get_storage",
+    "open_existing",
+    "storage_exists",
     "study_dirname",
 ]
 
@@ -31,12 +47,18 @@ DEFAULT_STORAGE = "sqlite:///studies.db"
 HEARTBEAT_INTERVAL_S = 10
 GRACE_PERIOD_S = 30
 SQLITE_BUSY_TIMEOUT_S = 60
+_SCHEMA_RETRIES = 5
 
 
 @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "connect")
 def _sqlite_wal(dbapi_connection, connection_record) -> None:  # noqa: ANN001
     if isinstance(dbapi_connection, sqlite3.Connection):
-        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        try:
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorname != "SQLITE_READONLY":
+                raise
+            # a read-only file stays in its journal mode; reading works in any
         dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
 
@@ -58,8 +80,56 @@ def get_storage(url: str) -> optuna.storages.BaseStorage:
         # process); WAL lets readers run beside the writer; SQLite's busy handler retries a locked
         # database for up to SQLITE_BUSY_TIMEOUT_S before giving up.
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
-        return _rdb(url, engine_kwargs)
+        path = _local_path(url, "sqlite:///")
+        _check_sqlite_file(url, path)
+        target = url
+        if path.is_file() and _write_error(path) is not None:
+            target = f"sqlite:///file:{quote(str(path.resolve()))}?mode=ro&uri=true"
+        with _folder_lock(path.parent):  # two processes creating a fresh file's tables take turns
+            return _rdb(target, engine_kwargs, shown=url)
     return _rdb(url, {"pool_pre_ping": True})
+
+
+def open_existing(url: str) -> optuna.storages.BaseStorage:
+    """Open a storage that must exist already: reading commands never create an empty one.
+
+    Raises:
+        StorageError: as :func:`get_storage`, and when a file storage's file does not exist.
+    """
+    if not storage_exists(url):
+        raise StorageError(f"no storage at {url!r}: the file does not exist")
+    return get_storage(url)
+
+
+def storage_exists(url: str) -> bool:
+    """Whether a file storage's file exists (a server storage is assumed to).
+
+    Raises:
+        StorageError: for a malformed URL.
+    """
+    scheme = check_storage_url(url)
+    return scheme not in ("sqlite", "journal") or Path(url.split(":///", 1)[1]).is_file()
+
+
+def check_writable(url: str, checkpoints: str | Path | None = None) -> None:
+    """Check that a run can write the storage's file (when it is a file) and its checkpoint folder.
+
+    Raises:
+        StorageError: naming what is read-only, before anything is written.
+    """
+    scheme = check_storage_url(url)
+    if scheme in ("sqlite", "journal"):
+        path = Path(url.split(":///", 1)[1])
+        error = _write_error(path) if path.exists() else _folder_write_error(path.parent)
+        if error is not None:
+            raise StorageError(f"storage {url!r} is not writable ({error}); a run must record its trials")
+    root = checkpoint_root(url, checkpoints)
+    folder = next((p for p in (root, *root.parents) if p.exists()), Path("."))
+    error = _folder_write_error(folder) if folder.is_dir() else f"{str(folder)!r} is not a folder"
+    if error is not None:
+        raise StorageError(
+            f"checkpoint folder {str(root)!r} cannot be written ({error}); pass --checkpoints DIR"
+        )
 
 
 def check_storage_url(url: str) -> str:
@@ -109,20 +179,86 @@ def _local_path(url: str, prefix: str) -> Path:
     return path
 
 
-def _rdb(url: str, engine_kwargs: dict) -> RDBStorage:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            return RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                grace_period=GRACE_PERIOD_S,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
-            )
-        except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError) as exc:
-            raise StorageError(f"malformed storage URL {url!r}: {exc}") from None
-        except sqlalchemy.exc.OperationalError as exc:
-            raise StorageError(f"cannot open storage {url!r}: {exc.orig}") from None
-        except ImportError as exc:
-            raise StorageError(f"storage {url!r} needs its database driver installed: {exc}") from None
+def _rdb(url: str, engine_kwargs: dict, shown: str | None = None) -> RDBStorage:
+    shown = shown or url
+    for attempt in range(_SCHEMA_RETRIES):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            try:
+                return RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                    grace_period=GRACE_PERIOD_S,
+                    heartbeat_stale_trial_callback=retry_callback(),
+                )
+            except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError) as exc:
+                raise StorageError(f"malformed storage URL {shown!r}: {exc}") from None
+            except sqlalchemy.exc.DBAPIError as exc:
+                # Another process created the same tables or version row first (a server storage, or a
+                # file system without locks): the schema exists now, so opening again succeeds.
+                if _lost_schema_race(exc) and attempt + 1 < _SCHEMA_RETRIES:
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                raise StorageError(f"cannot open storage {shown!r}: {exc.orig}") from None
+            except ImportError as exc:
+                raise StorageError(f"storage {shown!r} needs its database driver installed: {exc}") from None
+    raise AssertionError("unreachable")
+
+
+def _lost_schema_race(exc: sqlalchemy.exc.DBAPIError) -> bool:
+    text = str(exc.orig).lower()
+    return isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in text or "duplicate" in text
+
+
+def _check_sqlite_file(url: str, path: Path) -> None:
+    """Refuse a file that is not an intact SQLite database before Optuna opens (and writes) it."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return  # SQLite creates the database in a missing or empty file
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            verdict = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        if getattr(exc, "sqlite_errorname", "") not in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+            raise StorageError(f"cannot open storage {url!r}: {exc}") from None
+        verdict = str(exc)
+    if verdict != "ok":
+        raise StorageError(
+            f"storage {url!r} is not an intact SQLite database ({verdict}); restore it from a backup "
+            "or pass another --storage"
+        )
+
+
+def _write_error(path: Path) -> str | None:
+    """Why ``path`` cannot be opened for writing (a read-only file or mount), else ``None``."""
+    try:
+        os.close(os.open(path, os.O_RDWR))
+    except OSError as exc:
+        return f"{exc.strerror}: {str(path)!r}"
+    return None
+
+
+def _folder_write_error(folder: Path) -> str | None:
+    """Why no file can be created in ``folder``, else ``None`` (tried for real: root ignores modes)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".rpztune-probe-"):
+            pass
+    except OSError as exc:
+        return f"{exc.strerror}: {str(folder)!r}"
+    return None
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``folder`` (flock on the folder itself: no lock file is left behind)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        yield  # nothing to lock; the schema retries still cover a race
+        return
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

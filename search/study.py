@@ -7,6 +7,7 @@ checked before the storage is written, so a mistake leaves the storage as it was
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,16 @@ from spaces import Space, parse_assignment
 from .algorithms import make_pruner, make_sampler
 from .heartbeat import check_grace
 from .progress import ProgressBoard
-from .storage import DEFAULT_STORAGE, check_storage_url, checkpoint_root, get_storage, study_dirname
+from .storage import (
+    DEFAULT_STORAGE,
+    check_storage_url,
+    check_writable,
+    checkpoint_root,
+    get_storage,
+    open_existing,
+    storage_exists,
+    study_dirname,
+)
 from .workers import WorkerSpec, available_cores, run_workers
 
 __all__ = [
@@ -95,7 +105,7 @@ class Execution:
         """Raises ``ValueError`` naming the first out-of-range setting."""
         if self.n_trials is not None and self.n_trials < 1:
             raise ValueError(f"--trials must be at least 1, but got {self.n_trials}")
-        if self.timeout is not None and self.timeout <= 0:
+        if self.timeout is not None and not (math.isfinite(self.timeout) and self.timeout > 0):
             raise ValueError(f"--timeout must be positive, but got {self.timeout}")
         if self.workers < 1:
             raise ValueError(f"--workers must be at least 1, but got {self.workers}")
@@ -144,7 +154,10 @@ def run_study(
     run = Execution(**execution)
     run.check()
     check_grace(heartbeat_grace)
+    if study_name is not None and not study_name.strip():
+        raise StudyError("--study must name a study (leave it out to use the task's name)")
     check_storage_url(storage)
+    check_writable(storage, run.checkpoints)
     dataset = task.load_data(data, space.settings())
     optuna.logging.set_verbosity(logging.WARNING)
     storage_obj = get_storage(storage)
@@ -185,6 +198,7 @@ def join_study(study_name: str, *, storage: str, data: str | None = None, **exec
     run = Execution(**execution)
     run.check()
     study = load_study(storage, study_name)
+    check_writable(storage, run.checkpoints)
     attrs = study.user_attrs
     if "task" not in attrs or "space" not in attrs:
         raise StudyError(f"study {study_name!r} was not created by rpztune run; it cannot be joined")
@@ -244,12 +258,15 @@ def _started(study: optuna.Study) -> int:
 
 
 def load_study(storage: str, study_name: str) -> optuna.Study:
-    """Load an existing study.
+    """Load an existing study (never creating a storage).
 
     Raises:
         StudyError: naming the studies that do exist.
+        StorageError: when the storage does not exist or cannot be opened.
     """
-    storage_obj = get_storage(storage)
+    if not storage_exists(storage):
+        raise StudyError(f"no study {study_name!r} in {storage}: the file does not exist")
+    storage_obj = open_existing(storage)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage_obj, include_best_trial=False)]
     if study_name not in names:
         known = ", ".join(names) or "none"

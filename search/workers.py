@@ -5,6 +5,11 @@ runs it in this process (one worker) or in N spawned processes, each with ``core
 threads; when a worker dies, its RUNNING trials are failed and re-queued at once and a new worker
 takes its place. Workers send progress events through their own pipe (a killed worker can only break
 its own pipe, never the others').
+
+Signals: SIGTERM is handled like Ctrl-C (``Terminated``, a ``KeyboardInterrupt``): the running trials end
+FAIL with the reason, and the command exits 143 (130 for Ctrl-C). Workers start with both signals blocked,
+so one arriving while a worker still imports waits until it can end the worker cleanly; the parent
+forwards a signal it alone got (``kill PID``) to its workers and waits for them.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -34,14 +41,60 @@ from .recovery import recover_orphans, trials_lost_with, worker_identity
 from .storage import StorageError, checkpoint_root, get_storage, study_dirname
 from .write_behind import WriteBehindStorage, write_behind
 
-__all__ = ["TrialBudget", "WorkerError", "WorkerSpec", "available_cores", "run_workers", "work"]
+__all__ = [
+    "Terminated",
+    "TrialBudget",
+    "WorkerError",
+    "WorkerSpec",
+    "available_cores",
+    "exit_code",
+    "raise_on_sigterm",
+    "run_workers",
+    "work",
+]
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _MAX_RESPAWNS_PER_WORKER = 3
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_INTERRUPTED = (130, 143)  # a worker's exit code after Ctrl-C / SIGTERM
 
 
 class WorkerError(RuntimeError):
     """Every worker process failed to start (e.g. its data differs from the study's)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (or the loss of the parent process), handled like Ctrl-C."""
+
+
+def exit_code(interrupt: KeyboardInterrupt) -> int:
+    """The shell's exit code for an interrupt: 143 after SIGTERM, 130 after Ctrl-C."""
+    return 143 if isinstance(interrupt, Terminated) else 130
+
+
+@contextlib.contextmanager
+def raise_on_sigterm() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` in the main thread (then the old handler)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers (an embedding application keeps its own)
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated("SIGTERM")
+
+
+def _raise_once(signum: int, frame: Any) -> None:
+    # A worker ends on the first signal; a second (the terminal's and the parent's copy of one Ctrl-C) must
+    # not interrupt the clean-up that marks its trial FAIL.
+    for other in _STOP_SIGNALS:
+        signal.signal(other, signal.SIG_IGN)
+    raise Terminated("SIGTERM") if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 @dataclass(frozen=True)
@@ -161,6 +214,9 @@ def work(
         except Exception as exc:  # the trial fails (Optuna catches it); keep the reason with the trial
             trial.set_user_attr("fail_reason", _reason(exc))
             raise
+        except KeyboardInterrupt as exc:  # Optuna fails the trial and re-raises
+            trial.set_user_attr("fail_reason", f"interrupted ({exc or 'Ctrl-C'})")
+            raise
 
     callbacks: list[Any] = [KeepTopCheckpoints(ckpt_dir, spec.keep_top)]
     if progress is not None:
@@ -202,14 +258,14 @@ def run_workers(
     context = mp.get_context("spawn")
     budget = TrialBudget(n_trials, context)
     pool = _Pool(spec, budget, context)
-    with _thread_env(spec.threads):
-        for index in range(n_workers):
-            pool.start(index)
-    study = optuna.load_study(study_name=spec.study_name, storage=get_storage(spec.storage))
     try:
+        with _thread_env(spec.threads):
+            for index in range(n_workers):
+                pool.start(index)
+        study = optuna.load_study(study_name=spec.study_name, storage=get_storage(spec.storage))
         pool.supervise(study, board)
-    except KeyboardInterrupt:
-        pool.stop(study)
+    except KeyboardInterrupt as interrupt:
+        pool.stop(interrupt)
         raise
 
 
@@ -229,9 +285,12 @@ class _Pool:
         proc = self.context.Process(
             target=_child_main, args=(self.spec, self.budget, index, writer), name=f"rpztune-worker-{index}"
         )
-        proc.start()
-        writer.close()
-        self.procs[index], self.pipes[index] = proc, reader
+        with _signals_deferred():  # a start cut short leaves a child that dies unpickling its task
+            try:
+                proc.start()
+                self.procs[index], self.pipes[index] = proc, reader
+            finally:
+                writer.close()
 
     def supervise(self, study: optuna.Study, board: ProgressBoard) -> None:
         while self.procs:
@@ -269,7 +328,7 @@ class _Pool:
         failed = trials_lost_with(study, proc.pid)  # a worker starting meanwhile may have failed them
         self.budget.refund(len(failed))
         self.respawns[index] = self.respawns.get(index, 0)
-        if proc.exitcode in (2, 130):  # refused its input, or was interrupted: do not respawn
+        if proc.exitcode in (2, *_INTERRUPTED):  # refused its input, or was interrupted: do not respawn
             return
         print(
             f"rpztune: worker {index} (pid {proc.pid}) exited with code {proc.exitcode}; "
@@ -283,23 +342,76 @@ class _Pool:
         with _thread_env(self.spec.threads):
             self.start(index)
 
-    def stop(self, study: optuna.Study) -> None:
-        # The workers got the same SIGINT: each ends its running trial as FAIL and exits. Wait, then clean up.
-        deadline = time.monotonic() + 30
-        for proc in self.procs.values():
-            proc.join(max(0.0, deadline - time.monotonic()))
-        for proc in self.procs.values():
-            if proc.exitcode is None:
-                proc.terminate()
-                proc.join(5)
-        recover_orphans(study, pids={proc.pid for proc in self.procs.values()})
+    def stop(self, interrupt: KeyboardInterrupt) -> None:
+        """Pass the signal on, let each worker fail its running trial and exit, then fail what is left."""
+        handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _STOP_SIGNALS}  # stop runs to its end
+        try:
+            # A terminal's Ctrl-C reached the workers too; `kill PID` only this process. Workers end on the
+            # first signal and ignore a second, so forwarding is always safe.
+            sig = signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT
+            for proc in self.procs.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, sig)
+            self._wait(30)
+            for proc in self.procs.values():
+                if proc.exitcode is None:
+                    proc.kill()  # it ignores signals while it cleans up: hung
+            self._wait(5)
+            study = optuna.load_study(study_name=self.spec.study_name, storage=get_storage(self.spec.storage))
+            recover_orphans(study, pids={proc.pid for proc in self.procs.values()})
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+
+    def _wait(self, seconds: float) -> None:
+        # Keep reading the pipes while waiting: a worker must never block on a full pipe as it ends.
+        deadline = time.monotonic() + seconds
+        while any(proc.exitcode is None for proc in self.procs.values()) and time.monotonic() < deadline:
+            open_pipes = [reader for reader in self.pipes.values() if not reader.closed]
+            wait([*open_pipes, *(proc.sentinel for proc in self.procs.values())], timeout=0.25)
+            for reader in open_pipes:
+                try:
+                    while reader.poll():
+                        reader.recv()
+                except (EOFError, OSError, ValueError):
+                    reader.close()  # the worker closed its end
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, then raise them as usual.
+
+    The block also runs with both signals blocked in this thread, which a spawned child inherits: a signal
+    during its imports stays pending until ``_child_main`` can end the worker cleanly. Another thread of this
+    process (a BLAS pool) may still take the signal, so the handlers only record it meanwhile.
+    """
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in _STOP_SIGNALS}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a signal pending here is recorded too
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if caught:
+        signal.raise_signal(caught[0])
 
 
 def _child_main(spec: WorkerSpec, budget: TrialBudget, index: int, pipe: Connection) -> None:
+    def send(message: tuple) -> None:
+        try:
+            pipe.send(message)
+        except (BrokenPipeError, EOFError, OSError):
+            raise Terminated("the rpztune parent process is gone") from None
+
     try:
-        work(spec, budget, index, pipe.send)
-    except KeyboardInterrupt:
-        sys.exit(130)
+        for sig in _STOP_SIGNALS:
+            signal.signal(sig, _raise_once)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # a signal that came meanwhile lands now
+        work(spec, budget, index, send)
+    except KeyboardInterrupt as interrupt:
+        sys.exit(exit_code(interrupt))
     except (SpaceError, StorageError, objectives.DataError, objectives.TaskError) as exc:
         pipe.send(("error", index, str(exc)))
         print(f"rpztune worker {index}: error: {exc}", file=sys.stderr)
