@@ -1,7 +1,7 @@
 """Benchmark of selection fidelity: does a study's value pick trials that score well on the public test split?
 
 Usage: ``python bench/fidelity.py [--tasks numpy-mlp,mynet] [--seeds 0,1] [--trials 60] [--mynet-trials 10]
-[--data PATH]``
+[--data PATH] [--pruning]``
 
 For each task and seed it runs today's selection and the new one side by side, each as its own study
 (``rpztune run`` in this process, one thread):
@@ -20,6 +20,11 @@ It prints, per study, the Spearman correlation of the selection value with the r
 complete trials, the chosen trial's test figure, the best test figure among the top 10 by value and in the
 whole study, and the compute; then each pair side by side. The test split never chooses anything here: it
 is only read to judge the choice.
+
+``--pruning`` also runs a numpy-mlp ``folds=5`` study without pruning per seed and replays its trials
+through the pruners as the objective reports (ASHA and median on the pooled figure each epoch) and as
+fold-wise reporting would (``WilcoxonPruner``, one value per finished fold): trials stopped, compute kept,
+and how many of the best tenth were stopped.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import argparse
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -36,7 +42,9 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
+from objectives.folds import tie_broken_error  # noqa: E402
 from search import run_study  # noqa: E402
+from search.algorithms import make_pruner  # noqa: E402
 
 MYNET_TINY = [
     "data_fraction=0.02",
@@ -88,6 +96,57 @@ def summarize(study: optuna.Study, value, test: str, better_test) -> dict:
     }
 
 
+def replay(trials: list[FrozenTrial], pruner: optuna.pruners.BasePruner, reports) -> dict:
+    """Replay unpruned trials through ``pruner`` in order, reporting ``reports(trial)``: (step, value,
+    share of the trial's compute done) each; how many it stops, the compute it keeps, and how many of the
+    best tenth (by final value) it stops."""
+    study = optuna.create_study(direction="minimize", pruner=pruner)
+    stopped, compute = set(), 0.0
+    for trial in trials:
+        live = study.ask()
+        for step, value, done in reports(trial):
+            live.report(value, step)
+            if live.should_prune():
+                study.tell(live, state=TrialState.PRUNED)
+                stopped.add(trial.number)
+                compute += done
+                break
+        else:
+            study.tell(live, trial.value)
+            compute += 1.0
+    top = sorted(trials, key=lambda t: t.value)[: max(1, len(trials) // 10)]
+    return {
+        "stopped": len(stopped),
+        "compute": round(compute / len(trials), 3),
+        "top10pct_stopped": sum(t.number in stopped for t in top),
+    }
+
+
+def pruning_policies(study: optuna.Study) -> dict:
+    """Epoch-wise ASHA on the pooled figure vs fold-wise Wilcoxon, replayed on a study run without pruning."""
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+
+    def epochwise(t: FrozenTrial) -> list:
+        curves, n = t.user_attrs["curves"], t.user_attrs["n_val"]
+        pairs = list(zip(curves["val_error"], curves["val_brier"], strict=True))
+        return [(e + 1, tie_broken_error(a, b, n), (e + 1) / len(pairs)) for e, (a, b) in enumerate(pairs)]
+
+    def foldwise(t: FrozenTrial) -> list:
+        k, n = t.user_attrs["folds"], t.user_attrs["n_val"]
+        folds = zip(t.user_attrs["fold_val_error"], t.user_attrs["fold_val_brier"], strict=True)
+        return [(f, tie_broken_error(a, b, n // k), (f + 1) / k) for f, (a, b) in enumerate(folds)]
+
+    epochs = max(len(t.user_attrs["curves"]["val_error"]) for t in trials)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        wilcoxon = optuna.pruners.WilcoxonPruner(p_threshold=0.1)
+    return {
+        "asha_epochwise": replay(trials, make_pruner("asha", epochs), epochwise),
+        "median_epochwise": replay(trials, make_pruner("median", epochs), epochwise),
+        "wilcoxon_foldwise": replay(trials, wilcoxon, foldwise),
+    }
+
+
 def numpy_mlp(args, storage: str, seed: int) -> list[tuple[str, dict, float]]:
     rows = []
     for label, folds in (("folds=1 (today)", 1), ("folds=5", 5)):
@@ -100,6 +159,10 @@ def numpy_mlp(args, storage: str, seed: int) -> list[tuple[str, dict, float]]:
             brier = [t.user_attrs["curves"]["val_brier"][t.user_attrs["best_epoch"] - 1] for t in done]
             figures["spearman_brier"] = spearmanr(brier, [t.user_attrs["test_error"] for t in done]).statistic
         rows.append((label, figures, cpu))
+    if args.pruning:
+        name, sets = f"np-nopr-s{seed}", ["folds=5"]
+        study, _ = run("numpy-mlp", name, storage, seed, args, sets, n_trials=args.trials, pruner="none")
+        print(f"\nnumpy-mlp, seed {seed}, folds=5 without pruning, replayed: {pruning_policies(study)}")
     return rows
 
 
@@ -132,6 +195,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--trials", type=int, default=60, help="numpy-mlp trials per study")
     parser.add_argument("--mynet-trials", type=int, default=10)
+    parser.add_argument("--pruning", action="store_true", help="numpy-mlp: also replay pruning policies")
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)

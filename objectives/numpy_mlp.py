@@ -211,6 +211,7 @@ def _cross_validate(
     fold_best = [trainer.result().best_epoch for trainer in trainers]
     trial.set_user_attr("curves", curves)
     trial.set_user_attr("folds", k)
+    trial.set_user_attr("n_val", n)
     trial.set_user_attr("fold_val_error", [t.history[best_epoch - 1].val_error for t in trainers])
     trial.set_user_attr("fold_val_brier", [t.history[best_epoch - 1].val_brier for t in trainers])
     trial.set_user_attr("fold_best_epochs", fold_best)
