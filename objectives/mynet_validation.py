@@ -3,10 +3,11 @@
 By default (setting ``val_source = "additional"``) a trial is validated on ``val_images`` images set aside
 from the lab's "additional" part (never trained on, fixed for the study): 10,000 images measure an accuracy
 near 0.9 to +-0.3 points (one standard error) where the lab's 600 give +-1.2, more than the gap between
-good configurations. Evaluating them costs about half a training epoch at the lab's 9 %, so all of them are
-used only where a decision is made -- the pruner's rungs (ASHA, Hyperband) and the final epoch, which is the
-trial's value -- and the first ``val_subset`` of them (a seeded random sample) at the other epochs, which only
-draw the curves. Pruners that decide every epoch (median) get all of them every epoch.
+good configurations. Validating them costs about one training epoch at the lab's 9 % (0.93 of one for the
+baseline network: ``bench/fidelity.py --cost``), so all of them are used only where a decision is made --
+the pruner's rungs (ASHA, Hyperband) and the final epoch, which is the trial's value -- and the first
+``val_subset`` of them (a seeded random sample; 2,000: 0.19 of an epoch, +-0.7 points) at the other epochs,
+which only draw the curves. Pruners that decide every epoch (median) get all of them every epoch.
 ``val_source = "lab"`` validates on the lab's own 1 % split every epoch.
 """
 
