@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from . import efficientnet_lite, finetune, mynet, timm_backbone
+from . import efficientnet_lite, finetune, mynet, prediction, timm_backbone
 from .finetune import FinetuneCfg
 from .mynet import MyNetCfg
 
@@ -46,7 +46,7 @@ def pytorch_cnn_source(mynet_cfg: MyNetCfg) -> str:
     Example:
         >>> Path("pytorch_cnn.py").write_text(pytorch_cnn_source(MyNetCfg(channels=(16,))))  # doctest: +SKIP
     """
-    return standalone_source([mynet], {"MYNET_CFG": mynet_cfg}, header=_HEADER)
+    return standalone_source([prediction, mynet], {"MYNET_CFG": mynet_cfg}, header=_HEADER)
 
 
 def submission_source(mynet_cfg: MyNetCfg, finetune_cfg: FinetuneCfg, *, plain_torch: bool) -> str:
@@ -66,14 +66,15 @@ def submission_source(mynet_cfg: MyNetCfg, finetune_cfg: FinetuneCfg, *, plain_t
     """
     needs = "Needs only torch." if plain_torch else "Needs torch and timm."
     return standalone_source(
-        [mynet, *finetune_modules(finetune_cfg, plain_torch=plain_torch)],
+        [prediction, mynet, *finetune_modules(finetune_cfg, plain_torch=plain_torch)],
         {"MYNET_CFG": mynet_cfg, "FINETUNE_CFG": finetune_cfg},
         header=_SUBMISSION_HEADER.format(needs=needs),
     )
 
 
 def finetune_modules(cfg: FinetuneCfg, *, plain_torch: bool) -> list[ModuleType]:
-    """The modules an exported ``FinetuneNet`` is merged from: its backbone factory, then ``finetune``.
+    """The modules an exported ``FinetuneNet`` is merged from: its backbone factory, then ``finetune``
+    (``classify``, which a single-task file needs too, is the caller's to add: a submission has it once).
 
     Raises:
         ValueError: with ``plain_torch``, when ``cfg.backbone`` is not a supported EfficientNet-Lite.
@@ -124,6 +125,7 @@ def standalone_source(modules: Sequence[ModuleType], defaults: Mapping[str, Any]
     missing = set(defaults) - found
     if missing:
         raise ValueError(f"no top-level assignment of {sorted(missing)} in {[m.__name__ for m in modules]}")
+    exported = list(dict.fromkeys(exported))  # a module may re-export another's name (mynet: classify)
     lines = ["from __future__ import annotations", "", *_sorted_imports(imports), "", _all_line(exported)]
     return f"{header}\n" + "\n".join(lines) + "\n\n" + "\n\n\n".join(bodies) + "\n"
 

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .prediction import classify
+
 __all__ = ["MYNET_CFG", "MyNet", "MyNetCfg", "classify"]
 
 ACTIVATIONS = {
@@ -168,17 +170,6 @@ class MyNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, 1, 28, 28]`` images in ``[0, 1]`` -> ``[B, 10]`` log-probabilities."""
         return self.forward_head(self.forward_features(x))
-
-
-def classify(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Predicted class indices ``[B]`` of images ``x``, computed in eval mode (then the mode is restored)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return model(x).argmax(dim=1)
-    finally:
-        model.train(was_training)
 
 
 _RULES = {

@@ -29,6 +29,7 @@ from ._optim import SGD
 from ._standalone import standalone_source
 from ._trainer import Diverged
 from ._trainer import EpochStats
+from ._trainer import Trainer
 from ._trainer import TrainResult
 from ._trainer import restore
 from ._trainer import train
@@ -45,6 +46,7 @@ __all__ = [
     "Sigmoid",
     "Tanh",
     "TrainResult",
+    "Trainer",
     "build_mlp",
     "initial_weights",
     "load_model",

@@ -41,6 +41,8 @@ class EpochStats:
         val_error: Fraction of misclassified validation outputs (prediction > 0.5 vs label > 0.5).
         lr: Learning rate used during the epoch.
         seconds: Wall-clock time of the epoch, validation included.
+        val_brier: Mean squared difference of the validation outputs and labels, whatever the loss (a
+            continuous figure that configurations trained with different losses share).
     """
 
     epoch: int
@@ -49,6 +51,7 @@ class EpochStats:
     val_error: float
     lr: float
     seconds: float
+    val_brier: float = math.nan
 
 
 class Diverged(Exception):
@@ -134,31 +137,107 @@ def train(
         Diverged: As soon as a minibatch loss or the validation loss is not finite.
         ValueError: If the data shapes or ``epochs``/``batch_size`` are invalid.
     """
-    _check_data(x_train, y_train, "train")
-    _check_data(x_val, y_val, "val")
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be >= 1, but got {epochs=}, {batch_size=}.")
-
-    history: list[EpochStats] = []
-    best_epoch, best_key, best_params = 0, (math.inf, math.inf), []
-    for epoch in range(1, epochs + 1):
-        start, lr = time.perf_counter(), optimizer.lr
-        with np.errstate(over="ignore", invalid="ignore"):
-            train_loss = _train_one_epoch(
-                model, loss, x_train, y_train, batch_size, optimizer, rng, augment, per_sample_grads, epoch
-            )
-            val_loss, val_error = _evaluate(model, loss, x_val, y_val)
-        if not math.isfinite(val_loss):
-            raise Diverged(epoch, val_loss, "val loss")
-        stats = EpochStats(epoch, train_loss, val_loss, val_error, lr, time.perf_counter() - start)
-        history.append(stats)
-        if (val_error, val_loss) < best_key:
-            best_epoch, best_key = epoch, (val_error, val_loss)
-            best_params = [{name: p.copy() for name, p in layer.params().items()} for layer in model]
-        optimizer.end_epoch()
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, but got {epochs=}.")
+    trainer = Trainer(
+        model,
+        loss,
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        rng=rng,
+        augment=augment,
+        per_sample_grads=per_sample_grads,
+    )
+    for _ in range(epochs):
+        stats = trainer.step()
         if on_epoch is not None:
             on_epoch(stats)
-    return TrainResult(history, best_epoch, best_params)
+    return trainer.result()
+
+
+class Trainer:
+    """One model's training, an epoch per :meth:`step` (what :func:`train` loops over), so that several
+    models can train side by side, e.g. the folds of a cross-validation reporting their mean each epoch.
+
+    The arguments are :func:`train`'s; the best epoch is tracked the same way.
+
+    Raises:
+        ValueError: If the data shapes or ``batch_size`` are invalid.
+    """
+
+    def __init__(
+        self,
+        model: list,
+        loss: _Loss,
+        x_train: np.ndarray,
+        y_train: np.ndarray,
+        x_val: np.ndarray,
+        y_val: np.ndarray,
+        *,
+        batch_size: int,
+        optimizer: SGD,
+        rng: np.random.Generator,
+        augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+        per_sample_grads: bool = False,
+    ) -> None:
+        _check_data(x_train, y_train, "train")
+        _check_data(x_val, y_val, "val")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, but got {batch_size=}.")
+        self.model, self.loss, self.optimizer, self.rng = model, loss, optimizer, rng
+        self._train, self._val = (x_train, y_train), (x_val, y_val)
+        self._batch_size, self._augment, self._per_sample = batch_size, augment, per_sample_grads
+        self.history: list[EpochStats] = []
+        self._best_epoch, self._best_key, self._best_params = 0, (math.inf, math.inf), []
+
+    def step(self) -> EpochStats:
+        """Train one epoch, validate, track the best epoch and return the epoch's stats.
+
+        Raises:
+            Diverged: As soon as a minibatch loss or the validation loss is not finite.
+        """
+        epoch = len(self.history) + 1
+        start, lr = time.perf_counter(), self.optimizer.lr
+        with np.errstate(over="ignore", invalid="ignore"):
+            train_loss = _train_one_epoch(
+                self.model,
+                self.loss,
+                *self._train,
+                self._batch_size,
+                self.optimizer,
+                self.rng,
+                self._augment,
+                self._per_sample,
+                epoch,
+            )
+            val_loss, val_error, val_brier = _evaluate(self.model, self.loss, *self._val)
+        if not math.isfinite(val_loss):
+            raise Diverged(epoch, val_loss, "val loss")
+        stats = EpochStats(epoch, train_loss, val_loss, val_error, lr, time.perf_counter() - start, val_brier)
+        self.history.append(stats)
+        if (val_error, val_loss) < self._best_key:
+            self._best_epoch, self._best_key = epoch, (val_error, val_loss)
+            self._best_params = self.params()
+        self.optimizer.end_epoch()
+        return stats
+
+    def params(self) -> list[dict[str, np.ndarray]]:
+        """Copies of the model's current parameters, for :func:`restore`."""
+        return [{name: p.copy() for name, p in layer.params().items()} for layer in self.model]
+
+    def result(self) -> TrainResult:
+        """The history so far, the best epoch and copies of its parameters.
+
+        Raises:
+            ValueError: before the first :meth:`step`.
+        """
+        if not self.history:
+            raise ValueError("no epoch has been trained yet")
+        return TrainResult(list(self.history), self._best_epoch, self._best_params)
 
 
 def restore(model: list, params_list: list[dict[str, np.ndarray]]) -> None:
@@ -227,9 +306,9 @@ def _batch_mean_grads(layer, per_sample: bool) -> dict[str, np.ndarray]:
     return {name: g.mean(axis=0) for name, g in layer.grads().items()}
 
 
-def _evaluate(model: list, loss: _Loss, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Returns (mean loss, error rate) over a data set, in chunks of at most ``_EVAL_CHUNK`` samples."""
-    loss_sum, n_wrong = 0.0, 0
+def _evaluate(model: list, loss: _Loss, x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """Returns (mean loss, error rate, Brier score) over a data set, in chunks of ``_EVAL_CHUNK`` samples."""
+    loss_sum, n_wrong, squares = 0.0, 0, 0.0
     for start in range(0, len(x), _EVAL_CHUNK):
         activation = x[start : start + _EVAL_CHUNK]
         for layer in model:
@@ -237,7 +316,8 @@ def _evaluate(model: list, loss: _Loss, x: np.ndarray, y: np.ndarray) -> tuple[f
         target = y[start : start + _EVAL_CHUNK]
         loss_sum += float(loss.forward(activation, target).sum())
         n_wrong += int(np.count_nonzero((activation > 0.5) != (target > 0.5)))
-    return loss_sum / y.size, n_wrong / y.size
+        squares += float(np.sum(np.square(activation - target, dtype=np.float64)))
+    return loss_sum / y.size, n_wrong / y.size, squares / y.size
 
 
 def _check_data(x: np.ndarray, y: np.ndarray, name: str) -> None:

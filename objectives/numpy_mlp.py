@@ -1,12 +1,18 @@
 """The ``numpy-mlp`` task: train one NumPy MLP configuration on a two-digit MNIST split.
 
-Canonical order per epoch: train -> validate -> ``trial.report(val_error, epoch)`` -> prune if told.
-The best epoch's weights are kept and written as the trial's checkpoint; curves and the test error are
-stored as trial user attributes (the test split is never used to choose anything).
+A trial is validated by stratified k-fold cross-validation of the training images (setting ``folds``,
+default 5; the folds train side by side, an epoch at a time) or, with ``folds=1``, on the study's one seeded
+validation split (``val_fraction``). Canonical order per epoch: train -> validate -> ``trial.report(value,
+epoch)`` -> prune if told. The best epoch's weights are kept and written as the trial's checkpoint; curves,
+per-fold figures and the test error are stored as trial user attributes (the test split is never used to
+choose anything). :func:`fit_config` trains one configuration on given train/validation indices.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,69 +25,123 @@ from nn_numpy import (
     SGD,
     Diverged,
     EpochStats,
+    Trainer,
+    TrainResult,
     build_mlp,
     load_model,
     predict,
     restore,
     save_model,
-    train,
 )
 from spaces import Space
-from spaces.numpy_mlp import SPACE, suggest
+from spaces.numpy_mlp import SPACE, NumpyMLPConfig, suggest
 
 from ._registry import Task, TrialContext, register
 from .data import DigitPair, binary_split, load_mnist, select_pair
+from .folds import pooled, stratified_folds, tie_broken_error
 
-__all__ = ["evaluate", "load_data", "objective", "random_shift"]
+__all__ = [
+    "ConfigFit",
+    "evaluate",
+    "fit_config",
+    "load_data",
+    "objective",
+    "pool",
+    "random_shift",
+    "start_fit",
+]
 
 _SIDE = 28
 
 
 def load_data(data: str | None, settings: dict[str, Any]) -> DigitPair:
-    """Load MNIST from ``data`` and split the study's two classes (settings ``classes``, ``val_fraction``)."""
+    """Load MNIST from ``data`` and split the study's two classes (settings ``classes``, ``val_fraction``;
+    with ``folds`` > 1 the folds are drawn from both parts, see :func:`pool`)."""
     return binary_split(load_mnist(data), tuple(settings["classes"]), val_fraction=settings["val_fraction"])
 
 
-def objective(trial: optuna.Trial, data: DigitPair, space: Space, context: TrialContext) -> float:
-    """Train the configuration drawn for ``trial``; return the best epoch's validation error."""
-    cfg = suggest(trial, space)
-    trial.set_user_attr("config", cfg.to_dict())
+@dataclass
+class ConfigFit:
+    """One configuration trained on one train/validation split: the model (at its best epoch) and its
+    per-epoch figures (``result.history``, ``result.best_epoch``)."""
+
+    model: list
+    result: TrainResult
+
+
+def start_fit(
+    cfg: NumpyMLPConfig,
+    data: DigitPair,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    rng: np.random.Generator,
+) -> Trainer:
+    """Build ``cfg``'s model and a :class:`~nn_numpy.Trainer` that trains it an epoch per ``step()`` on the
+    training images ``train_idx`` of :func:`pool` ``(data)``, validating on ``val_idx``."""
     dtype = np.dtype(cfg.dtype)
-    rng = np.random.default_rng([trial.number, int(trial.study.user_attrs.get("seed", 0))])
-    model = build_mlp(data.x_train.shape[1], cfg.widths, cfg.activation, init=cfg.init, rng=rng, dtype=dtype)
-    loss = SE() if cfg.loss == "se" else BCE()
-    curves: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_error": []}
-
-    def on_epoch(stats: EpochStats) -> None:
-        for key, values in curves.items():
-            values.append(float(getattr(stats, key)))
-        context.report(trial, stats.val_error, stats.epoch)
-
+    x, y = pool(data)
+    model = build_mlp(x.shape[1], cfg.widths, cfg.activation, init=cfg.init, rng=rng, dtype=dtype)
     augment = None
     if cfg.augment_shift:
         background = np.asarray(-data.mean / data.std, dtype=dtype)
         augment = lambda x, r: random_shift(x, r, cfg.augment_shift, background)  # noqa: E731
-    try:
-        result = train(
-            model,
-            loss,
-            data.x_train.astype(dtype),
-            data.y_train.astype(dtype),
-            data.x_val.astype(dtype),
-            data.y_val.astype(dtype),
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            rng=rng,
-            on_epoch=on_epoch,
-            augment=augment,
-            optimizer=SGD(
-                cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, lr_decay=cfg.lr_decay
-            ),
-        )
-    except (Diverged, optuna.TrialPruned) as exc:
-        raise context.pruned(trial, curves, str(exc)) from None
+    return Trainer(
+        model,
+        SE() if cfg.loss == "se" else BCE(),
+        x[train_idx].astype(dtype),
+        y[train_idx].astype(dtype),
+        x[val_idx].astype(dtype),
+        y[val_idx].astype(dtype),
+        batch_size=cfg.batch_size,
+        rng=rng,
+        augment=augment,
+        optimizer=SGD(cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, lr_decay=cfg.lr_decay),
+    )
 
-    restore(model, result.best_params)
+
+def fit_config(
+    cfg: NumpyMLPConfig,
+    data: DigitPair,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    rng: np.random.Generator,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> ConfigFit:
+    """Train ``cfg`` for its epochs on ``train_idx`` of :func:`pool` ``(data)``, validating on ``val_idx``;
+    the model is returned at its best epoch (lowest validation error, then loss).
+
+    Raises:
+        Diverged: when a loss turns NaN/inf; whatever ``on_epoch`` raises.
+    """
+    trainer = start_fit(cfg, data, train_idx, val_idx, rng)
+    for _ in range(cfg.epochs):
+        stats = trainer.step()
+        if on_epoch is not None:
+            on_epoch(stats)
+    result = trainer.result()
+    restore(trainer.model, result.best_params)
+    return ConfigFit(trainer.model, result)
+
+
+def pool(data: DigitPair) -> tuple[np.ndarray, np.ndarray]:
+    """All training images of ``data`` (its train part, then its validation part) and their labels: the
+    images the folds are drawn from. ``data``'s own split is ``pool`` indices ``[:n_train]`` and the rest."""
+    return np.concatenate([data.x_train, data.x_val]), np.concatenate([data.y_train, data.y_val])
+
+
+def objective(trial: optuna.Trial, data: DigitPair, space: Space, context: TrialContext) -> float:
+    """Train the configuration drawn for ``trial``: with the setting ``folds`` of 1 on the study's split,
+    returning the best epoch's validation error; otherwise on each of ``folds`` stratified folds side by
+    side, returning the best epoch's tie-broken error pooled over the folds (see :mod:`objectives.folds`)."""
+    cfg = suggest(trial, space)
+    trial.set_user_attr("config", cfg.to_dict())
+    seed = int(trial.study.user_attrs.get("seed", 0))
+    folds = int(space.settings().get("folds", 1))
+    if folds == 1:
+        model, best_epoch, value = _single_split(trial, cfg, data, context, seed)
+    else:
+        model, best_epoch, value = _cross_validate(trial, cfg, data, context, seed, folds)
+    dtype = np.dtype(cfg.dtype)
     test_error = _error(model, data.x_test.astype(dtype), data.y_test)
     checkpoint = context.checkpoint_dir / f"trial-{trial.number:05d}.npz"
     save_model(
@@ -91,12 +151,74 @@ def objective(trial: optuna.Trial, data: DigitPair, space: Space, context: Trial
         std=np.float64(data.std),
         classes=np.array(data.classes),
     )
-    trial.set_user_attr("curves", curves)
-    trial.set_user_attr("best_epoch", result.best_epoch)
+    trial.set_user_attr("best_epoch", best_epoch)
     trial.set_user_attr("test_error", test_error)
     trial.set_user_attr("n_test", len(data.y_test))
     trial.set_user_attr("checkpoint", checkpoint.name)
-    return float(result.best.val_error)
+    return value
+
+
+def _single_split(
+    trial: optuna.Trial, cfg: NumpyMLPConfig, data: DigitPair, context: TrialContext, seed: int
+) -> tuple[list, int, float]:
+    """Today's selection: one seeded validation split (``val_fraction``), the best epoch's error."""
+    curves: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_error": []}
+
+    def on_epoch(stats: EpochStats) -> None:
+        for key, values in curves.items():
+            values.append(float(getattr(stats, key)))
+        context.report(trial, stats.val_error, stats.epoch)
+
+    n_train = len(data.y_train)
+    indices = np.arange(n_train + len(data.y_val))
+    rng = np.random.default_rng([trial.number, seed])
+    try:
+        fit = fit_config(cfg, data, indices[:n_train], indices[n_train:], rng, on_epoch)
+    except (Diverged, optuna.TrialPruned) as exc:
+        raise context.pruned(trial, curves, str(exc)) from None
+    trial.set_user_attr("curves", curves)
+    return fit.model, fit.result.best_epoch, float(fit.result.best.val_error)
+
+
+def _cross_validate(
+    trial: optuna.Trial, cfg: NumpyMLPConfig, data: DigitPair, context: TrialContext, seed: int, k: int
+) -> tuple[list, int, float]:
+    """Train the ``k`` folds an epoch at a time, reporting the pooled figure each epoch (so every pruner
+    can stop a poor trial after its first epochs); the checkpoint is fold 1's model at the epoch where the
+    pooled figure was best (fold 1: a fixed choice, not the luckiest fold)."""
+    _, labels = pool(data)
+    splits = stratified_folds(labels, k, seed)
+    sizes = [len(val) for _, val in splits]
+    n = sum(sizes)
+    trainers = [
+        start_fit(cfg, data, trn, val, np.random.default_rng([trial.number, seed, fold]))
+        for fold, (trn, val) in enumerate(splits)
+    ]
+    curves: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_error": [], "val_brier": []}
+    best = (math.inf, 0, [])  # (pooled figure, epoch, fold 1's parameters)
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            stats = [trainer.step() for trainer in trainers]
+            for key, values in curves.items():
+                values.append(pooled([getattr(s, key) for s in stats], sizes))
+            value = tie_broken_error(curves["val_error"][-1], curves["val_brier"][-1], n)
+            if value < best[0]:
+                best = (value, epoch, trainers[0].params())
+            context.report(trial, value, epoch)
+    except (Diverged, optuna.TrialPruned) as exc:
+        raise context.pruned(trial, curves, str(exc)) from None
+    value, best_epoch, params = best
+    fold_best = [trainer.result().best_epoch for trainer in trainers]
+    trial.set_user_attr("curves", curves)
+    trial.set_user_attr("folds", k)
+    trial.set_user_attr("n_val", n)
+    trial.set_user_attr("fold_val_error", [t.history[best_epoch - 1].val_error for t in trainers])
+    trial.set_user_attr("fold_val_brier", [t.history[best_epoch - 1].val_brier for t in trainers])
+    trial.set_user_attr("fold_best_epochs", fold_best)
+    trial.set_user_attr("mean_best_epoch", float(np.mean(fold_best)))
+    model = trainers[0].model
+    restore(model, params)
+    return model, best_epoch, value
 
 
 def evaluate(

@@ -86,7 +86,7 @@ def fit(
     cfg: TrainConfig,
     augment_cfg: AugmentConfig,
     train: tuple[torch.Tensor, torch.Tensor],
-    val: tuple[torch.Tensor, torch.Tensor] | None,
+    val: tuple[torch.Tensor, torch.Tensor] | Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None,
     *,
     generator: torch.Generator,
     epochs: int | None = None,
@@ -101,7 +101,8 @@ def fit(
         cfg: Optimiser, schedule (spanning ``cfg.epochs`` epochs), batch size, label smoothing.
         augment_cfg: The batch augmentation.
         train: uint8 images ``[N, C, H, W]`` and int64 labels ``[N]``.
-        val: The same for validation, or ``None`` (then the last epoch is the result).
+        val: The same for validation, or ``epoch -> (images, labels)`` (a set per epoch), or ``None`` (then
+            the last epoch is the result).
         generator: Drives shuffling and augmentation; on the data's device.
         epochs: Stop after this many epochs (a refit stops at the winner's best epoch).
         on_epoch: Called after every epoch (may raise ``optuna.TrialPruned``).
@@ -153,7 +154,7 @@ def fit(
             raise Diverged(epoch, train_loss)
         val_loss = val_accuracy = None
         if val is not None:
-            val_loss, val_accuracy = _evaluate(model, *val)
+            val_loss, val_accuracy = _evaluate(model, *(val(epoch) if callable(val) else val))
             if not math.isfinite(val_loss):
                 raise Diverged(epoch, val_loss, "val loss")
         stats = EpochStats(epoch, train_loss, val_loss, val_accuracy, lr, time.perf_counter() - started)

@@ -21,6 +21,7 @@ __all__ = ["BASELINE", "SCHEDULES", "SPACE", "AugmentConfig", "MyNetTrialConfig"
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
+VAL_SOURCES = ("additional", "lab")
 
 
 def _check_share(low: float, high: float) -> Any:
@@ -36,6 +37,18 @@ def _check_positive(value: Any) -> str | None:
         return None
     ok = isinstance(value, float | int) and not isinstance(value, bool) and value > 0
     return None if ok else "must be a positive number (leave it unset for no cap)"
+
+
+def _check_val_source(value: Any) -> str | None:
+    return None if value in VAL_SOURCES else f"must be one of {', '.join(VAL_SOURCES)}"
+
+
+def _check_count(low: int, high: int) -> Any:
+    def check(value: Any) -> str | None:
+        ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+        return None if ok else f"must be an integer in [{low}, {high}]"
+
+    return check
 
 
 SPACE = Space(
@@ -69,7 +82,22 @@ SPACE = Space(
         Param("augment_flip", "choice", Choice((False, True)), allowed=(False, True), doc="horizontal flip"),
         Param("augment_erase", "float", FloatRange(0.0, 0.5), bounds=(0.0, 1.0), doc="random-erasing prob."),
         Param("data_fraction", "setting", 0.09, check=_check_share(0.0, 0.99), doc="training share"),
-        Param("val_fraction", "setting", 0.01, check=_check_share(0.0, 0.5), doc="validation share"),
+        Param("val_fraction", "setting", 0.01, check=_check_share(0.0, 0.5), doc="lab validation share"),
+        Param(
+            "val_source",
+            "setting",
+            "additional",
+            check=_check_val_source,
+            doc="validate on val_images of the lab's additional images, or on the lab's split ('lab')",
+        ),
+        Param("val_images", "setting", 10000, check=_check_count(100, 50000), doc="validation images"),
+        Param(
+            "val_subset",
+            "setting",
+            2000,
+            check=_check_count(0, 50000),
+            doc="of them validated between ASHA's rungs (0: all, every epoch)",
+        ),
         Param("max_params", "setting", None, check=_check_positive, doc="cap on parameters (prunes)"),
         Param("max_latency_ms", "setting", None, check=_check_positive, doc="cap on CPU ms per 64 images"),
     ],

@@ -31,6 +31,11 @@ def _check_fraction(value: Any) -> str | None:
     return None if ok else "must be a number in [0.05, 0.5]"
 
 
+def _check_folds(value: Any) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 20
+    return None if ok else "must be an integer in [1, 20]"
+
+
 SPACE = Space(
     "numpy-mlp",
     [
@@ -53,7 +58,14 @@ SPACE = Space(
             "setting",
             0.2,
             check=_check_fraction,
-            doc="share of training images for validation",
+            doc="share of training images for validation (folds=1 only)",
+        ),
+        Param(
+            "folds",
+            "setting",
+            5,
+            check=_check_folds,
+            doc="stratified cross-validation folds of all training images; 1: the val_fraction split",
         ),
     ],
 )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from models import finetune
+from models import finetune, prediction
 from models._standalone import finetune_modules, standalone_source
 from objectives.finetune import load_model
 from spaces.finetune import FinetuneTrialConfig
@@ -28,7 +28,7 @@ _HEADER = '''"""pytorch_cnn.py: the lab's FinetuneNet, exported by rpztune.
 {backbone}
 Restore every weight with ``model.load_state_dict(torch.load("finetuned.pt", weights_only=True))``. Input
 ``[B, 3, 96, 96]`` in ``[0, 1]`` (``Resize((96, 96))`` + ``ToTensor()``), output ``[B, 2]`` logits, classes
-cat=0, dog=1.
+cat=0, dog=1; ``classify(model, x)`` returns the ``[B]`` class indices (the lab's evaluator calls it).
 """
 '''
 _TIMM = "the backbone comes from timm (``pretrained=False``). Needs torch and timm."
@@ -37,7 +37,7 @@ _MAX_DIFF = 1e-4  # logits of the exported file vs the trained net (measured: 0 
 
 
 def finetune_source(cfg: finetune.FinetuneCfg, *, plain_torch: bool = False) -> str:
-    """The text of a ``pytorch_cnn.py`` whose ``FinetuneNet()`` builds ``cfg``.
+    """The text of a ``pytorch_cnn.py`` whose ``FinetuneNet()`` builds ``cfg``, with the lab's ``classify``.
 
     Args:
         cfg: The winner's architecture.
@@ -47,7 +47,7 @@ def finetune_source(cfg: finetune.FinetuneCfg, *, plain_torch: bool = False) -> 
         ValueError: with ``plain_torch``, when ``cfg.backbone`` is not an EfficientNet-Lite (naming those).
     """
     return standalone_source(
-        finetune_modules(cfg, plain_torch=plain_torch),
+        [prediction, *finetune_modules(cfg, plain_torch=plain_torch)],
         {"FINETUNE_CFG": cfg},
         header=_HEADER.format(backbone=_PLAIN if plain_torch else _TIMM),
     )
@@ -94,8 +94,8 @@ def export_finetune(winner: Winner, out: Path, data: str | None, *, plain_torch:
         "backbones": winner.study.user_attrs.get("backbones"),
         "classes": ["cat", "dog"],
         "usage": (
-            "from pytorch_cnn import FinetuneNet; model = FinetuneNet(); "
-            "model.load_state_dict(torch.load('finetuned.pt', weights_only=True)); model.eval(); model(x)"
+            "from pytorch_cnn import FinetuneNet, classify; model = FinetuneNet(); "
+            "model.load_state_dict(torch.load('finetuned.pt', weights_only=True)); classify(model, x)"
         ),
     }
     written.append(atomic_write_text(out / "winner.json", json.dumps(summary, indent=2) + "\n"))
@@ -113,8 +113,8 @@ def export_finetune(winner: Winner, out: Path, data: str | None, *, plain_torch:
 
 
 def _check_file_net(path: Path, trained: torch.nn.Module, weights: Path) -> None:
-    """Import the written ``pytorch_cnn.py``, load ``weights`` strictly into its ``FinetuneNet()`` and
-    compare its logits with ``trained``'s on random images."""
+    """Import the written ``pytorch_cnn.py``, load ``weights`` strictly into its ``FinetuneNet()``, compare
+    its logits with ``trained``'s on random images and its ``classify`` with their argmax."""
     name = "_rpztune_exported_pytorch_cnn"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
@@ -135,3 +135,5 @@ def _check_file_net(path: Path, trained: torch.nn.Module, weights: Path) -> None
     diff = (got - expected).abs().max().item()
     if diff > _MAX_DIFF:
         raise ValueError(f"the exported FinetuneNet's logits differ from the trained net's by {diff:.2e}")
+    if not torch.equal(module.classify(model, x), got.argmax(dim=1)):
+        raise ValueError("the exported classify disagrees with the argmax of FinetuneNet's logits")

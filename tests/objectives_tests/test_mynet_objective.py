@@ -12,6 +12,7 @@ from models import MyNet, MyNetCfg
 from objectives import TrialContext, torch_fit
 from objectives.mynet import load_data, load_model, objective, refit
 from objectives.torch_fit import accuracy, fit
+from search.algorithms import asha_rungs, make_pruner
 from spaces.mynet import SCHEDULES, SPACE, AugmentConfig, TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks
@@ -51,19 +52,17 @@ def run_trial(fashion, tmp_path, **overrides) -> optuna.trial.FrozenTrial:
     return study.trials[0]
 
 
-def test_objective_reports_every_epoch_and_keeps_the_best_epochs_weights(fashion, tmp_path) -> None:
+def test_objective_reports_every_epoch_and_keeps_the_final_epochs_weights(fashion, tmp_path) -> None:
     trial = run_trial(fashion, tmp_path)
     assert trial.state == optuna.trial.TrialState.COMPLETE
     curves = trial.user_attrs["curves"]
     assert len(curves["val_accuracy"]) == 4 and list(trial.intermediate_values) == [1, 2, 3, 4]
-    assert (
-        trial.value
-        == max(curves["val_accuracy"])
-        == curves["val_accuracy"][trial.user_attrs["best_epoch"] - 1]
-    )
+    assert trial.value == curves["val_accuracy"][-1] and trial.user_attrs["best_epoch"] == 4
+    assert trial.user_attrs["val_loss"] == curves["val_loss"][-1]
     assert trial.value > 0.6, "a small CNN must beat chance (0.1) clearly after 4 epochs on 600 images"
+    assert trial.user_attrs["val_source"] == "additional" and trial.user_attrs["n_val"] == 10000
     model = load_model(trial, tmp_path / trial.user_attrs["checkpoint"])
-    assert accuracy(model, fashion.x_val, fashion.y_val) == pytest.approx(trial.value)
+    assert accuracy(model, fashion.x_holdout, fashion.y_holdout) == pytest.approx(trial.value)
     assert accuracy(model, fashion.x_test, fashion.y_test) == pytest.approx(trial.user_attrs["test_accuracy"])
     assert (
         trial.user_attrs["n_test"] == 5000
@@ -76,6 +75,27 @@ def test_same_trial_seed_reproduces_the_curves(fashion, tmp_path) -> None:
     first = run_trial(fashion, tmp_path, augment_flip=True, augment_erase=0.3, dropout=0.2, epochs=2)
     second = run_trial(fashion, tmp_path, augment_flip=True, augment_erase=0.3, dropout=0.2, epochs=2)
     assert first.user_attrs["curves"] == second.user_attrs["curves"]
+
+
+def test_objective_validates_on_the_labs_split_when_asked(data_dir, tmp_path) -> None:
+    lab = load_data(str(data_dir), SPACE.with_overrides({**SMALL_DATA, "val_source": "lab"}).settings())
+    assert len(lab.y_holdout) == 0
+    trial = run_trial(lab, tmp_path, val_source="lab", epochs=2)
+    assert trial.user_attrs["val_source"] == "lab" and trial.user_attrs["n_val"] == 600
+    model = load_model(trial, tmp_path / trial.user_attrs["checkpoint"])
+    assert accuracy(model, lab.x_val, lab.y_val) == pytest.approx(trial.value)
+
+
+def test_objective_validates_all_images_at_asha_rungs_and_the_last_epoch_a_subset_elsewhere(
+    fashion, tmp_path
+) -> None:
+    space = SPACE.with_overrides({**TINY, **SMALL_DATA, "epochs": 4, "val_subset": 1000})
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("asha", 4))
+    study.optimize(lambda t: objective(t, fashion, space, TrialContext(tmp_path, "cpu")), n_trials=1)
+    trial = study.trials[0]
+    assert trial.user_attrs["val_full_epochs"] == [*asha_rungs(4), 4] == [1, 3, 4]
+    model = load_model(trial, tmp_path / trial.user_attrs["checkpoint"])
+    assert accuracy(model, fashion.x_holdout, fashion.y_holdout) == pytest.approx(trial.value)
 
 
 def test_diverging_trial_ends_pruned_with_its_reason(fashion, tmp_path) -> None:

@@ -4,10 +4,27 @@ import numpy as np
 import optuna
 import pytest
 
-from nn_numpy import load_model
+from nn_numpy import BCE, SGD, build_mlp, load_model, train
 from objectives import TrialContext
+from objectives.folds import pooled, tie_broken_error
 from objectives.numpy_mlp import load_data, objective, random_shift
+from search.algorithms import make_pruner
 from spaces.numpy_mlp import SPACE
+
+SMALL = {
+    "depth": 1,
+    "width": 32,
+    "activation": "relu",
+    "init": "he",
+    "loss": "bce",
+    "lr": 0.05,
+    "momentum": 0.9,
+    "batch_size": 32,
+    "epochs": 8,
+    "augment_shift": 0,
+    "weight_decay": 1e-4,
+    "lr_decay": 0.95,
+}
 
 
 @pytest.fixture(scope="module")
@@ -34,20 +51,7 @@ def test_random_shift_moves_images_within_bounds() -> None:
 
 def test_objective_trains_reports_and_keeps_the_best_checkpoint(digits, tmp_path) -> None:
     study = optuna.create_study(direction="minimize")
-    space = SPACE.with_overrides(
-        {
-            "depth": 1,
-            "width": 32,
-            "activation": "relu",
-            "init": "he",
-            "loss": "bce",
-            "lr": 0.05,
-            "momentum": 0.9,
-            "batch_size": 32,
-            "epochs": 8,
-            "augment_shift": 0,
-        }
-    )
+    space = SPACE.with_overrides({**SMALL, "folds": 1})
     study.optimize(lambda t: objective(t, digits, space, TrialContext(tmp_path)), n_trials=1)
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.COMPLETE
@@ -60,6 +64,74 @@ def test_objective_trains_reports_and_keeps_the_best_checkpoint(digits, tmp_path
     assert model[0].W.shape == (784, 32) and model[0].W.dtype == np.float32
     assert float(extras["mean"]) == pytest.approx(digits.mean)
     assert 0 <= trial.user_attrs["test_error"] < 0.2
+
+
+def test_objective_with_one_fold_is_the_single_split_training(digits, tmp_path) -> None:
+    """``folds=1`` returns what a plain ``train`` on the study's split gives (today's behaviour)."""
+    study = optuna.create_study(direction="minimize")
+    study.set_user_attr("seed", 3)
+    space = SPACE.with_overrides({**SMALL, "folds": 1})
+    study.optimize(lambda t: objective(t, digits, space, TrialContext(tmp_path)), n_trials=1)
+    trial = study.trials[0]
+    rng = np.random.default_rng([0, 3])
+    model = build_mlp(784, [32], "relu", init="he", rng=rng, dtype=np.float32)
+    result = train(
+        model,
+        BCE(),
+        *(a.astype(np.float32) for a in (digits.x_train, digits.y_train, digits.x_val, digits.y_val)),
+        epochs=8,
+        batch_size=32,
+        rng=rng,
+        optimizer=SGD(0.05, momentum=0.9, weight_decay=1e-4, lr_decay=0.95),
+    )
+    assert trial.value == result.best.val_error
+    assert trial.user_attrs["best_epoch"] == result.best_epoch
+    assert trial.user_attrs["curves"]["val_loss"] == [s.val_loss for s in result.history]
+    assert "fold_val_error" not in trial.user_attrs
+
+
+def test_objective_cross_validates_on_folds_and_stores_each_folds_figures(digits, tmp_path) -> None:
+    study = optuna.create_study(direction="minimize")
+    space = SPACE.with_overrides({**SMALL, "folds": 4, "epochs": 5})
+    study.optimize(lambda t: objective(t, digits, space, TrialContext(tmp_path)), n_trials=1)
+    trial = study.trials[0]
+    attrs = trial.user_attrs
+    assert trial.state == optuna.trial.TrialState.COMPLETE and attrs["folds"] == 4
+    n = len(digits.y_train) + len(digits.y_val)
+    assert len(attrs["fold_val_error"]) == len(attrs["fold_val_brier"]) == len(attrs["fold_best_epochs"]) == 4
+    assert attrs["mean_best_epoch"] == pytest.approx(np.mean(attrs["fold_best_epochs"]))
+    # the value is the pooled error at the best epoch, tie-broken by the pooled Brier score below one image
+    sizes = [n // 4] * 4
+    error, brier = pooled(attrs["fold_val_error"], sizes), pooled(attrs["fold_val_brier"], sizes)
+    assert trial.value == pytest.approx(tie_broken_error(error, brier, n))
+    assert error <= trial.value < error + 1 / n
+    assert 0 < brier < 0.25 and trial.value < 0.1
+    # the pruner saw the pooled figure every epoch, and the value is its minimum
+    reported = [trial.intermediate_values[e] for e in range(1, 6)]
+    assert trial.value == min(reported) == reported[attrs["best_epoch"] - 1]
+    curves = attrs["curves"]
+    pairs = zip(curves["val_error"], curves["val_brier"], strict=True)
+    assert [tie_broken_error(error, brier, n) for error, brier in pairs] == reported
+    assert len(set(attrs["fold_val_error"])) > 1, "folds validate on different images"
+    model, _ = load_model(tmp_path / attrs["checkpoint"])
+    assert model[0].W.shape == (784, 32) and 0 <= attrs["test_error"] < 0.2
+
+
+def test_objective_with_folds_is_pruned_by_asha_on_the_pooled_figure(digits, tmp_path) -> None:
+    study = optuna.create_study(direction="minimize", pruner=make_pruner("asha", 6))
+    good = {**SMALL, "folds": 3, "epochs": 6}
+    study.enqueue_trial({"lr": 0.05})
+    study.enqueue_trial({"lr": 0.001})  # barely moves in 6 epochs
+    space = SPACE.with_overrides({k: v for k, v in good.items() if k != "lr"}).with_overrides(
+        {"lr": {"low": 0.001, "high": 0.05, "log": True}}
+    )
+    study.optimize(lambda t: objective(t, digits, space, TrialContext(tmp_path)), n_trials=2)
+    first, second = study.trials
+    assert first.state == optuna.trial.TrialState.COMPLETE
+    assert second.state == optuna.trial.TrialState.PRUNED
+    assert second.user_attrs["pruned_epoch"] < 6 and "pruned at epoch" in second.user_attrs["prune_reason"]
+    assert len(second.user_attrs["curves"]["val_error"]) == second.user_attrs["pruned_epoch"]
+    assert "checkpoint" not in second.user_attrs
 
 
 def test_diverging_trial_ends_pruned_with_its_reason(digits, tmp_path) -> None:

@@ -17,7 +17,7 @@ CFG = FinetuneCfg(backbone="tf_efficientnet_lite0", resolution=128, head="mlp", 
 SCRIPT = (
     "sys.modules['timm'] = None  # import timm fails: the file must not need it\n"
     "import torch\n"
-    "from pytorch_cnn import FINETUNE_CFG, FinetuneNet\n"
+    "from pytorch_cnn import FINETUNE_CFG, FinetuneNet, classify\n"
     "model = FinetuneNet()\n"
     "model.load_state_dict(torch.load('finetuned.pt', weights_only=True))\n"
     "model.eval()\n"
@@ -28,6 +28,7 @@ SCRIPT = (
     "print(FINETUNE_CFG.resolution, FINETUNE_CFG.head, type(model.backbone).__name__)\n"
     "print((features - probe['features']).abs().max().item())\n"
     "print((logits - probe['logits']).abs().max().item())\n"
+    "print(classify(model, probe['x']).tolist())\n"
 )
 
 
@@ -47,10 +48,41 @@ def test_plain_torch_finetune_file_loads_timm_weights_without_timm(tmp_path, run
     torch.save(probe, tmp_path / "probe.pt")
     result = run_standalone(SCRIPT, tmp_path)
     assert result.returncode == 0, result.stderr
-    described, features, logits = result.stdout.splitlines()
+    described, features, logits, classes = result.stdout.splitlines()
     assert described == "128 mlp EfficientNetLite"
+    assert classes == str(probe["logits"].argmax(dim=1).tolist())
     print(f"plain-torch FinetuneNet vs timm: max |diff| features {features}, logits {logits}")
     assert float(features) <= 1e-5 and float(logits) <= 1e-5
+
+
+CLASSIFY_SCRIPT = (
+    "import torch\n"
+    "from pytorch_cnn import FinetuneNet, classify\n"
+    "model = FinetuneNet()\n"
+    "model.load_state_dict(torch.load('finetuned.pt', weights_only=True))\n"
+    "model.train()\n"
+    "predicted = classify(model, torch.load('x.pt', weights_only=True))\n"
+    "print(predicted.dtype, predicted.tolist(), model.training)\n"
+)
+
+
+def test_finetune_source_classify_gives_class_indices_in_a_clean_interpreter(tmp_path, run_standalone):
+    """The lab's evaluator imports ``classify`` from a single-task finetune ``pytorch_cnn.py`` too."""
+    cfg = FinetuneCfg(backbone="tf_efficientnet_lite0", head="linear")
+    (tmp_path / "pytorch_cnn.py").write_text(finetune_source(cfg))
+    torch.manual_seed(0)
+    trained = FinetuneNet(cfg).eval()
+    with torch.no_grad():  # a head that separates the classes, so both indices occur
+        trained.head[-1].weight.normal_(0, 5.0)
+    torch.save(trained.state_dict(), tmp_path / "finetuned.pt")
+    x = torch.rand(16, 3, 96, 96, generator=torch.Generator().manual_seed(2))
+    torch.save(x, tmp_path / "x.pt")
+    with torch.no_grad():
+        expected = trained(x).argmax(dim=1).tolist()
+    result = run_standalone(CLASSIFY_SCRIPT, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["torch.int64", *str(expected).split(), "True"]
+    assert set(expected) <= {0, 1}
 
 
 def test_finetune_source_uses_timm_unless_asked_and_refuses_other_backbones_in_plain_torch() -> None:

@@ -19,6 +19,8 @@ from search.storage import get_storage
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = ["--set", "epochs=3", "--set", "depth=0", "--quiet"]  # trials of a few tens of milliseconds
+ONE_SPLIT = ["--set", "folds=1"]  # numpy-mlp trials as long as these tests are sized for (not 5 folds)
+QUICK += ONE_SPLIT
 
 
 def start(*args: str, cwd: Path) -> subprocess.Popen:
@@ -120,6 +122,7 @@ def test_sigkill_of_a_worker_fails_and_retries_its_trial_and_completes_the_total
     settings = (f"epochs={epochs}", "depth=1", "width=256", "augment_shift=0", "batch_size=16", "lr=0.01")
     for setting in settings:
         slow += ["--set", setting]
+    slow += ONE_SPLIT
     proc = start(
         "run",
         "numpy-mlp",
@@ -250,6 +253,7 @@ def test_eight_workers_on_one_sqlite_file_lose_nothing(data_dir, tmp_path) -> No
 def test_ctrl_c_stops_workers_and_leaves_no_running_trial(data_dir, tmp_path) -> None:
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     slow = ["--pruner", "none", "--set", "epochs=300", "--set", "depth=1", "--set", "width=256", "--quiet"]
+    slow += ONE_SPLIT
     proc = start(
         "run",
         "numpy-mlp",

@@ -71,6 +71,9 @@ def test_settings_round_trip_through_the_stored_space() -> None:
     assert space.settings() == {
         "data_fraction": 0.05,
         "val_fraction": 0.01,
+        "val_source": "additional",
+        "val_images": 10000,
+        "val_subset": 2000,
         "max_params": 100_000,
         "max_latency_ms": None,
     }
