@@ -43,6 +43,7 @@ class Task:
         baseline: Parameters of a known-good configuration, enqueued as a new study's first trial so the
             search starts from it (keys the space does not draw, or cannot reach, are left out); the pruner
             never stops it.
+        default_pruner: The pruner a study gets when none is named (``"asha"``; numpy-mlp: ``"none"``).
     """
 
     name: str
@@ -55,6 +56,7 @@ class Task:
     max_epochs: Callable[[Space], int]
     max_threads: int | None = None
     baseline: Mapping[str, Any] | None = None
+    default_pruner: str = "asha"
 
 
 _TASKS: dict[str, Task] = {}

@@ -270,5 +270,8 @@ register(
         # Small matrices: a second BLAS thread gained 1.13x on a quiet 2-core machine and lost 4x on a busy
         # one, while a second worker gains 1.8x (bench/parallel.py). An explicit --threads overrides this.
         max_threads=1,
+        # Replayed on an unpruned 5-fold study (bench/fidelity.py --pruning, seed 0, 60 trials), ASHA
+        # stopped all 6 of the best tenth and median 4 of 6; a 5-fold trial costs about half a second.
+        default_pruner="none",
     )
 )

@@ -352,7 +352,9 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("task", help=f"one of: {', '.join(objectives.task_names())}")
     parser.add_argument("--study", help="study name (default: the task name)")
     parser.add_argument("--sampler", default="tpe", choices=SAMPLERS)
-    parser.add_argument("--pruner", default="asha", choices=PRUNERS)
+    parser.add_argument(
+        "--pruner", choices=PRUNERS, help="default: asha; numpy-mlp: none (its 5-fold trials are cheap)"
+    )
     parser.add_argument("--seed", type=int, help="sampler seed (reproducible studies)")
     parser.add_argument("--data", help="data path (default: download when possible, else bundled sample)")
     parser.add_argument("--space", help="TOML file overriding the search space")

@@ -125,7 +125,7 @@ def run_study(
     study_name: str | None = None,
     storage: str = DEFAULT_STORAGE,
     sampler: str = "tpe",
-    pruner: str = "asha",
+    pruner: str | None = None,
     seed: int | None = None,
     data: str | None = None,
     space_file: str | Path | None = None,
@@ -137,6 +137,7 @@ def run_study(
     """Create (or resume) the study of ``task_name`` and run trials on it.
 
     Args:
+        pruner: A name of ``search.algorithms.PRUNERS`` (``None``: the task's ``default_pruner``).
         baseline: Enqueue the task's known-good configuration (``Task.baseline``, as far as the space draws
             it) as a new study's first trial.
         heartbeat_grace: Seconds without a heartbeat after which a worker's trial is failed and retried
@@ -149,6 +150,7 @@ def run_study(
     """
     task = objectives.get_task(task_name)
     space = build_space(task, space_file, overrides)
+    pruner = pruner or task.default_pruner
     make_pruner(pruner, task.max_epochs(space))  # validate names before anything is written
     make_sampler(sampler, seed)
     run = Execution(**execution)
