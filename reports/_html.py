@@ -47,7 +47,7 @@ table{border-collapse:collapse;background:#fff;font-size:.85rem;margin:.3em 0}
 th,td{border:1px solid #e3e3e3;padding:3px 8px;text-align:left;vertical-align:top;white-space:nowrap}
 td.num{text-align:right;font-variant-numeric:tabular-nums}td.wrap{white-space:pre-wrap;min-width:240px}
 th{background:#f0f0f0;position:sticky;top:0}
-table.kv{max-width:100%}table.kv th{white-space:normal;overflow-wrap:anywhere;max-width:18em}
+table.kv{max-width:100%}table.kv th{white-space:normal;overflow-wrap:break-word;max-width:18em}
 table.kv td{white-space:normal;overflow-wrap:anywhere;text-align:left}
 table.fit th{white-space:normal}td.text{white-space:normal;overflow-wrap:anywhere;min-width:10em}
 .groups{display:flex;flex-wrap:wrap;gap:4px 16px;align-items:flex-start}.group{min-width:0;max-width:100%}
