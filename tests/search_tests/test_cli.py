@@ -158,3 +158,30 @@ def test_study_of_other_task_or_other_data_is_refused(study_dir, tmp_path) -> No
         check=False,
     )
     assert other.returncode == 2
+
+
+def test_offline_demo_warns_once_labels_the_stand_in_test_split_lists_what_it_made(tmp_path) -> None:
+    # The demo's path with no data and no network (downloads go to a closed port): two workers, then export,
+    # then the closing list.
+    closed = "http://127.0.0.1:9"
+    quiet = {"RPZTUNE_STAND_IN_WARNED": "", "OMP_NUM_THREADS": "1", "https_proxy": closed, "http_proxy": closed}
+    quiet |= {"HTTPS_PROXY": closed, "HTTP_PROXY": closed}
+    tiny = ["--set", "epochs=1", "--set", "data_fraction=0.02", "--set", "stages=1", "--set", "channels=8"]
+    run = rpz_cli.rpztune(
+        "run", "mynet", "--workers", "2", "--trials", "2", "--threads", "1", "--seed", "0", "--quiet", *tiny,
+        cwd=tmp_path, env=quiet,
+    )  # fmt: skip
+    assert run.stderr.count("INSTEAD of FashionMNIST") == 1, run.stderr
+    assert "no MNIST download possible" not in run.stderr  # one message, not two
+    export = rpz_cli.rpztune(
+        "export", "--study", "mynet", "--out", "results/mynet", cwd=tmp_path,
+        env={**quiet, "RPZTUNE_STAND_IN_WARNED": "make"},
+    )  # fmt: skip
+    assert "INSTEAD of FashionMNIST" not in export.stderr  # already said by the run
+    assert "held-out stand-in MNIST images" in export.stdout and "t10k" not in export.stdout
+    listed = subprocess.run(
+        ["make", "-s", "-f", str(rpz_cli.ROOT / "Makefile"), "demo-results"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "studies.db" in listed and "results/mynet" in listed
+    assert "submission.zip" not in listed and "results/finetune" not in listed
