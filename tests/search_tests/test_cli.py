@@ -164,8 +164,8 @@ def test_offline_demo_warns_once_labels_the_stand_in_test_split_lists_what_it_ma
     # The demo's path with no data and no network (downloads go to a closed port): two workers, then export,
     # then the closing list.
     closed = "http://127.0.0.1:9"
-    quiet = {"RPZTUNE_STAND_IN_WARNED": "", "OMP_NUM_THREADS": "1", "https_proxy": closed, "http_proxy": closed}
-    quiet |= {"HTTPS_PROXY": closed, "HTTP_PROXY": closed}
+    quiet = {"RPZTUNE_STAND_IN_WARNED": "", "OMP_NUM_THREADS": "1"}
+    quiet |= {name: closed for name in ("https_proxy", "http_proxy", "HTTPS_PROXY", "HTTP_PROXY")}
     tiny = ["--set", "epochs=1", "--set", "data_fraction=0.02", "--set", "stages=1", "--set", "channels=8"]
     run = rpz_cli.rpztune(
         "run", "mynet", "--workers", "2", "--trials", "2", "--threads", "1", "--seed", "0", "--quiet", *tiny,
