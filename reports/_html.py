@@ -18,7 +18,18 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-__all__ = ["cell", "esc", "figure", "fmt_seconds", "fmt_value", "key_values", "page", "table"]
+__all__ = [
+    "cell",
+    "esc",
+    "figure",
+    "fmt_nested",
+    "fmt_seconds",
+    "fmt_value",
+    "key_value_groups",
+    "key_values",
+    "page",
+    "table",
+]
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -35,7 +46,12 @@ padding:8px 12px;min-width:120px}.card b{display:block;font-size:1.15rem}
 table{border-collapse:collapse;background:#fff;font-size:.85rem;margin:.3em 0}
 th,td{border:1px solid #e3e3e3;padding:3px 8px;text-align:left;vertical-align:top;white-space:nowrap}
 td.num{text-align:right;font-variant-numeric:tabular-nums}td.wrap{white-space:pre-wrap;min-width:240px}
-th{background:#f0f0f0;position:sticky;top:0}table.sortable th{cursor:pointer}
+th{background:#f0f0f0;position:sticky;top:0}
+table.kv{max-width:100%}table.kv th{white-space:normal;overflow-wrap:break-word;max-width:18em}
+table.kv td{white-space:normal;overflow-wrap:anywhere;text-align:left}
+table.fit th{white-space:normal}td.text{white-space:normal;overflow-wrap:anywhere;min-width:10em}
+.groups{display:flex;flex-wrap:wrap;gap:4px 16px;align-items:flex-start}.group{min-width:0;max-width:100%}
+.group h4{font-size:.95rem;margin:.4em 0 .1em;color:#444}table.sortable th{cursor:pointer}
 table.sortable th[data-order=asc]::after{content:" \\25B2"}
 table.sortable th[data-order=desc]::after{content:" \\25BC"}
 .figure{background:#fff;border:1px solid #e3e3e3;border-radius:6px;margin:.5em 0;padding:4px}
@@ -84,8 +100,33 @@ def fmt_value(value: Any) -> str:
     if isinstance(value, numbers.Integral):
         return str(int(value))
     if isinstance(value, numbers.Real):
-        return f"{float(value):.4g}"
+        number = float(value)
+        if number.is_integer() and abs(number) < 1e15:
+            return str(int(number))
+        return f"{number:.4g}"
     return str(value)
+
+
+def fmt_nested(value: Any) -> str:
+    """A setting's text: plain values as ``fmt_value``; lists and tables in the inline TOML of ``--set``
+    (``[8, 16]``, ``{low = 1, high = 4, log = true}``), floats to 4 significant digits."""
+    if isinstance(value, Mapping | list | tuple):
+        return _toml(value)
+    return fmt_value(value)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return fmt_value(value)
 
 
 def fmt_seconds(seconds: float) -> str:
@@ -110,19 +151,39 @@ def cell(value: Any, *, text: str | None = None, cls: str = "") -> str:
 
 
 def table(
-    headers: Sequence[str], rows: Sequence[Sequence[str]], *, sortable: bool = False, table_id: str = ""
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    sortable: bool = False,
+    table_id: str = "",
+    classes: str = "",
 ) -> str:
-    """A table from escaped header texts (escaped here) and rows of ready ``<td>`` cells (see ``cell``)."""
-    attrs = (f' id="{esc(table_id)}"' if table_id else "") + (' class="sortable"' if sortable else "")
+    """A table from escaped header texts (escaped here) and rows of ready ``<td>`` cells (see ``cell``);
+    ``classes``: its CSS classes (``kv``: values wrap; ``fit``: headers wrap)."""
+    names = " ".join(c for c in (classes, "sortable" if sortable else "") if c)
+    attrs = (f' id="{esc(table_id)}"' if table_id else "") + (f' class="{esc(names)}"' if names else "")
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     thead = f"<thead><tr>{head}</tr></thead>" if headers else ""
     body = "".join(f"<tr>{''.join(r)}</tr>" for r in rows)
     return f'<div class="scroll"><table{attrs}>{thead}<tbody>{body}</tbody></table></div>'
 
 
-def key_values(items: Mapping[str, Any]) -> str:
-    """A two-column table of names and values (values that are not plain text shown as JSON-like text)."""
-    return table([], [[f"<th>{esc(k)}</th>", cell(v)] for k, v in items.items()])
+def key_values(items: Mapping[str, Any], *, table_id: str = "") -> str:
+    """A two-column table of names and values whose long values wrap (lists and tables as ``fmt_nested``)."""
+    rows = []
+    for key, value in items.items():
+        text = fmt_nested(value) if isinstance(value, Mapping | list | tuple) else None
+        rows.append([f"<th>{esc(key)}</th>", cell(value, text=text)])
+    return table([], rows, table_id=table_id, classes="kv")
+
+
+def key_value_groups(groups: Mapping[str, Mapping[str, Any]], *, group_id: str = "") -> str:
+    """Side-by-side titled ``key_values`` tables (one per group), wrapping onto new rows when narrow."""
+    parts = [
+        f'<div class="group"><h4>{esc(name)}</h4>{key_values(items)}</div>' for name, items in groups.items()
+    ]
+    attr = f' id="{esc(group_id)}"' if group_id else ""
+    return f'<div class="groups"{attr}>{"".join(parts)}</div>'
 
 
 def figure(fig: go.Figure, name: str) -> str:

@@ -110,7 +110,15 @@ def best_curves_figure(data: StudyData, number: int) -> go.Figure:
     fig.update_layout(
         xaxis_title="epoch",
         yaxis={"title": "loss"},
-        yaxis2={"title": plotly_text(data.metric), "overlaying": "y", "side": "right", "showgrid": False},
+        # tickmode auto: plotly.js would otherwise sync an overlaying axis's ticks to the left axis's grid,
+        # putting them at odd values (0.4212, 0.4716).
+        yaxis2={
+            "title": plotly_text(data.metric),
+            "overlaying": "y",
+            "side": "right",
+            "showgrid": False,
+            "tickmode": "auto",
+        },
     )
     row = data.trials.loc[data.trials["number"] == number].iloc[0]
     if not pd.isna(row["best_epoch"]):

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
 from . import figures
-from ._html import cell, esc, figure, fmt_seconds, fmt_value, key_values, page, table
+from ._html import (
+    cell,
+    esc,
+    figure,
+    fmt_seconds,
+    fmt_value,
+    key_value_groups,
+    key_values,
+    page,
+    table,
+)
 from .analysis import StudyData, select_curves
 from .trust import trust_section
 
@@ -79,7 +88,7 @@ def index_page(
         plotlyjs: As for ``study_page``.
         generated: The time printed on the page (default: now).
     """
-    headers = ["study", "task", "metric", "direction", "trials", "complete", "pruned", "fail", "running"]
+    headers = ["study", "task", "metric", "trials", "complete", "pruned", "fail", "running"]
     headers += ["best value", "best trial", "time spent", "pruning saved", "data"]
     rows = []
     for data in studies:
@@ -88,23 +97,22 @@ def index_page(
         name = f'<a href="{esc(link)}">{esc(data.name)}</a>' if link else esc(data.name)
         rows.append(
             [
-                f"<td>{name}</td>",
+                f'<td class="text">{name}</td>',
                 cell(data.task or "–"),
-                cell(data.metric),
-                cell(data.direction),
+                cell(data.metric, text=f"{data.metric} ({data.direction[:3]})", cls="text"),
                 cell(len(data.trials)),
                 *(cell(counts[s]) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")),
                 cell(None if best is None else best["value"]),
                 cell(None if best is None else int(best["number"])),
                 cell(savings.seconds_spent, text=fmt_seconds(savings.seconds_spent)),
                 cell(savings.seconds_saved, text=fmt_seconds(savings.seconds_saved)),
-                cell(data.attrs.get("data_source", "–")),
+                cell(data.attrs.get("data_source", "–"), cls="text"),
             ]
         )
     body = [
         "<h1>rpztune studies</h1>",
         f'<p class="sub">{esc(storage)} · {len(studies)} studies · generated {esc(_when(generated))}</p>',
-        table(headers, rows, sortable=True, table_id="studies")
+        table(headers, rows, sortable=True, table_id="studies", classes="fit")
         if rows
         else "<p>No studies in this storage.</p>",
     ]
@@ -140,12 +148,13 @@ def _summary(data: StudyData) -> str:
     cards.append(("time pruning saved (est.)", fmt_seconds(savings.seconds_saved)))
     html_cards = "".join(f'<div class="card"><b>{esc(v)}</b><span>{esc(k)}</span></div>' for k, v in cards)
     note = (
-        f"Pruning stopped {savings.pruned} trials early; they skipped {savings.epochs_saved} epochs in all. "
-        "The time saved is estimated per pruned trial as (configured epochs − epochs run) × its mean seconds "
-        "per epoch (its duration / epochs run)."
+        f"Pruning stopped {_count(savings.pruned, 'trial')} early; they skipped "
+        f"{_count(savings.epochs_saved, 'epoch')} in all. The time saved is estimated per pruned trial as "
+        "(configured epochs − epochs run) × its mean seconds per epoch (its duration / epochs run)."
     )
     if savings.unknown:
-        note += f" {savings.unknown} pruned trials are left out (no configured epoch count or duration)."
+        verb = "is" if savings.unknown == 1 else "are"
+        note += f" {_count(savings.unknown, 'pruned trial')} {verb} left out (no epoch count or duration)."
     pruned_at = data.trials.loc[data.trials["state"] == "PRUNED", "pruned_epoch"].dropna().value_counts()
     stops = ""
     if not pruned_at.empty:
@@ -165,8 +174,13 @@ def _best_trial(data: StudyData, best: pd.Series | None) -> str:
         "best epoch": best["best_epoch"],
         "epochs run / configured": f"{fmt_value(best['epochs_run'])} / {fmt_value(best['epochs'])}",
         "duration": fmt_seconds(best["duration_s"]),
-        "test error (never used for tuning)": best["test_error"],
     }
+    test = _test_column(data)
+    if test is not None:
+        on = "" if pd.isna(best["n_test"]) else f" on {int(best['n_test'])} images"
+        facts[f"{test.replace('_', ' ')} (never used for tuning)"] = (
+            f"{fmt_value(best[test])}{on}" if not pd.isna(best[test]) else "–"
+        )
     for extra in data.extra_columns():
         facts[extra] = best[f"extra_{extra}"]
     if best["checkpoint"] is not None and not pd.isna(best["checkpoint"]):
@@ -175,14 +189,35 @@ def _best_trial(data: StudyData, best: pd.Series | None) -> str:
     config = data.best_config or {
         p: best[f"params_{p}"] for p in data.param_columns() if not pd.isna(best[f"params_{p}"])
     }
-    how = {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in config.items()}
     curves = ""
     if (data.curves["trial"] == number).any():
         curves = figure(figures.best_curves_figure(data, number), "best-curves")
     return (
-        f"<h2>Best trial: #{number}</h2>{key_values(facts)}"
-        f"<h3>How it was trained</h3>{key_values(how)}{curves}"
+        f"<h2>Best trial: #{number}</h2>{key_values(facts, table_id='best-facts')}"
+        f"<h3>How it was trained</h3>{_how_trained(config)}{curves}"
     )
+
+
+def _how_trained(config: Mapping[str, Any]) -> str:
+    # A config of sections (mynet, finetune: model / train / augment) reads best as one small table each.
+    sections = {k: v for k, v in config.items() if isinstance(v, Mapping)}
+    if not sections:
+        return key_values(config, table_id="how-trained")
+    rest = {k: v for k, v in config.items() if k not in sections}
+    groups = {**({"": rest} if rest else {}), **sections}
+    return key_value_groups(groups, group_id="how-trained")
+
+
+def _test_column(data: StudyData) -> str | None:
+    """``test_error`` or ``test_accuracy``: the test figure the study's trials recorded (None: neither)."""
+    for column in ("test_error", "test_accuracy"):
+        if data.trials[column].notna().any():
+            return column
+    return None
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _history(data: StudyData) -> str:
@@ -260,8 +295,9 @@ def _top_trials(data: StudyData) -> str:
     complete = data.complete().head(TOP_TRIALS)
     if complete.empty:
         return ""
-    params, extras = data.param_columns(), data.extra_columns()
-    headers = ["trial", data.metric, "duration", "epochs run", "best epoch", "test error", *extras, *params]
+    params, extras, test = data.param_columns(), data.extra_columns(), _test_column(data)
+    headers = ["trial", data.metric, "duration", "epochs run", "best epoch"]
+    headers += [*([test.replace("_", " ")] if test else []), *extras, *params]
     rows = []
     for _, row in complete.iterrows():
         rows.append(
@@ -271,7 +307,7 @@ def _top_trials(data: StudyData) -> str:
                 cell(row["duration_s"], text=fmt_seconds(row["duration_s"])),
                 cell(row["epochs_run"]),
                 cell(row["best_epoch"]),
-                cell(row["test_error"]),
+                *([cell(row[test])] if test else []),
                 *(cell(row[f"extra_{e}"]) for e in extras),
                 *(cell(row[f"params_{p}"]) for p in params),
             ]
@@ -307,18 +343,14 @@ def _study_info(data: StudyData) -> str:
     info: dict[str, Any] = {"study": data.name, "storage": data.storage or "–"}
     for key in ("task", "metric", "settings", "seed", "data", "data_source", "data_fingerprint"):
         if key in data.attrs:
-            info[key] = _text(data.attrs[key])
+            info[key] = data.attrs[key]
     shown = set(info) | {"space", "rpztune_format"}
-    info.update({k: _text(v) for k, v in data.attrs.items() if k not in shown})
-    out = "<h2>Study settings</h2>" + key_values(info)
+    info.update({k: v for k, v in data.attrs.items() if k not in shown})
+    out = "<h2>Study settings</h2>" + key_values(info, table_id="study-settings")
     space = data.attrs.get("space")
     if isinstance(space, dict) and space:
-        out += "<h3>Searched space</h3>" + key_values({k: _text(v) for k, v in space.items()})
+        out += "<h3>Searched space</h3>" + key_values(space, table_id="searched-space")
     return out
-
-
-def _text(value: Any) -> Any:
-    return json.dumps(value) if isinstance(value, list | dict) else value
 
 
 def _last_line(reason: Any) -> str:

@@ -25,6 +25,7 @@ FIXED_COLUMNS = (
     "pruned_epoch",
     "best_epoch",
     "test_error",
+    "test_accuracy",
     "n_test",
     "checkpoint",
     "checkpoint_kept",
@@ -32,7 +33,8 @@ FIXED_COLUMNS = (
 )
 """The columns every trials frame has, in order; ``params_<name>`` and ``extra_<name>`` columns follow."""
 
-_KNOWN_ATTRS = {"best_epoch", "test_error", "n_test", "pruned_epoch", "checkpoint", "config", "curves"}
+_KNOWN_ATTRS = {"best_epoch", "test_error", "test_accuracy", "n_test", "pruned_epoch", "checkpoint", "config"}
+_KNOWN_ATTRS |= {"curves"}
 _INT_COLUMNS = ("epochs", "epochs_run", "pruned_epoch", "best_epoch", "n_test")
 
 
@@ -44,11 +46,12 @@ def trials_frame(
 ) -> pd.DataFrame:
     """One row per trial of ``study``, in trial-number order.
 
-    Columns: ``FIXED_COLUMNS`` (state as its name, duration in seconds, configured and run epochs, the
-    epoch a pruned trial stopped at, the checkpoint's path and whether that file still exists, the prune or
-    fail reason), then ``params_<name>`` for every parameter of any trial (missing where a trial did not
-    draw it), then ``extra_<name>`` for every other numeric user attribute (an objective's extra parts,
-    e.g. ``extra_orig``).
+    Columns: ``FIXED_COLUMNS`` (state as its name, duration in seconds, configured (``epochs`` or
+    ``train.epochs`` of the trial's config) and run epochs, the epoch a pruned trial stopped at, the test
+    error or accuracy the objective recorded (NaN when not), the checkpoint's path and whether that file
+    still exists, the prune or fail reason), then ``params_<name>`` for every parameter of any trial
+    (missing where a trial did not draw it), then ``extra_<name>`` for every other numeric user attribute
+    (an objective's extra parts, e.g. ``extra_orig``).
 
     Args:
         study: Any loaded study; it is only read.
@@ -83,11 +86,12 @@ def trial_record(trial: FrozenTrial, checkpoint_dir: Path | None = None) -> dict
         "value": float(trial.values[0]) if trial.values else math.nan,  # multi-objective: the first
         "started": trial.datetime_start,
         "duration_s": duration,
-        "epochs": _int_or_none(config.get("epochs")),
+        "epochs": configured_epochs(config),
         "epochs_run": epochs_run(trial),
         "pruned_epoch": _int_or_none(attrs.get("pruned_epoch")),
         "best_epoch": _int_or_none(attrs.get("best_epoch")),
         "test_error": _float_or_nan(attrs.get("test_error")),
+        "test_accuracy": _float_or_nan(attrs.get("test_accuracy")),
         "n_test": _int_or_none(attrs.get("n_test")),
         "checkpoint": None if path is None else str(path),
         "checkpoint_kept": path is not None and checkpoint_dir is not None and path.is_file(),
@@ -116,7 +120,7 @@ def records_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(list(records), columns=[*FIXED_COLUMNS, *params, *extras])
     for column in _INT_COLUMNS:
         frame[column] = frame[column].astype("Int64")
-    for column in ("value", "duration_s", "test_error"):
+    for column in ("value", "duration_s", "test_error", "test_accuracy"):
         frame[column] = frame[column].astype("float64")
     frame["checkpoint_kept"] = frame["checkpoint_kept"].astype(bool)
     return frame
@@ -143,6 +147,15 @@ def curves_frame(study: optuna.Study, *, trials: Sequence[FrozenTrial] | None = 
     return frame.astype(
         {"trial": "int64", "state": "str", "curve": "str", "epoch": "int64", "value": "float64"}
     )
+
+
+def configured_epochs(config: dict[str, Any]) -> int | None:
+    """The epoch count a trial's ``config`` asked for: top-level ``epochs`` (numpy-mlp) or ``train.epochs``
+    (mynet, finetune)."""
+    train = config.get("train")
+    if "epochs" not in config and isinstance(train, dict):
+        return _int_or_none(train.get("epochs"))
+    return _int_or_none(config.get("epochs"))
 
 
 def epochs_run(trial: FrozenTrial) -> int | None:

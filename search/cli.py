@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import textwrap
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -158,8 +160,48 @@ def cmd_status(args: argparse.Namespace) -> int:
     if frame.empty:
         print(f"no studies in {args.storage}")
     else:
-        print(frame.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 80
+        print(_status_table(frame, max(width, 40)))
     return 0
+
+
+_STATUS_OPTIONAL = ("waiting", "running", "fail")  # dropped in this order, when all zero, to fit
+
+
+def _status_table(frame: Any, width: int) -> str:
+    """The studies table in ``width`` columns: one row of counts per study (all-zero columns and a task
+    that repeats the study name dropped while too wide, then long study names cut with …), the metric and
+    data source on an indented line under it."""
+    table = frame.drop(columns=["metric", "data"])
+    table = table.rename(columns={"best_value": "best", "best_trial": "trial"})
+    table["trial"] = table["trial"].astype("Int64")
+    if _widest(table) > width and (table["task"] == table["study"]).all():
+        table = table.drop(columns=["task"])
+    for column in _STATUS_OPTIONAL:
+        if _widest(table) > width and (table[column] == 0).all():
+            table = table.drop(columns=[column])
+    if _widest(table) > width and "task" in table:
+        table = table.drop(columns=["task"])
+    names = table["study"]
+    keep = max(names.str.len().max() - (_widest(table) - width), 8)
+    table["study"] = names.map(lambda v: v if len(v) <= keep else v[: keep - 1] + "…")
+    for column in ("study", "task"):  # names read best left-aligned
+        if column in table:
+            table[column] = table[column].str.ljust(int(table[column].str.len().max()))
+    lines = [line.rstrip() for line in _render(table, justify="left").splitlines()]
+    out = [lines[0]]
+    for line, metric, data in zip(lines[1:], frame["metric"], frame["data"], strict=True):
+        detail = f"{metric}; data: {data}" if data else metric
+        out += [line, *textwrap.wrap(detail, width, initial_indent="  ", subsequent_indent="    ")]
+    return "\n".join(out)
+
+
+def _render(table: Any, justify: str | None = None) -> str:
+    return table.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="–", justify=justify)
+
+
+def _widest(table: Any) -> int:
+    return max(len(line) for line in _render(table).splitlines())
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -51,7 +51,8 @@ def export_mynet(winner: Winner, out: Path, data: str | None) -> list[Path]:
             f"the refit of trial {trial.number} ({record['epochs']} epochs on {record['n_train']} images, "
             f"{refit[1].name})"
         )
-    print(f"model.pt: {source}; test_accuracy {test_accuracy:.4f} on {len(images.y_test)} t10k images")
+    tested = f"{len(images.y_test)} {images.test_name} images"
+    print(f"model.pt: {source}; test_accuracy {test_accuracy:.4f} on {tested}")
     summary = {
         "study": winner.study.study_name,
         "trial": trial.number,

