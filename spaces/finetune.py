@@ -56,6 +56,13 @@ def _check_int(low: int, high: int) -> Any:
     return check
 
 
+def _check_memory(value: Any) -> str | None:
+    if value is None:
+        return None
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    return None if ok else "must be a positive integer (MiB)"
+
+
 def _check_bool(value: Any) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
 
@@ -97,6 +104,16 @@ SPACE = Space(
         Param("aug_copies", "setting", 2, check=_check_int(1, 16), doc="AUG copies of each val image"),
         Param("weights_dir", "setting", None, check=_check_path, doc="folder of <backbone>.pth weights"),
         Param("download_weights", "setting", False, check=_check_bool, doc="let timm download weights"),
+        Param("stages", "setting", True, check=_check_bool, doc="probes first, then fine-tune the leaders"),
+        Param("probe_trials", "setting", 24, check=_check_int(1, 10_000), doc="probes before fine-tuning"),
+        Param("finetune_top", "setting", 2, check=_check_int(1, 100), doc="probe configs fine-tuned"),
+        Param(
+            "max_memory_mb",
+            "setting",
+            None,
+            check=_check_memory,
+            doc="peak-memory cap per trial (default: a quarter of RAM, at most 4096)",
+        ),
     ],
 )
 

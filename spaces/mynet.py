@@ -72,6 +72,7 @@ SPACE = Space(
         Param("val_fraction", "setting", 0.01, check=_check_share(0.0, 0.5), doc="validation share"),
         Param("max_params", "setting", None, check=_check_positive, doc="cap on parameters (prunes)"),
         Param("max_latency_ms", "setting", None, check=_check_positive, doc="cap on CPU ms per 64 images"),
+        Param("max_memory_mb", "setting", None, check=_check_positive, doc="peak MiB (default RAM/4)"),
     ],
 )
 
