@@ -29,7 +29,7 @@ from torch import nn
 from models.finetune import FinetuneNet, set_trainable
 from models.weights import WeightsError, backbone_catalogue, resolve_weights
 from spaces import Choice, Space
-from spaces.finetune import SPACE, FinetuneTrainConfig, FinetuneTrialConfig, suggest
+from spaces.finetune import BASELINE, SPACE, FinetuneTrainConfig, FinetuneTrialConfig, suggest
 
 from ._registry import Task, TrialContext, register
 from .data import DataError
@@ -446,5 +446,6 @@ register(
         objective=objective,
         evaluate=evaluate,
         max_epochs=max_epochs,
+        baseline=BASELINE,
     )
 )

@@ -30,6 +30,7 @@ from optuna.trial import TrialState
 from torch import nn
 
 from spaces import Choice, Space
+from spaces.finetune import BASELINE
 
 from ._registry import TrialContext
 from .torch_fit import save_state
@@ -38,15 +39,8 @@ __all__ = ["Stage", "assign_stage", "head_digest", "load_probe_head", "save_prob
 
 PROBE, FINETUNE = "probe", "finetune"
 PROBE_FIXED = {"freeze": "linear", "augment": "none", "mix": "none"}
-# A sensible linear probe (issue 12: lite0 at 224 px with these scored 0.978), the grid's other keys.
-GRID_DEFAULTS = {
-    "head": "linear",
-    "dropout": 0.0,
-    "lr": 3e-3,
-    "weight_decay": 1e-4,
-    "batch_size": 64,
-    "label_smoothing": 0.0,
-}
+# The grid's other keys: those of the task's sensible baseline probe.
+GRID_DEFAULTS = {k: v for k, v in BASELINE.items() if k not in ("backbone", "resolution", *PROBE_FIXED)}
 MODEL_KEYS = ("backbone", "resolution", "head", "hidden", "dropout")
 
 
