@@ -1,9 +1,17 @@
-"""Benchmark of the finetune task: the feature cache of linear probes, and full fine-tuning per backbone.
+"""Benchmark of the finetune task: single-stage vs staged search, the feature cache, fine-tuning rates.
 
-Usage: ``python bench/finetune.py [--data PATH] [--quick] [--threads N] [--resolution R]``
+Usage: ``python bench/finetune.py [--data PATH] [--max-images N] [--budget S] [--target P] [--seed S]``
+``[--probe-trials N] [--threads N]``, or ``--cache-and-rates [--quick] [--resolution R]``
 
-On the Dogs-vs-Cats photos (``--data``: a folder holding ``dogs_and_cats/``, the folder itself or the lab's
-zip; ``--quick``: a seeded 300-photo subset, 96 px, fewer steps) it prints, side by side in one run:
+By default, side by side in one run, on a seeded ``--max-images`` subset of the Dogs-vs-Cats photos, two
+default studies (TPE, ASHA, the default memory cap), each stopped after ``--budget`` CPU seconds (a running
+trial is interrupted) or when its best validation proxy reaches ``--target``: today's single-stage space
+(``stages=false``) and the staged search (``objectives/finetune_stages.py``: cached probes, then fine-tuning
+of the leaders). It prints the CPU-minutes each needed to reach the target, then per trial its stage,
+configuration, state, proxy, peak RSS and the memory cap's estimate against it (``objectives/memory.py``).
+Each study starts from an empty feature cache: computing the features is part of its cost.
+
+With ``--cache-and-rates`` (``--quick``: a seeded 300-photo subset, 96 px, fewer steps) it prints instead:
 
 1. Seconds per linear-probe trial (tf_efficientnet_lite0, ``--resolution``, 6 epochs): without the feature
    cache (the frozen backbone runs on every batch and every evaluation), with a cold cache (features
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -32,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import objectives  # noqa: E402
 from objectives.finetune import _fit_model, build_model, load_data  # noqa: E402
+from search.algorithms import make_pruner, make_sampler  # noqa: E402
 from spaces.finetune import FinetuneTrialConfig  # noqa: E402
 
 BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
@@ -108,15 +118,132 @@ def finetune_rate(
     return train_rate, steps * BATCH / (time.perf_counter() - started)
 
 
+class BudgetOver(Exception):
+    """The study's CPU budget ran out inside a trial."""
+
+
+def race(
+    data, overrides: dict, budget_s: float, target: float, seed: int, root: Path
+) -> tuple[float | None, list]:
+    """Run one default study until its best proxy reaches ``target`` or it has used ``budget_s`` CPU seconds
+    (this process's user + system time: a shared machine's load does not change it; a running trial is
+    interrupted by ``SIGPROF``).
+
+    Returns:
+        The CPU-minutes until the target was reached (``None``: not within the budget), and the trials.
+    """
+    task = objectives.get_task("finetune")
+    space = task.space.with_overrides(overrides)
+    os.environ["RPZTUNE_CACHE"] = str(root / "cache")  # a cold feature cache: its cost is counted
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=make_sampler("tpe", seed),
+        pruner=make_pruner("asha", task.max_epochs(space)),
+    )
+    context = objectives.TrialContext(checkpoint_dir=root, metric="proxy")
+    cpu_start, reached = time.process_time(), []
+
+    def stop(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if not reached and trial.value is not None and trial.value >= target:
+            reached.append((time.process_time() - cpu_start) / 60)
+        if reached or time.process_time() - cpu_start >= 0.99 * budget_s:  # the timer's clock is coarser
+            study.stop()
+
+    def over(*_: object) -> None:
+        raise BudgetOver(f"the {budget_s:.0f} CPU-s budget ran out")
+
+    signal.signal(signal.SIGPROF, over)
+    signal.setitimer(signal.ITIMER_PROF, budget_s, 1.0)  # then every CPU second, until the study stops
+    try:
+        study.optimize(
+            lambda t: task.objective(t, data, space, context), callbacks=[stop], catch=(BudgetOver,)
+        )
+    except BudgetOver:
+        pass
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+    return (reached[0] if reached else None), study.trials
+
+
+def print_trials(trials: list) -> None:
+    """One line per trial: stage, configuration, state, proxy, peak RSS, the cap's estimate and its ratio."""
+    print(
+        f"  {'#':>3} {'stage':<9}{'configuration':<44}{'state':<9}{'proxy':>7}"
+        f"{'RSS MiB':>9}{'est.':>7}{'est/RSS':>8}"
+    )
+    for t in trials:
+        cfg = t.user_attrs.get("config")
+        if cfg is None:
+            continue
+        m, tr = cfg["model"], cfg["train"]
+        name = m["backbone"].replace("tf_efficientnet_", "")
+        what = f"{name}@{m['resolution']} {m['head']} {tr['freeze']} {tr['augment']} b{tr['batch_size']}"
+        memory = t.user_attrs.get("memory", {})
+        rss = t.user_attrs.get("peak_rss_mb")
+        est = memory.get("estimate_mb")
+        value = "" if t.value is None else f"{t.value:.4f}"
+        ratio = f"{est / rss:.2f}" if est and rss else ""
+        print(
+            f"  {t.number:>3} {t.user_attrs.get('stage', ''):<9}{what:<44}{t.state.name:<9}{value:>7}"
+            f"{rss or 0:>9.0f}{est or 0:>7.0f}{ratio:>8}"
+        )
+        if t.user_attrs.get("prune_reason", "").startswith("estimated"):
+            print(f"      {t.user_attrs['prune_reason']}")
+
+
+def compare_studies(args: argparse.Namespace) -> None:
+    """The single-stage and the staged default studies, side by side."""
+    settings = {**objectives.get_task("finetune").space.settings(), "max_images": args.max_images}
+    data = load_data(args.data, settings)
+    print(
+        f"data: {len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_aug)} AUG photos; "
+        f"{args.threads} thread(s); budget {args.budget:.0f} CPU-s per study; target proxy {args.target}"
+    )
+    common = {"max_images": args.max_images, "probe_trials": args.probe_trials}
+    sides = {"single-stage": {**common, "stages": False}, "staged": common}
+    results = {}
+    for label, overrides in sides.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            results[label] = race(data, overrides, args.budget, args.target, args.seed, Path(tmp))
+        minutes, trials = results[label]
+        rss = [t.user_attrs["peak_rss_mb"] for t in trials if "peak_rss_mb" in t.user_attrs]
+        reach = f"{minutes:.2f} CPU-min" if minutes is not None else "not reached"
+        best = max((t.value for t in trials if t.value is not None), default=float("nan"))
+        print(
+            f"\n{label}: target {reach}; best proxy {best:.4f}; {len(trials)} trials; "
+            f"max peak RSS {max(rss, default=0):.0f} MiB"
+        )
+        print_trials(trials)
+    single, staged = results["single-stage"][0], results["staged"][0]
+    if single is not None and staged is not None:
+        print(f"\nratio single-stage / staged CPU-minutes to proxy {args.target}: {single / staged:.1f}x")
+    else:
+        print(
+            f"\nCPU-minutes to proxy {args.target}: single-stage {single}, staged {staged} "
+            "(None: not reached within the budget)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-    parser.add_argument("--quick", action="store_true", help="300 photos, 96 px, fewer steps")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--max-images", type=int, default=600, help="seeded photo subset of the studies")
+    parser.add_argument("--budget", type=float, default=240, help="CPU seconds per study")
+    parser.add_argument("--target", type=float, default=0.96, help="validation proxy to reach")
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--probe-trials", type=int, default=24)
+    parser.add_argument(
+        "--cache-and-rates", action="store_true", help="the feature cache and fine-tuning rates"
+    )
+    parser.add_argument("--quick", action="store_true", help="300 photos, 96 px, fewer steps")
     parser.add_argument("--resolution", type=int, help="internal resolution (default 160; --quick: 96)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not args.cache_and_rates:
+        compare_studies(args)
+        return
     resolution = args.resolution or (96 if args.quick else 160)
     settings = {**objectives.get_task("finetune").space.settings(), "max_images": 300 if args.quick else None}
     started = time.perf_counter()

@@ -3,11 +3,14 @@
 Layout: ``<root>/<backbone>/r<resolution>/<weights tag>-<data fingerprint>.pt``, a dict of float32
 ``[N, num_features]`` tensors (``"train"``, ``"val"``, ``"aug"``, ``"new"``), written atomically (a temp
 file, then a rename). Features are pooled pre-logits of the backbone in eval mode, which is exactly what a
-frozen backbone computes in training too (its batch norms stay in eval mode).
+frozen backbone computes in training too (its batch norms stay in eval mode). Workers share the cache: the
+first to miss computes under a lock file (``fcntl.flock``, in ``<root>/.locks``), the others wait for it
+and then read its file.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import re
 from collections.abc import Callable
@@ -52,15 +55,29 @@ class FeatureCache:
     ) -> tuple[dict[str, torch.Tensor], bool]:
         """The cached features, or ``compute()``'s, written to the cache; and whether it was a hit."""
         path = self.path(backbone, resolution, fingerprint, weights)
-        if path.is_file():
-            try:
-                return torch.load(path, map_location="cpu", weights_only=True), True
-            except Exception:  # noqa: BLE001  (unreadable or truncated: recompute and replace it)
-                pass
-        features = {k: v.detach().float().contiguous() for k, v in compute().items()}
+        cached = _load(path)
+        if cached is not None:
+            return cached, True
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_state(features, path)
+        locks = self.root / ".locks"
+        locks.mkdir(exist_ok=True)
+        with open(locks / f"{backbone}-r{int(resolution)}-{path.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another worker computing the same features: wait for it
+            cached = _load(path)
+            if cached is not None:
+                return cached, True
+            features = {k: v.detach().float().contiguous() for k, v in compute().items()}
+            save_state(features, path)
         return features, False
+
+
+def _load(path: Path) -> dict[str, torch.Tensor] | None:
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001  (unreadable or truncated: recompute and replace it)
+        return None
 
 
 def weights_tag(source: str, state: dict[str, torch.Tensor]) -> str:

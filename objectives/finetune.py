@@ -29,11 +29,13 @@ from torch import nn
 from models.finetune import FinetuneNet, set_trainable
 from models.weights import WeightsError, backbone_catalogue, resolve_weights
 from spaces import Choice, Space
-from spaces.finetune import SPACE, FinetuneTrainConfig, FinetuneTrialConfig, suggest
+from spaces.finetune import BASELINE, SPACE, FinetuneTrainConfig, FinetuneTrialConfig, suggest
 
 from ._registry import Task, TrialContext, register
 from .data import DataError
 from .feature_cache import FeatureCache, weights_tag
+from .finetune_stages import PROBE, Stage, assign_stage, load_probe_head, save_probe_head
+from .memory import plan_batch, track_peak_rss
 from .mynet import max_epochs
 from .photo_augment import augment_batch, make_mix, make_policy
 from .photos import Photos, load_photos, seeded_split
@@ -44,6 +46,7 @@ from .torch_fit import cpu_state, restore_training, save_state, training_state
 __all__ = ["FinetuneData", "build_model", "evaluate", "load_data", "load_model", "objective"]
 
 _CHUNK = 128
+_FEATURE_CHUNK = 32  # lite1 at 224 px peaked at 4.8 GB RSS computing features 128 images at a time
 _NO_DATA = (
     "the finetune task needs photos: --data FOLDER (an ImageFolder root with cat/ and dog/, a folder "
     "holding dogs_and_cats/, or the lab's dogs_and_cats.zip)"
@@ -110,7 +113,7 @@ def objective(trial: optuna.Trial, data: FinetuneData, space: Space, context: Tr
 
     A retry of a trial whose worker died continues from its predecessor's last saved epoch.
     """
-    with context.resume(trial) as resume:
+    with context.resume(trial) as resume, track_peak_rss(trial):
         return _train(trial, data, space, context, resume)
 
 
@@ -119,7 +122,11 @@ def _train(
 ) -> float:
     settings = space.settings()
     space = _offered(trial, space, settings)
-    cfg = suggest(trial, space)
+    stage = assign_stage(trial, space, list(space["backbone"].choices))
+    cfg = suggest(trial, stage.space)
+    if stage.name == "single":  # an unstaged study: a cached probe is still a probe (never pruned)
+        stage = Stage(PROBE if cfg.train.uses_cache else "finetune", stage.space)
+        trial.set_user_attr("stage", stage.name)
     trial.set_user_attr("config", cfg.to_dict())
     seed = resume.draw_seed(trial)
     weights, note = proxy_weights(data.x_new is not None)
@@ -132,9 +139,19 @@ def _train(
     model, source, state = build_model(cfg, settings)
     trial.set_user_attr("weights_source", source)
     trial.set_user_attr("n_params", sum(p.numel() for p in model.parameters()))
+    load_probe_head(trial, stage, model.head, context.checkpoint_dir)
     curves: dict[str, list[float]] = {"train_loss": [], "orig_acc": [], "aug_acc": [], "proxy": []}
     if data.x_new is not None:
         curves["new_acc"] = []
+    micro_batch = None
+    if not cfg.train.uses_cache:
+        plan = plan_batch(
+            model, tuple(data.x_train.shape[1:]), min(cfg.train.batch_size, len(data.y_train)), settings
+        )
+        trial.set_user_attr("memory", plan.attrs())
+        if plan.reason:
+            raise context.pruned(trial, curves, plan.reason)
+        micro_batch = plan.micro_batch
     best: dict[str, Any] = {"proxy": -math.inf}
     if resume.state is not None:
         curves, best = resume.state["curves"], resume.state["best"]
@@ -151,7 +168,7 @@ def _train(
             curves[f"{name}_acc"].append(value)
         if score > best["proxy"]:
             best.update(proxy=score, epoch=epoch, parts=dict(parts), state=head_state())
-        context.report(trial, score, epoch)
+        stage.report(context, trial, score, epoch)
 
     def save_progress(training: dict[str, Any]) -> None:
         resume.save({**training, "curves": curves, "best": best})
@@ -161,20 +178,22 @@ def _train(
     started = time.perf_counter()
     try:
         for epoch, value in enumerate(curves["proxy"], start=1):
-            context.report(trial, value, epoch)  # the pruner sees the epochs the predecessor ran
+            stage.report(context, trial, value, epoch)  # the pruner sees the epochs the predecessor ran
         if cfg.train.uses_cache:
             features, hit = _features(model, data, cfg, source, state)
             trial.set_user_attr("feature_cache", "hit" if hit else "miss")
             _fit_head(model.head, features, data, cfg.train, on_epoch, **loop)
         else:
             trial.set_user_attr("feature_cache", "unused")
-            _fit_model(model, data, cfg.train, on_epoch, **loop)
+            _fit_model(model, data, cfg.train, on_epoch, micro_batch=micro_batch, **loop)
     except optuna.TrialPruned as exc:
         raise context.pruned(trial, curves, str(exc)) from None
     best_state = best["state"]
     if cfg.train.uses_cache:
         model.head.load_state_dict(best_state)
         best_state = cpu_state(model)
+        if stage.name == PROBE:
+            save_probe_head(trial, model.head, context.checkpoint_dir)
     checkpoint = save_state(best_state, context.checkpoint_dir / f"trial-{trial.number:05d}.pt")
     trial.set_user_attr("curves", curves)
     trial.set_user_attr("best_epoch", best["epoch"])
@@ -275,7 +294,10 @@ def _features(
         with torch.inference_mode():
             return {
                 name: torch.cat(
-                    [model.forward_features(_float(x[i : i + _CHUNK])) for i in range(0, len(x), _CHUNK)]
+                    [
+                        model.forward_features(_float(x[i : i + _FEATURE_CHUNK]))
+                        for i in range(0, len(x), _FEATURE_CHUNK)
+                    ]
                 )
                 for name, x in parts.items()
             }
@@ -333,9 +355,11 @@ def _fit_model(
     *,
     resume: dict[str, Any] | None = None,
     save_progress: Callable[[dict[str, Any]], None] | None = None,
+    micro_batch: int | None = None,
 ) -> None:
     """Train the trainable part of ``model`` on augmented images; report after every epoch, then save the
-    progress (``resume`` continues from a saved one)."""
+    progress (``resume`` continues from a saved one). With ``micro_batch`` below the batch, each step
+    accumulates the gradients of micro-batches (the memory cap: ``objectives/memory.py``)."""
     groups = [{"params": list(model.head.parameters()), "lr": cfg.lr}]
     backbone = [p for p in model.backbone.parameters() if p.requires_grad]
     if backbone:
@@ -350,15 +374,18 @@ def _fit_model(
         order, total = torch.randperm(n), 0.0
         for step in range(steps):
             index = order[step * batch : (step + 1) * batch]
-            x, y = _float(augment_batch(data.x_train[index], policy)), data.y_train[index]
-            if mix is not None:
-                x, y = mix(x, y)
-            loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            for part in index.split(micro_batch or batch):
+                x, y = _float(augment_batch(data.x_train[part], policy)), data.y_train[part]
+                if mix is not None:
+                    x, y = mix(x, y)
+                loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing) * (
+                    len(part) / len(index)
+                )
+                loss.backward()
+                total += float(loss.detach())
             optimizer.step()
             scheduler.step()
-            total += float(loss.detach())
         parts = {
             "orig": _accuracy(_logits(model, data.x_val), data.y_val),
             "aug": _accuracy(_logits(model, data.x_aug), data.y_aug),
@@ -423,5 +450,6 @@ register(
         objective=objective,
         evaluate=evaluate,
         max_epochs=max_epochs,
+        baseline=BASELINE,
     )
 )

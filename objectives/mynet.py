@@ -29,6 +29,7 @@ from spaces.mynet import BASELINE, SPACE, MyNetTrialConfig, suggest
 
 from ._registry import Task, TrialContext, register
 from .fashion import FashionSplit, fashion_split, load_fashion
+from .memory import plan_batch, track_peak_rss
 from .mynet_validation import Validation
 from .resume import Resume
 from .torch_fit import EpochStats, accuracy, cpu_latency_ms, cpu_state, fit, resolve_device, save_state
@@ -55,7 +56,7 @@ def objective(trial: optuna.Trial, data: FashionSplit, space: Space, context: Tr
 
     A retry of a trial whose worker died continues from its predecessor's last saved epoch.
     """
-    with context.resume(trial) as resume:
+    with context.resume(trial) as resume, track_peak_rss(trial):
         return _train(trial, data, space, context, resume)
 
 
@@ -73,6 +74,8 @@ def _train(
     trial.set_user_attr("latency_ms", round(latency, 3))
     curves: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_accuracy": []}
     cap = _over_cap(n_params, latency, space.settings())
+    memory = plan_batch(model, (1, 28, 28), cfg.train.batch_size, space.settings(), accumulate=False)
+    cap = cap or memory.reason
     if cap:
         raise context.pruned(trial, curves, cap)
 

@@ -100,6 +100,7 @@ SPACE = Space(
         ),
         Param("max_params", "setting", None, check=_check_positive, doc="cap on parameters (prunes)"),
         Param("max_latency_ms", "setting", None, check=_check_positive, doc="cap on CPU ms per 64 images"),
+        Param("max_memory_mb", "setting", None, check=_check_positive, doc="peak MiB (default RAM/4)"),
     ],
 )
 

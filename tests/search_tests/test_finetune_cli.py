@@ -120,6 +120,7 @@ def test_standalone_export_needs_no_timm(study_dir, tmp_path, run_standalone) ->
         (["run", "finetune"], "the finetune task needs photos: --data FOLDER"),
         (["run", "finetune", "--data", "/no/such/photos"], "data path '/no/such/photos' does not exist"),
         (["run", "finetune", "--set", "freeze=half"], "freeze must be one of 'linear', 'last_k', 'full'"),
+        (["run", "finetune", "--set", "max_memory_mb=0"], "max_memory_mb must be a positive integer (MiB)"),
     ],
 )
 def test_bad_finetune_input_is_one_line_exit_2_and_writes_nothing(args, message, tmp_path) -> None:
