@@ -43,11 +43,15 @@ def load_data(data: str | None, settings: dict[str, Any]) -> FashionSplit:
     """Load FashionMNIST from ``data`` and split it (settings ``data_fraction``, ``val_fraction``, and
     ``val_images`` set aside from the additional images when ``val_source`` is ``"additional"``)."""
     additional = settings.get("val_source", "lab") == "additional"
+    images = load_fashion(data)
+    holdout = int(settings["val_images"]) if additional else 0
+    if images.source.startswith("STAND-IN"):  # 5,000 digits: hold out the share val_images is of 60,000
+        holdout = holdout * len(images.y_train) // 60_000
     return fashion_split(
-        load_fashion(data),
+        images,
         data_fraction=settings["data_fraction"],
         val_fraction=settings["val_fraction"],
-        holdout=int(settings["val_images"]) if additional else 0,
+        holdout=holdout,
     )
 
 
