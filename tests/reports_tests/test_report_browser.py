@@ -273,7 +273,7 @@ STUDY_BLOCKS = ["#best-facts", "#how-trained", "#study-settings", "#searched-spa
 @pytest.mark.parametrize("width", [1280, 480])
 def test_report_browser_settings_and_how_trained_fit_the_window(browser, site, width) -> None:
     browser.open(site["study-mynet.html"].as_uri(), width=width)
-    wait_for_figures(browser, 6)
+    wait_for_figures(browser, 7)
     overflow = browser.evaluate(OVERFLOW_JS % json.dumps(STUDY_BLOCKS))
     assert overflow == {"page": 0, **dict.fromkeys(STUDY_BLOCKS, 0)}, overflow
     groups = browser.evaluate("Array.from(document.querySelectorAll('#how-trained h4'), h => h.textContent)")
@@ -294,7 +294,7 @@ def test_report_browser_index_table_needs_no_scrollbar_at_1280(browser, site) ->
 
 def test_report_browser_right_axis_ticks_are_round_numbers(browser, site) -> None:
     browser.open(site["study-mynet.html"].as_uri())
-    wait_for_figures(browser, 6)
+    wait_for_figures(browser, 7)
     ticks = browser.evaluate(
         "document.getElementById('fig-best-curves')._fullLayout.yaxis2._vals.map(v => v.x)"
     )

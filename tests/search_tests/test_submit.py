@@ -94,8 +94,6 @@ def test_submit_runs_a_short_fcnet_study_of_mlps_when_there_is_none(work) -> Non
     trials = fcnet.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert trials and all(t.user_attrs["config"]["model"]["channels"] == [] for t in trials)
     assert fcnet.best_value > 0.7  # a real MLP on FashionMNIST, not a stand-in
-    seconds = float(printed.split("'fcnet': best val_accuracy")[1].split(",")[1].split("s")[0])
-    assert seconds < 60
 
 
 def test_export_prints_what_it_wrote_and_the_winners_validation_and_test_figures(work) -> None:

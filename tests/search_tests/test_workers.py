@@ -137,7 +137,7 @@ def test_sigkill_of_a_worker_fails_and_retries_its_trial_and_completes_the_total
         *slow,
         cwd=tmp_path,
     )
-    victim, seen = None, []
+    victim, seen, running_before = None, [], set()
     deadline = time.time() + 120
     while victim is None and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
@@ -152,11 +152,13 @@ def test_sigkill_of_a_worker_fails_and_retries_its_trial_and_completes_the_total
             continue
         seen.append(str([(t.number, len(t.intermediate_values)) for t in running]))
         for trial in running:
-            # An epoch reported means every parameter is drawn (the retry must repeat them all); under
-            # half of them means the kill lands before the trial ends.
-            if "worker" in trial.user_attrs and 0 < len(trial.intermediate_values) < epochs // 2:
+            # Running at two polls 0.5 s apart: its parameters are drawn (milliseconds; the retry must
+            # repeat them all, asserted below), and its epochs (written behind in its first seconds, so not
+            # visible yet) last several seconds more, so the kill lands mid-trial.
+            if "worker" in trial.user_attrs and trial.number in running_before:
                 victim = trial
                 break
+        running_before = {t.number for t in running}
     if victim is None:
         if proc.poll() is None:  # killpg of an exited run's empty group raises
             os.killpg(proc.pid, signal.SIGKILL)

@@ -76,6 +76,7 @@ def test_settings_round_trip_through_the_stored_space() -> None:
         "val_subset": 2000,
         "max_params": 100_000,
         "max_latency_ms": None,
+        "max_memory_mb": None,
     }
     again = SPACE.with_overrides(space.describe())
     assert again.settings() == space.settings()
