@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -44,3 +45,30 @@ def rpztune(
     if offline:
         assert "NETWORK ATTEMPT" not in result.stderr
     return result
+
+
+def start(*args: str, cwd: Path) -> subprocess.Popen:
+    """Start ``rpztune ARGS`` in ``cwd`` in its own process group (signals can reach all its workers)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "search.cli", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "RPZTUNE_CACHE": str(cwd / "cache")},
+        start_new_session=True,
+        # a test run in the background inherits an ignored SIGINT, which Python then keeps ignoring
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
+    """Wait for a :func:`start`-ed command: ``(exit code, stdout, stderr)``; on a timeout its whole process
+    group is killed (no workers left running after a failed test)."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return proc.returncode, out, err

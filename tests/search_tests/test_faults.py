@@ -17,6 +17,7 @@ import optuna
 import pytest
 import rpz_cli
 from optuna.trial import TrialState
+from rpz_cli import finish, start
 
 from search.cli import main
 from search.recovery import worker_identity
@@ -50,28 +51,6 @@ def in_process(capsys: pytest.CaptureFixture, *args: str) -> subprocess.Complete
     return subprocess.CompletedProcess(args, code, captured.out, captured.err)
 
 
-def start(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "search.cli", *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "RPZTUNE_CACHE": str(cwd / "cache")},
-        start_new_session=True,
-        # a test run in the background inherits an ignored SIGINT, which Python then keeps ignoring
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-
-
-def finish(proc: subprocess.Popen, timeout: float = 180) -> tuple[int, str, str]:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # leave no workers running after a failed test
-        proc.communicate()
-        raise
-    return proc.returncode, out, err
 
 
 def trials(storage: str, study: str = "numpy-mlp") -> list[optuna.trial.FrozenTrial]:

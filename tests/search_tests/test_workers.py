@@ -13,6 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from rpz_cli import finish, start
 
 from search.recovery import recover_orphans, trials_lost_with, worker_identity
 from search.storage import get_storage
@@ -23,28 +24,6 @@ ONE_SPLIT = ["--set", "folds=1"]  # numpy-mlp trials as long as these tests are 
 QUICK += ONE_SPLIT
 
 
-def start(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "search.cli", *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        start_new_session=True,
-        # a test run in the background inherits an ignored SIGINT, which Python then keeps ignoring
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-
-
-def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # leave no workers running after a failed test
-        proc.communicate()
-        raise
-    return proc.returncode, out, err
 
 
 def states(storage: str, study: str) -> dict[int, TrialState]:
