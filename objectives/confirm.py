@@ -26,18 +26,19 @@ import numpy as np
 import torch
 from optuna.trial import FrozenTrial
 
-from nn_numpy import BCE, SE, SGD, build_mlp, predict, restore, save_model, train
+from nn_numpy import predict, save_model
 from spaces.finetune import FinetuneTrialConfig
 from spaces.mynet import MyNetTrialConfig
 from spaces.numpy_mlp import NumpyMLPConfig
 
 from . import finetune as ft
 from .feature_cache import FeatureCache, weights_tag
-from .numpy_mlp import random_shift
+from .folds import stratified_folds
+from .numpy_mlp import fit_config, pool, start_fit
 from .proxy import condition_bank, proxy_score
 from .torch_fit import accuracy, cpu_state, fit, resolve_device, save_state
 
-__all__ = ["REFITTERS", "RETRAINERS", "SCHEMES", "Replicate", "fold_indices"]
+__all__ = ["REFITTERS", "RETRAINERS", "SCHEMES", "Replicate"]
 
 SCHEMES = {"numpy-mlp": ("fold", "seed"), "finetune": ("fold", "seed"), "mynet": ("seed",)}
 _FOLD_SEED = 7_919  # the partition's seed offset: folds never coincide with the search's split (seed 0)
@@ -58,51 +59,11 @@ class Replicate:
         return f"{self.scheme}{self.index}of{self.count}"
 
 
-def fold_indices(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
-    """A seeded, stratified partition of ``range(len(y))`` into ``k`` folds (each class dealt round-robin)."""
-    if not 2 <= k <= len(y):
-        raise ValueError(f"--folds must lie in [2, {len(y)}], got {k}")
-    rng = np.random.default_rng(seed)
-    folds: list[list[int]] = [[] for _ in range(k)]
-    offset = 0
-    for label in np.unique(y):
-        members = rng.permutation(np.flatnonzero(y == label))
-        for j, index in enumerate(members):
-            folds[(offset + j) % k].append(int(index))
-        offset += len(members)
-    return [np.sort(np.array(fold, dtype=np.int64)) for fold in folds]
-
-
 def _split(y: np.ndarray, rep: Replicate) -> tuple[np.ndarray, np.ndarray]:
-    folds = fold_indices(y, rep.count, rep.seed + _FOLD_SEED)
-    held = folds[rep.index]
-    return np.concatenate([f for i, f in enumerate(folds) if i != rep.index]), held
+    return stratified_folds(y, rep.count, rep.seed + _FOLD_SEED)[rep.index]
 
 
 # --- numpy-mlp -------------------------------------------------------------------------------------------
-
-
-def _mlp_fit(cfg: NumpyMLPConfig, data: Any, x: np.ndarray, y: np.ndarray, xv, yv, rng, epochs: int):
-    dtype = np.dtype(cfg.dtype)
-    model = build_mlp(x.shape[1], cfg.widths, cfg.activation, init=cfg.init, rng=rng, dtype=dtype)
-    augment = None
-    if cfg.augment_shift:
-        background = np.asarray(-data.mean / data.std, dtype=dtype)
-        augment = lambda b, r: random_shift(b, r, cfg.augment_shift, background)  # noqa: E731
-    result = train(
-        model,
-        SE() if cfg.loss == "se" else BCE(),
-        x.astype(dtype),
-        y.astype(dtype),
-        xv.astype(dtype),
-        yv.astype(dtype),
-        epochs=epochs,
-        batch_size=cfg.batch_size,
-        rng=rng,
-        augment=augment,
-        optimizer=SGD(cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, lr_decay=cfg.lr_decay),
-    )
-    return model, result
 
 
 def _mlp_error(model: list, x: np.ndarray, y: np.ndarray) -> float:
@@ -114,21 +75,19 @@ def retrain_numpy_mlp(
 ) -> dict[str, Any]:
     """One replicate of a numpy-mlp configuration: the best epoch's validation error on its held-out part."""
     cfg = NumpyMLPConfig.from_dict(trial.user_attrs["config"])
+    _, y_all = pool(data)
     if rep.scheme == "fold":
-        x_all = np.concatenate([data.x_train, data.x_val])
-        y_all = np.concatenate([data.y_train, data.y_val])
         trn, held = _split(y_all.ravel(), rep)
-        x, y, xv, yv = x_all[trn], y_all[trn], x_all[held], y_all[held]
     else:
-        x, y, xv, yv = data.x_train, data.y_train, data.x_val, data.y_val
+        trn, held = np.arange(len(data.y_train)), np.arange(len(data.y_train), len(y_all))
     rng = np.random.default_rng([trial.number, rep.seed, 1_000 + rep.index, rep.scheme == "fold"])
-    model, result = _mlp_fit(cfg, data, x, y, xv, yv, rng, cfg.epochs)
-    restore(model, result.best_params)
+    fitted = fit_config(cfg, data, trn, held, rng)
+    model, result = fitted.model, fitted.result
     return {
         "value": float(result.best.val_error),
         "best_epoch": int(result.best_epoch),
-        "n_train": int(len(y)),
-        "n_val": int(len(yv)),
+        "n_train": int(len(trn)),
+        "n_val": int(len(held)),
         "test_error": _mlp_error(model, data.x_test, data.y_test),
     }
 
@@ -137,13 +96,14 @@ def refit_numpy_mlp(trial: FrozenTrial, data: Any, path: Path, *, epochs: int, s
     """Train a numpy-mlp configuration on all training and validation images for ``epochs`` epochs; the last
     epoch's weights go to ``path`` (``.npz``, like a trial checkpoint)."""
     cfg = NumpyMLPConfig.from_dict(trial.user_attrs["config"])
-    x = np.concatenate([data.x_train, data.x_val])
-    y = np.concatenate([data.y_train, data.y_val])
+    _, y = pool(data)
     started = time.perf_counter()
-    # train() wants validation images to pick a best epoch; a refit keeps the last epoch, so a few do
-    model, result = _mlp_fit(
-        cfg, data, x, y, x[:8], y[:8], np.random.default_rng([trial.number, seed]), epochs
-    )
+    # the trainer wants validation images to pick a best epoch; a refit keeps the last epoch, so a few do
+    rng = np.random.default_rng([trial.number, seed])
+    trainer = start_fit(cfg, data, np.arange(len(y)), np.arange(8), rng)
+    for _ in range(epochs):
+        trainer.step()
+    model, result = trainer.model, trainer.result()
     save_model(
         path, model, mean=np.float64(data.mean), std=np.float64(data.std), classes=np.array(data.classes)
     )
