@@ -95,6 +95,8 @@ def sandbox_argv(
         elif host.is_dir():
             args += ["--ro-bind", str(host), str(host)]
         made.add(str(host))
+    # An empty /tmp first: a venv or Python that lives under the host's /tmp is bound onto it below.
+    args += ["--tmpfs", "/tmp"]
     binds = {str(p): Path(p) for p in _python_folders()}
     binds.update({inside: Path(host) for inside, host in readonly.items()})
     for inside, host in sorted(binds.items()):
@@ -102,7 +104,7 @@ def sandbox_argv(
             continue  # already visible through a bound parent
         args += _parents(inside, made) + ["--ro-bind", str(host), inside]
         made.add(inside)
-    args += ["--tmpfs", "/tmp", "--remount-ro", "/tmp"]
+    args += ["--remount-ro", "/tmp"]
     args += _parents(HOME, made) + ["--perms", "0555", "--dir", HOME]
     args += ["--perms", "1777", "--size", str(limits.scratch_mb * _MB), "--tmpfs", SCRATCH]
     args += ["--remount-ro", "/dev", "--remount-ro", "/"]  # in a user namespace both would be ours to write
