@@ -1,20 +1,32 @@
 """Benchmark of selection fidelity: does a study's value pick trials that score well on the public test split?
 
-Usage: ``python bench/fidelity.py [--tasks numpy-mlp,mynet] [--seeds 0,1] [--trials 60] [--mynet-trials 10]
-[--data PATH] [--pruning] [--cost]``
+Usage: ``python bench/fidelity.py [--tasks numpy-mlp,mynet] [--seeds 5,6] [--trials 60,100] [--top 10]
+[--mynet-trials 10] [--data PATH] [--workdir DIR] [--pruning] [--cost]``, or
+``python bench/fidelity.py --analyze --storage URL --study S [--test-attr NAME]`` for an existing study.
 
 For each task and seed it runs today's selection and the new one side by side, each as its own study
 (``rpztune run`` in this process, one thread):
 
-- numpy-mlp (TPE + ASHA, the defaults): ``folds=1`` (one seeded 200-image validation split, the best
-  epoch's error) vs ``folds=5`` (stratified 5-fold cross-validation, the pooled error with its Brier
-  tie-break). Both export a model trained on 800 images (the split's / fold 1's).
+- numpy-mlp: today's defaults (``folds=1``: one seeded 200-image validation split, the best epoch's error;
+  ASHA) against the new ones (stratified 5-fold CV, the pooled error with its Brier tie-break, no pruner,
+  then ``run --confirm K``'s path: ``confirm`` of the top ``--top`` on 5 fresh folds, the refit of the
+  confirmed winner on all 1,000 training images). Each study runs to the first count of ``--trials`` and is
+  then continued to the next (as ``rpztune run`` resumes a study), confirmed and exported again. The figure
+  judged is the test error of the weights ``rpztune export`` writes (today: the best trial's checkpoint,
+  trained on 800 images; new: the refit), as a user gets them; also the Spearman of the selection value with
+  the trials' recorded test error over complete trials and over the 10 best by value, and the regret of the
+  exported weights against the best test error among those 10 trials' checkpoints.
 - mynet at a tiny budget (random search, no pruning, the same sampler seed in both studies, so both train the
   same configurations with the same seeds and differ only in how they validate): ``val_source=lab`` with
   today's value, the best epoch's accuracy on the lab's 600 images (recomputed from the curve: the max over
   epochs), vs the 10,000 images from "additional" at the final epoch. The two studies' trials are the same
   networks; today's rule picks the best epoch's weights, so its chosen test figure is read from the same
   trial's final weights only where its best epoch is the last (it says how often it is not).
+
+``--analyze`` reads one existing study (mynet: ``val_accuracy`` vs the trials' ``test_accuracy`` on t10k;
+finetune: its proxy vs ``--test-attr``; numpy-mlp: ``val_error`` vs ``test_error``): Spearman over complete
+trials and over the 10 best, ties at the top, the best-value trial's and the confirmed winner's test figure
+against the best of the top 10 and of the study, and the stored refit's figure.
 
 It prints, per study, the Spearman correlation of the selection value with the recorded test figure over
 complete trials, the chosen trial's test figure, the best test figure among the top 10 by value and in the
@@ -31,6 +43,9 @@ against validating 600, 2,000 and 10,000 images (the baseline network, one threa
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
 import sys
 import tempfile
 import time
@@ -46,7 +61,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from objectives.folds import tie_broken_error  # noqa: E402
 from search import run_study  # noqa: E402
 from search.algorithms import make_pruner  # noqa: E402
+from search.export import export  # noqa: E402
+from search.winner import find_winner  # noqa: E402
 
+ANALYZE_TEST_ATTRS = {
+    "numpy-mlp": ("test_error",),
+    "mynet": ("test_accuracy",),
+    "finetune": ("test_proxy", "test_accuracy", "extra_test_accuracy"),
+}  # the recorded test figure per task (information only: it never chose anything)
 MYNET_TINY = [
     "data_fraction=0.02",
     "epochs=6",
@@ -148,18 +170,66 @@ def pruning_policies(study: optuna.Study) -> dict:
     }
 
 
+def top10_spearman(study: optuna.Study, value, test: str, better_test) -> float:
+    """Spearman of ``value`` with the test figure among the 10 best completed trials by ``value``."""
+    done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    top = sorted(done, key=value, reverse=True)[:10]
+    return spearmanr([value(t) for t in top], [better_test(t.user_attrs[test]) for t in top]).statistic
+
+
+def exported_test_error(storage: str, name: str, out: Path) -> tuple[float, str]:
+    """Export the study's winner as a user would (``rpztune export``) and read back the test error of the
+    written weights (``winner.json``), with where the weights came from (``trial`` or ``refit``)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        export(find_winner(storage, name), out)
+    record = json.loads((out / "winner.json").read_text())
+    return float(record["test_error"]), str(record["weights"])
+
+
 def numpy_mlp(args, storage: str, seed: int) -> list[tuple[str, dict, float]]:
-    rows = []
-    for label, folds in (("folds=1 (today)", 1), ("folds=5", 5)):
-        study, cpu = run(
-            "numpy-mlp", f"np-f{folds}-s{seed}", storage, seed, args, [f"folds={folds}"], n_trials=args.trials
+    """Per trial count: today's selection (``folds=1``, ASHA: the old defaults; the best trial's checkpoint
+    is exported) vs the new default (5-fold CV, no pruner, then ``confirm`` of the top ``--top`` on 5 fresh
+    folds and the refit of the confirmed winner, which export writes), each its own study."""
+    from search.confirm import confirm
+    from search.refit import refit
+
+    rows, done, old_cpu, new_cpu = [], 0, 0.0, 0.0
+    old_name, new_name = f"np-old-s{seed}", f"np-new-s{seed}"
+    for n in sorted(args.trial_counts):  # each study continued to the next count, as `rpztune run` resumes
+        old_study, cpu = run(
+            "numpy-mlp", old_name, storage, seed, args, ["folds=1"], n_trials=n - done, pruner="asha"
         )
-        figures = summarize(study, lambda t: -t.value, "test_error", lambda x: -x)
-        if folds > 1:  # would the pooled Brier score alone rank better? (the choice of figure)
-            done = [t for t in study.trials if t.state == TrialState.COMPLETE]
-            brier = [t.user_attrs["curves"]["val_brier"][t.user_attrs["best_epoch"] - 1] for t in done]
-            figures["spearman_brier"] = spearmanr(brier, [t.user_attrs["test_error"] for t in done]).statistic
-        rows.append((label, figures, cpu))
+        old_cpu += cpu
+        new_study, cpu = run("numpy-mlp", new_name, storage, seed, args, [], n_trials=n - done)
+        new_cpu += cpu
+        done = n
+        started = time.process_time()
+        result = confirm(storage, new_name, top=args.top)
+        refit(storage, new_name, result.winner.trial)
+        new_cpu += time.process_time() - started
+        value, test, lower = (lambda t: -t.value), "test_error", (lambda x: -x)
+        for label, study, name, cpu in (
+            (f"{n} trials, folds=1+ASHA (today)", old_study, old_name, old_cpu),
+            (f"{n} trials, CV+confirm+refit", new_study, new_name, new_cpu),
+        ):
+            figures = summarize(study, value, test, lower)
+            figures["spearman_top10"] = top10_spearman(study, value, test, lower)
+            out = Path(args.workdir) / "export" / f"{name}-n{n}"
+            exported, weights = exported_test_error(storage, name, out)
+            figures["exported"] = exported
+            figures["weights"] = weights
+            figures["regret_top10"] = exported - figures["top10_best"]
+            if study is new_study:
+                trials = new_study.trials
+                chosen = trials[result.winner.trial]
+                figures["confirmed_trial"] = chosen.number
+                figures["confirmed_checkpoint_test"] = chosen.user_attrs[test]
+                means = [e.mean for e in result.ranking]
+                tests = [trials[e.trial].user_attrs[test] for e in result.ranking]
+                figures["confirm_spearman_top"] = spearmanr(means, tests).statistic
+            rows.append((label, figures, cpu))
+            shown = {k: round(float(v), 4) if isinstance(v, float) else v for k, v in figures.items()}
+            print(f"numpy-mlp, seed {seed}, {label}: cpu {cpu:.0f} s {shown}", flush=True)
     if args.pruning:
         name, sets = f"np-nopr-s{seed}", ["folds=5"]
         study, _ = run("numpy-mlp", name, storage, seed, args, sets, n_trials=args.trials, pruner="none")
@@ -221,34 +291,124 @@ def mynet_cost(args: argparse.Namespace) -> None:
         )
 
 
+def analyze(args: argparse.Namespace) -> None:
+    """Fidelity of an existing study (``--storage URL --study S --analyze``): Spearman of its selection value
+    with its recorded test figure over complete trials and over the 10 best, ties at the top, the best-value
+    trial's and the confirmed winner's test figure against the best of the top 10 and of the study, and the
+    winner's refit's figure when one is stored."""
+    study = optuna.load_study(study_name=args.study, storage=args.storage)
+    attrs = study.user_attrs
+    task = attrs.get("task", "?")
+    test = args.test_attr or next(
+        (n for n in ANALYZE_TEST_ATTRS.get(task, ()) if any(n in t.user_attrs for t in study.trials)), None
+    )
+    done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    scored = [t for t in done if test is not None and t.user_attrs.get(test) is not None]
+    if len(scored) < 3:
+        sys.exit(
+            f"fidelity: study {args.study!r} ({task}) has {len(scored)} complete trials with a test figure "
+            f"{test!r} (pass --test-attr NAME)"
+        )
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    sign = 1.0 if maximize else -1.0
+    higher_test = test not in ("test_error",)  # an error is better lower, an accuracy higher
+
+    def better(x: float) -> float:
+        return x if higher_test else -x
+
+    def value(t: FrozenTrial) -> float:
+        return sign * t.value
+
+    partial = optuna.create_study(direction=study.direction)  # the scored trials only
+    partial.add_trials(scored)
+    figures = summarize(partial, value, test, better)
+    figures["spearman_top10"] = top10_spearman(partial, value, test, better)
+    metric = attrs.get("metric", "value")
+    print(
+        f"{args.study} ({task}): {len(study.trials)} trials, {len(done)} complete, {len(scored)} with "
+        f"{test}; selection value {metric}"
+    )
+    print(
+        f"  Spearman({metric}, {test}): {figures['spearman']:.3f} over complete trials, "
+        f"{figures['spearman_top10']:.3f} over the 10 best by {metric}; ties at the best value: "
+        f"{figures['ties_at_top']}"
+    )
+    print(
+        f"  best-value trial {figures['chosen_trial']}: {test} {figures['chosen']:.4f}; best of the top 10 "
+        f"{figures['top10_best']:.4f}; study's best {figures['study_best']:.4f} (gap "
+        f"{abs(figures['chosen'] - figures['study_best']):.4f})"
+    )
+    record = attrs.get("confirm")
+    if record:
+        winner = study.trials[record["winner"]]
+        print(
+            f"  confirmed winner trial {winner.number} ({record['count']} {record['scheme']}s): {test} "
+            f"{winner.user_attrs.get(test)}; gap to the study's best "
+            f"{abs(winner.user_attrs.get(test, float('nan')) - figures['study_best']):.4f}"
+        )
+    chosen = record["winner"] if record else figures["chosen_trial"]
+    refit_record = attrs.get(f"refit:{chosen}")
+    if refit_record:
+        shown = {k: refit_record[k] for k in ("epochs", "n_train", test) if k in refit_record}
+        print(f"  refit of trial {chosen}: {shown}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", default="numpy-mlp,mynet")
-    parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--trials", type=int, default=60, help="numpy-mlp trials per study")
+    parser.add_argument("--seeds", default="5,6")
+    parser.add_argument("--trials", default="60,100", help="numpy-mlp trials per study (one pair per count)")
+    parser.add_argument("--top", type=int, default=10, help="numpy-mlp: trials confirmed (run --confirm K)")
     parser.add_argument("--mynet-trials", type=int, default=10)
     parser.add_argument("--pruning", action="store_true", help="numpy-mlp: also replay pruning policies")
     parser.add_argument("--cost", action="store_true", help="mynet: time training vs validation, then exit")
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    parser.add_argument("--workdir", help="keep the studies and exports here (default: a temporary folder)")
+    parser.add_argument("--analyze", action="store_true", help="only analyze --study S in --storage URL")
+    parser.add_argument("--storage", help="with --analyze: the study's storage URL")
+    parser.add_argument("--study", help="with --analyze: the study's name")
+    parser.add_argument("--test-attr", help="with --analyze: the trials' test figure (default per task)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.analyze:
+        if not (args.storage and args.study):
+            parser.error("--analyze needs --storage URL and --study S")
+        return analyze(args)
     if args.cost:
         return mynet_cost(args)
+    args.trial_counts = [int(n) for n in args.trials.split(",")]
+    args.trials = args.trial_counts[0]
     runners = {"numpy-mlp": numpy_mlp, "mynet": mynet}
     with tempfile.TemporaryDirectory() as tmp:
-        storage = f"sqlite:///{Path(tmp) / 'fidelity.db'}"
+        args.workdir = args.workdir or tmp
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+        storage = f"sqlite:///{Path(args.workdir) / 'fidelity.db'}"
+        table = []
         for task in args.tasks.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
                 rows = runners[task](args, storage, seed)
                 print(f"\n{task}, seed {seed}")
                 for label, figures, cpu in rows:
                     shown = {k: round(float(v), 4) if isinstance(v, float) else v for k, v in figures.items()}
-                    print(f"  {label:30s} cpu {cpu:7.1f} s  {shown}")
-                (old_label, old, old_cpu), (new_label, new, new_cpu) = rows
+                    print(f"  {label:34s} cpu {cpu:7.1f} s  {shown}")
+                    table.append((task, seed, label, figures))
+                for (_, old, old_cpu), (_, new, new_cpu) in zip(rows[::2], rows[1::2], strict=True):
+                    chosen = "exported" if "exported" in new else "chosen"
+                    print(
+                        f"  new vs today: spearman {new['spearman']:.2f} vs {old['spearman']:.2f}; "
+                        f"chosen test {new[chosen]:.4f} vs {old[chosen]:.4f}; cpu {new_cpu / old_cpu:.2f}x",
+                        flush=True,
+                    )
+        numpy_rows = [r for r in table if r[0] == "numpy-mlp"]
+        if numpy_rows:
+            print("\nnumpy-mlp: exported winner's test error, regret vs the best of the top 10, Spearman")
+            print(f"  {'seed':>4}  {'selection':34s} {'complete':>8} {'rho all':>7} {'rho top10':>9} "
+                  f"{'exported':>8} {'top10 best':>10} {'regret':>7}")  # fmt: skip
+            for _, seed, label, f in numpy_rows:
                 print(
-                    f"  new vs today: spearman {new['spearman']:.2f} vs {old['spearman']:.2f}; chosen test "
-                    f"{new['chosen']:.4f} vs {old['chosen']:.4f}; cpu {new_cpu / old_cpu:.2f}x",
-                    flush=True,
+                    f"  {seed:>4}  {label:34s} {f['complete']:>8} {f['spearman']:>7.2f} "
+                    f"{f['spearman_top10']:>9.2f} {f['exported']:>8.4f} {f['top10_best']:>10.4f} "
+                    f"{f['regret_top10']:>+7.4f}"
                 )
 
 
