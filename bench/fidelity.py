@@ -227,6 +227,10 @@ def numpy_mlp(args, storage: str, seed: int) -> list[tuple[str, dict, float]]:
                 means = [e.mean for e in result.ranking]
                 tests = [trials[e.trial].user_attrs[test] for e in result.ranking]
                 figures["confirm_spearman_top"] = spearmanr(means, tests).statistic
+                done_refit = new_study.user_attrs[f"refit:{chosen.number}"]
+                members = done_refit.get("member_test_errors", [done_refit["test_error"]])
+                figures["refit_one_seed"] = members[0]  # the refit of one seed (before packed refits)
+                figures["refit_members"] = len(members)
             rows.append((label, figures, cpu))
             shown = {k: round(float(v), 4) if isinstance(v, float) else v for k, v in figures.items()}
             print(f"numpy-mlp, seed {seed}, {label}: cpu {cpu:.0f} s {shown}", flush=True)

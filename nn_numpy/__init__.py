@@ -26,6 +26,7 @@ from ._layers import initial_weights
 from ._losses import BCE
 from ._losses import SE
 from ._optim import SGD
+from ._stack import stack_models
 from ._standalone import standalone_source
 from ._trainer import Diverged
 from ._trainer import EpochStats
@@ -53,6 +54,7 @@ __all__ = [
     "predict",
     "restore",
     "save_model",
+    "stack_models",
     "standalone_source",
     "train",
 ]

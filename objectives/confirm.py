@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from optuna.trial import FrozenTrial
 
-from nn_numpy import predict, save_model
+from nn_numpy import predict, save_model, stack_models
 from spaces.finetune import FinetuneTrialConfig
 from spaces.mynet import MyNetTrialConfig
 from spaces.numpy_mlp import NumpyMLPConfig
@@ -92,18 +92,30 @@ def retrain_numpy_mlp(
     }
 
 
-def refit_numpy_mlp(trial: FrozenTrial, data: Any, path: Path, *, epochs: int, seed: int) -> dict[str, Any]:
-    """Train a numpy-mlp configuration on all training and validation images for ``epochs`` epochs; the last
-    epoch's weights go to ``path`` (``.npz``, like a trial checkpoint)."""
+REFIT_MEMBERS = 5  # numpy-mlp refits packed into one wider MLP (bench/refit_ensemble.py)
+
+
+def refit_numpy_mlp(
+    trial: FrozenTrial, data: Any, path: Path, *, epochs: int, seed: int, members: int = REFIT_MEMBERS
+) -> dict[str, Any]:
+    """Train a numpy-mlp configuration on all training and validation images for ``epochs`` epochs with
+    ``members`` seeds; the last epoch's weights, packed into one MLP that averages the members' logits
+    (:func:`nn_numpy.stack_models`; the lab's layers only), go to ``path`` (``.npz``, like a checkpoint)."""
+    if members < 1:
+        raise ValueError(f"a refit needs at least one member, got {members}")
     cfg = NumpyMLPConfig.from_dict(trial.user_attrs["config"])
     _, y = pool(data)
     started = time.perf_counter()
-    # the trainer wants validation images to pick a best epoch; a refit keeps the last epoch, so a few do
-    rng = np.random.default_rng([trial.number, seed])
-    trainer = start_fit(cfg, data, np.arange(len(y)), np.arange(8), rng)
-    for _ in range(epochs):
-        trainer.step()
-    model, result = trainer.model, trainer.result()
+    models, losses = [], []
+    for member in range(members):
+        # the trainer wants validation images to pick a best epoch; a refit keeps the last epoch, so a few do
+        rng = np.random.default_rng([trial.number, seed] + ([member] if member else []))
+        trainer = start_fit(cfg, data, np.arange(len(y)), np.arange(8), rng)
+        for _ in range(epochs):
+            trainer.step()
+        models.append(trainer.model)
+        losses.append([float(s.train_loss) for s in trainer.result().history])
+    model = models[0] if members == 1 else stack_models(models)
     save_model(
         path, model, mean=np.float64(data.mean), std=np.float64(data.std), classes=np.array(data.classes)
     )
@@ -112,9 +124,11 @@ def refit_numpy_mlp(trial: FrozenTrial, data: Any, path: Path, *, epochs: int, s
         "epochs": epochs,
         "n_train": int(len(y)),
         "seed": seed,
+        "members": members,
         "seconds": round(time.perf_counter() - started, 3),
-        "train_loss": [float(s.train_loss) for s in result.history],
+        "train_loss": [float(np.mean(epoch)) for epoch in zip(*losses, strict=True)],
         "test_error": _mlp_error(model, data.x_test, data.y_test),
+        "member_test_errors": [_mlp_error(m, data.x_test, data.y_test) for m in models],
         "n_test": int(len(data.y_test)),
     }
 

@@ -19,6 +19,8 @@ import optuna
 import pytest
 import rpz_cli
 
+from nn_numpy import load_model
+from objectives.confirm import REFIT_MEMBERS
 from search.cli import main
 from search.confirm import confirm_study_name, default_plan
 from search.winner import Estimate, choose_confirmed, find_winner
@@ -105,6 +107,7 @@ def test_confirm_refits_the_winner_and_export_writes_it(work, data_dir, tmp_path
     refit = study.user_attrs[f"refit:{winner}"]
     assert refit["epochs"] == next(e["epochs"] for e in record["estimates"] if e["trial"] == winner)
     assert refit["n_train"] == 1000  # every training image of the pair (500 per digit): train + validation
+    assert refit["members"] == REFIT_MEMBERS == len(refit["member_test_errors"]) > 1
     out = tmp_path / "export"
     code, printed, _ = cli("export", "--study", "numpy-mlp", "--out", str(out), "--storage", storage(work))
     assert code == 0
@@ -113,6 +116,8 @@ def test_confirm_refits_the_winner_and_export_writes_it(work, data_dir, tmp_path
     assert summary["confirmed"]["winner"] == winner
     refit_file = work / "studies-checkpoints" / "numpy-mlp" / refit["checkpoint"]
     assert (out / "numpy_nn_weights.npz").read_bytes() == refit_file.read_bytes()
+    packed, _ = load_model(out / "numpy_nn_weights.npz")  # the seeds side by side in one plain MLP
+    assert packed[0].W.shape == (784, 32 * REFIT_MEMBERS) and packed[-2].W.shape == (32 * REFIT_MEMBERS, 1)
     assert f"winner: trial {winner} of 'numpy-mlp': confirmed val_error" in printed
     assert record["reason"] in printed
     where = ["--data", str(data_dir), "--storage", storage(work)]
