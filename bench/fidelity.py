@@ -53,6 +53,7 @@ import warnings
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 from scipy.stats import spearmanr
 
@@ -62,6 +63,7 @@ from objectives.folds import tie_broken_error  # noqa: E402
 from search import run_study  # noqa: E402
 from search.algorithms import make_pruner  # noqa: E402
 from search.export import export  # noqa: E402
+from search.storage import get_storage  # noqa: E402
 from search.winner import find_winner  # noqa: E402
 
 ANALYZE_TEST_ATTRS = {
@@ -79,25 +81,44 @@ MYNET_TINY = [
 ]  # a few seconds per trial on one core
 
 
+def load(name: str, storage: str) -> optuna.Study | None:
+    """The study ``name`` (``None`` when missing); opening an SQLite file right after a run closed it can
+    fail with "disk I/O error" on a loaded machine, so it is retried."""
+    for attempt in range(5):
+        try:
+            return optuna.load_study(study_name=name, storage=get_storage(storage))
+        except KeyError:
+            return None
+        except sqlalchemy.exc.OperationalError:
+            if attempt == 4:
+                raise
+            time.sleep(2.0)
+    return None
+
+
 def run(
     task: str, name: str, storage: str, seed: int, args: argparse.Namespace, sets: list[str], **kw
 ) -> tuple[optuna.Study, float]:
-    """Run one study in this process; the study and the CPU seconds it took."""
+    """Run one study in this process up to ``n_trials`` trials in all (a study left by an interrupted run
+    of this bench is continued); the study and the CPU seconds it took."""
     started = time.process_time()
-    run_study(
-        task,
-        study_name=name,
-        storage=storage,
-        seed=seed,
-        data=args.data,
-        overrides=sets,
-        n_trials=kw.pop("n_trials"),
-        threads=1,
-        device="cpu",
-        progress=False,
-        **kw,
-    )
-    return optuna.load_study(study_name=name, storage=storage), time.process_time() - started
+    existing = load(name, storage)
+    wanted = kw.pop("n_trials") - (0 if existing is None else len(existing.trials))
+    if wanted > 0:
+        run_study(
+            task,
+            study_name=name,
+            storage=storage,
+            seed=seed,
+            data=args.data,
+            overrides=sets,
+            n_trials=wanted,
+            threads=1,
+            device="cpu",
+            progress=False,
+            **kw,
+        )
+    return load(name, storage), time.process_time() - started
 
 
 def summarize(study: optuna.Study, value, test: str, better_test) -> dict:
@@ -193,16 +214,15 @@ def numpy_mlp(args, storage: str, seed: int) -> list[tuple[str, dict, float]]:
     from search.confirm import confirm
     from search.refit import refit
 
-    rows, done, old_cpu, new_cpu = [], 0, 0.0, 0.0
+    rows, old_cpu, new_cpu = [], 0.0, 0.0
     old_name, new_name = f"np-old-s{seed}", f"np-new-s{seed}"
     for n in sorted(args.trial_counts):  # each study continued to the next count, as `rpztune run` resumes
         old_study, cpu = run(
-            "numpy-mlp", old_name, storage, seed, args, ["folds=1"], n_trials=n - done, pruner="asha"
+            "numpy-mlp", old_name, storage, seed, args, ["folds=1"], n_trials=n, pruner="asha"
         )
         old_cpu += cpu
-        new_study, cpu = run("numpy-mlp", new_name, storage, seed, args, [], n_trials=n - done)
+        new_study, cpu = run("numpy-mlp", new_name, storage, seed, args, [], n_trials=n)
         new_cpu += cpu
-        done = n
         started = time.process_time()
         result = confirm(storage, new_name, top=args.top)
         refit(storage, new_name, result.winner.trial)
