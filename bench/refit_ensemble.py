@@ -1,9 +1,10 @@
 """Benchmark: does a numpy-mlp refit packed from several seeds (``nn_numpy.stack_models``) beat one seed?
 
-Usage: ``python bench/refit_ensemble.py --storage URL --study S [--members 5] [--top 1]``
+Usage: ``python bench/refit_ensemble.py --storage URL --study S [--members 5] [--top 1] [--trial N]``
 
 For the confirmed winner of a numpy-mlp study (``rpztune confirm`` ran; ``--top N``: the N best by confirmed
-mean), trained exactly as a refit trains (the confirmed epoch count, the last epoch kept):
+mean; an unconfirmed study or ``--trial N``: that trial or the best, on 5 folds for its best epoch count),
+trained exactly as a refit trains (the confirmed epoch count, the last epoch kept):
 
 1. **Validation (decides)**: on the confirmation's own folds, every fold trains ``--members`` seeds on the
    other folds; the pooled held-out error of one seed (the mean over the seeds, and seed 0 alone) against
@@ -50,10 +51,16 @@ def main() -> None:
     parser.add_argument("--study", required=True)
     parser.add_argument("--members", type=int, default=5)
     parser.add_argument("--top", type=int, default=1, help="confirmed configurations, best mean first")
+    parser.add_argument("--trial", type=int, help="this trial instead of the confirmed ones")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=args.study, storage=args.storage)
-    record = study.user_attrs["confirm"]
+    record = study.user_attrs.get("confirm")
+    if record is None or args.trial is not None:
+        chosen = study.trials[args.trial] if args.trial is not None else study.best_trial
+        epochs = int(chosen.user_attrs.get("best_epoch") or chosen.user_attrs["config"]["epochs"])
+        estimate = {"trial": chosen.number, "epochs": epochs}
+        record = {"count": 5, "winner": chosen.number, "estimates": [estimate]}
     data = get_task("numpy-mlp").load_data(study.user_attrs.get("data"), study.user_attrs["settings"])
     x, y = pool(data)
     folds = stratified_folds(y.ravel(), record["count"], int(study.user_attrs.get("seed", 0)) + _FOLD_SEED)
