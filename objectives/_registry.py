@@ -75,12 +75,21 @@ class TrialContext:
         device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (torch tasks; numpy-mlp ignores it).
         metric: The name of the reported value (for messages).
         progress: Called as ``progress(trial_number, epoch, value)`` after every report (live display).
+        keeps: Called as ``keeps(trial, value)``: whether a trial completing with ``value`` can be among the
+            checkpoints the study keeps (``None``: every trial's checkpoint is kept).
     """
 
     checkpoint_dir: Path
     device: str = "auto"
     metric: str = "value"
     progress: Callable[[int, int, float], None] | None = None
+    keeps: Callable[[optuna.Trial, float], bool] | None = None
+
+    def keeps_checkpoint(self, trial: optuna.Trial, value: float) -> bool:
+        """Whether ``trial``, completing with ``value``, should write its final checkpoint: ``False`` when
+        the study keeps only its best few and ``value`` ranks behind them (the file would be deleted as
+        soon as the trial completes)."""
+        return self.keeps is None or self.keeps(trial, value)
 
     def report(self, trial: optuna.Trial, value: float, epoch: int) -> None:
         """Report an epoch's validation metric, and stop the trial when the pruner says so.

@@ -39,6 +39,7 @@ from spaces.numpy_mlp import SPACE, NumpyMLPConfig, suggest
 from ._registry import Task, TrialContext, register
 from .data import DigitPair, binary_split, load_mnist, select_pair
 from .folds import pooled, stratified_folds, tie_broken_error
+from .per_data import derived, read_only
 
 __all__ = [
     "ConfigFit",
@@ -78,9 +79,33 @@ def start_fit(
 ) -> Trainer:
     """Build ``cfg``'s model and a :class:`~nn_numpy.Trainer` that trains it an epoch per ``step()`` on the
     training images ``train_idx`` of :func:`pool` ``(data)``, validating on ``val_idx``."""
-    dtype = np.dtype(cfg.dtype)
+    return _trainer(cfg, data, _split_arrays(data, train_idx, val_idx, np.dtype(cfg.dtype)), rng)
+
+
+def _split_arrays(
+    data: DigitPair, train_idx: np.ndarray, val_idx: np.ndarray, dtype: np.dtype
+) -> tuple[np.ndarray, ...]:
+    """``(x_train, y_train, x_val, y_val)`` of ``pool(data)`` at the indices, as ``dtype``."""
     x, y = pool(data)
-    model = build_mlp(x.shape[1], cfg.widths, cfg.activation, init=cfg.init, rng=rng, dtype=dtype)
+    return tuple(a[idx].astype(dtype) for idx in (train_idx, val_idx) for a in (x, y))
+
+
+def _fold_arrays(data: DigitPair, k: int, seed: int, dtype: np.dtype) -> list[tuple[np.ndarray, ...]]:
+    """The ``k`` seeded stratified folds' arrays (see :func:`_split_arrays`), made once per worker."""
+
+    def build() -> list[tuple[np.ndarray, ...]]:
+        splits = stratified_folds(pool(data)[1], k, seed)
+        return [read_only(*_split_arrays(data, trn, val, dtype)) for trn, val in splits]
+
+    return derived(data, ("folds", k, seed, dtype.str), build)
+
+
+def _trainer(
+    cfg: NumpyMLPConfig, data: DigitPair, arrays: tuple[np.ndarray, ...], rng: np.random.Generator
+) -> Trainer:
+    dtype = np.dtype(cfg.dtype)
+    x_train = arrays[0]
+    model = build_mlp(x_train.shape[1], cfg.widths, cfg.activation, init=cfg.init, rng=rng, dtype=dtype)
     augment = None
     if cfg.augment_shift:
         background = np.asarray(-data.mean / data.std, dtype=dtype)
@@ -88,10 +113,7 @@ def start_fit(
     return Trainer(
         model,
         SE() if cfg.loss == "se" else BCE(),
-        x[train_idx].astype(dtype),
-        y[train_idx].astype(dtype),
-        x[val_idx].astype(dtype),
-        y[val_idx].astype(dtype),
+        *arrays,
         batch_size=cfg.batch_size,
         rng=rng,
         augment=augment,
@@ -125,8 +147,15 @@ def fit_config(
 
 def pool(data: DigitPair) -> tuple[np.ndarray, np.ndarray]:
     """All training images of ``data`` (its train part, then its validation part) and their labels: the
-    images the folds are drawn from. ``data``'s own split is ``pool`` indices ``[:n_train]`` and the rest."""
-    return np.concatenate([data.x_train, data.x_val]), np.concatenate([data.y_train, data.y_val])
+    images the folds are drawn from. ``data``'s own split is ``pool`` indices ``[:n_train]`` and the rest.
+    Read-only arrays, made once per ``data``."""
+    return derived(
+        data,
+        "pool",
+        lambda: read_only(
+            np.concatenate([data.x_train, data.x_val]), np.concatenate([data.y_train, data.y_val])
+        ),
+    )
 
 
 def objective(trial: optuna.Trial, data: DigitPair, space: Space, context: TrialContext) -> float:
@@ -144,13 +173,14 @@ def objective(trial: optuna.Trial, data: DigitPair, space: Space, context: Trial
     dtype = np.dtype(cfg.dtype)
     test_error = _error(model, data.x_test.astype(dtype), data.y_test)
     checkpoint = context.checkpoint_dir / f"trial-{trial.number:05d}.npz"
-    save_model(
-        checkpoint,
-        model,
-        mean=np.float64(data.mean),
-        std=np.float64(data.std),
-        classes=np.array(data.classes),
-    )
+    if context.keeps_checkpoint(trial, value):  # named either way, like a checkpoint deleted later
+        save_model(
+            checkpoint,
+            model,
+            mean=np.float64(data.mean),
+            std=np.float64(data.std),
+            classes=np.array(data.classes),
+        )
     trial.set_user_attr("best_epoch", best_epoch)
     trial.set_user_attr("test_error", test_error)
     trial.set_user_attr("n_test", len(data.y_test))
@@ -186,13 +216,12 @@ def _cross_validate(
     """Train the ``k`` folds an epoch at a time, reporting the pooled figure each epoch (so every pruner
     can stop a poor trial after its first epochs); the checkpoint is fold 1's model at the epoch where the
     pooled figure was best (fold 1: a fixed choice, not the luckiest fold)."""
-    _, labels = pool(data)
-    splits = stratified_folds(labels, k, seed)
-    sizes = [len(val) for _, val in splits]
+    folds = _fold_arrays(data, k, seed, np.dtype(cfg.dtype))
+    sizes = [len(arrays[3]) for arrays in folds]
     n = sum(sizes)
     trainers = [
-        start_fit(cfg, data, trn, val, np.random.default_rng([trial.number, seed, fold]))
-        for fold, (trn, val) in enumerate(splits)
+        _trainer(cfg, data, arrays, np.random.default_rng([trial.number, seed, fold]))
+        for fold, arrays in enumerate(folds)
     ]
     curves: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_error": [], "val_brier": []}
     best = (math.inf, 0, [])  # (pooled figure, epoch, fold 1's parameters)

@@ -59,7 +59,8 @@ class KeepTopCheckpoints:
     """A study callback deleting the checkpoints of completed trials outside the best ``k``.
 
     The current best trial's checkpoint is never deleted (not even on a tie Optuna breaks differently);
-    trials of other workers are seen through the storage, so every worker applies the same rule.
+    trials of other workers are seen through the storage, so every worker applies the same rule. A trial
+    outside the best ``k`` stays outside (completed values never change), so each is cleaned up once.
     """
 
     def __init__(self, study_dir: Path, k: int = 5) -> None:
@@ -67,17 +68,35 @@ class KeepTopCheckpoints:
             raise ValueError(f"keep-top must be at least 1, but got {k=}.")
         self.study_dir = study_dir
         self.k = k
+        self._gone: set[int] = set()  # numbers of trials whose checkpoints were deleted
+        self._kth: float | None = None  # the k-th best completed value at the last call
+        self._maximize = False
+
+    def could_keep(self, value: float) -> bool:
+        """Whether a trial completing with ``value`` can rank among the best ``k`` completed trials (ties
+        with the ``k``-th included), as far as this callback has seen them: ``False`` means its checkpoint
+        would be deleted. Trials completed since its last call can only make it say ``True`` too often."""
+        if self._kth is None:
+            return True
+        return value >= self._kth if self._maximize else value <= self._kth
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if trial.state != TrialState.COMPLETE:
             return
         completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if len(completed) <= self.k:
-            return  # nothing to delete: spare the best-trial query
-        reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
-        ranked = sorted(completed, key=lambda t: (t.value if not reverse else -t.value, t.number))
-        best = study.best_trial.number
-        for stale in ranked[self.k :]:
-            path = checkpoint_path(self.study_dir, stale)
-            if path is not None and stale.number != best:
+        if len(completed) < self.k:
+            return  # nothing to delete
+        self._maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        sign = -1 if self._maximize else 1
+        ranked = sorted(completed, key=lambda t: (sign * t.value, t.number))
+        self._kth = ranked[self.k - 1].value
+        stale = [t for t in ranked[self.k :] if t.number not in self._gone]
+        # only a trial tied with the best can be Optuna's best among them: ask the storage only then
+        best = study.best_trial.number if any(t.value == ranked[0].value for t in stale) else None
+        for old in stale:
+            if old.number == best:
+                continue
+            path = checkpoint_path(self.study_dir, old)
+            if path is not None:
                 path.unlink(missing_ok=True)
+            self._gone.add(old.number)

@@ -194,8 +194,13 @@ def work(
     ckpt_dir = checkpoint_root(spec.storage, spec.checkpoints) / study_dirname(spec.study_name)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     progress = WorkerProgress(index, send) if send is not None else None
+    keeper = KeepTopCheckpoints(ckpt_dir, spec.keep_top)
     context = objectives.TrialContext(
-        checkpoint_dir=ckpt_dir, device=spec.device, metric=task.metric, progress=progress and progress.epoch
+        checkpoint_dir=ckpt_dir,
+        device=spec.device,
+        metric=task.metric,
+        progress=progress and progress.epoch,
+        keeps=lambda trial, value: keeper.could_keep(value),
     )
     identity = worker_identity()
     current: dict[str, int] = {}  # the trial being run: its number and storage id
@@ -218,7 +223,7 @@ def work(
             trial.set_user_attr("fail_reason", f"interrupted ({exc or 'Ctrl-C'})")
             raise
 
-    callbacks: list[Any] = [KeepTopCheckpoints(ckpt_dir, spec.keep_top)]
+    callbacks: list[Any] = [keeper]
     if progress is not None:
         callbacks.append(progress)
     ran = 0

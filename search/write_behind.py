@@ -6,13 +6,21 @@ its own running trial, so :class:`WriteBehindStorage` keeps it in memory and ans
 During a trial's first ``max_delay`` seconds its intermediate values and user/system attributes are held
 back and written together: when the trial ends, when a parameter is written (parameters go at once: a
 retried trial needs them), or at its first write after those seconds; from then on every write goes
-through at once, so other workers see a long trial's epochs as Optuna alone would show them. The study's
-user attributes are read once per worker. Everything else goes to Optuna's cached RDB storage.
+through at once, so other workers see a long trial's epochs as Optuna alone would show them. A flush is one
+transaction of multi-row upserts (one check that the trial is still running, not one per value).
+
+Reads: the study's user attributes are read once per worker. The study's trials are read from the database
+at most once per ``refresh`` seconds (and always after this process finished a trial): the several reads
+of one ask (the trial queue, the sampler's search space, its history, the pruner) share one, so a sampler
+sees the study as it was at most ``refresh`` seconds before, which Optuna's own parallel workers risk as
+well between their ask and their first suggestion. Everything else goes to Optuna's cached RDB storage.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import sqlite3
 import time
 from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
@@ -25,9 +33,11 @@ from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["MAX_DELAY_S", "WriteBehindStorage", "write_behind"]
+__all__ = ["MAX_DELAY_S", "REFRESH_S", "WriteBehindStorage", "write_behind"]
 
 MAX_DELAY_S = 5.0
+REFRESH_S = 0.25
+_UPSERT = sqlite3.sqlite_version_info >= (3, 24, 0)  # INSERT ... ON CONFLICT DO UPDATE
 
 
 @dataclass
@@ -37,14 +47,16 @@ class _Pending:
     system: dict[str, Any] = field(default_factory=dict)
 
 
-def write_behind(storage: optuna.storages.BaseStorage, max_delay: float = MAX_DELAY_S) -> Any:
+def write_behind(
+    storage: optuna.storages.BaseStorage, max_delay: float = MAX_DELAY_S, refresh: float = REFRESH_S
+) -> Any:
     """``storage`` with its worker's trials written behind (SQLite; any other storage unchanged).
 
     Only one machine uses an SQLite file, so nobody else needs to see a trial's first seconds as they
     happen; on a server storage other machines watch them (progress, heartbeats, recovery), and its round
     trips are not the local file commits this saves."""
     if isinstance(storage, RDBStorage) and storage.engine.url.get_backend_name() == "sqlite":
-        return WriteBehindStorage(storage, max_delay)
+        return WriteBehindStorage(storage, max_delay, refresh)
     return storage
 
 
@@ -54,11 +66,16 @@ class WriteBehindStorage(_CachedStorage):
     Args:
         backend: The RDB storage.
         max_delay: Seconds from a trial's start during which its values and attributes are held back.
+        refresh: Seconds for which one read of a study's trials from the database answers the next reads.
     """
 
-    def __init__(self, backend: RDBStorage, max_delay: float = MAX_DELAY_S) -> None:
+    def __init__(
+        self, backend: RDBStorage, max_delay: float = MAX_DELAY_S, refresh: float = REFRESH_S
+    ) -> None:
         super().__init__(backend)
         self.max_delay = max_delay
+        self.refresh = refresh
+        self._fresh_until: dict[int, float] = {}  # study id -> when its last read of trials gets stale
         self._own: dict[int, FrozenTrial] = {}  # this process's running trials, as they are now
         self._since: dict[int, float] = {}  # when this process took each of them (monotonic)
         self._pending: dict[int, _Pending] = {}
@@ -119,8 +136,11 @@ class WriteBehindStorage(_CachedStorage):
             self._own[trial_id] = self._backend.get_trial(trial_id)
             self._since[trial_id] = time.monotonic()
         elif state.is_finished():
-            self._own.pop(trial_id, None)
             self._since.pop(trial_id, None)
+            if self._own.pop(trial_id, None) is not None:  # the cache holds it as running: read it back
+                study_id = self._trial_id_to_study_id_and_number[trial_id][0]
+                self._fresh_until.pop(study_id, None)
+                self._read_trials_from_remote_storage(study_id)  # Optuna's next get_trial is answered here
         return changed
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
@@ -135,6 +155,14 @@ class WriteBehindStorage(_CachedStorage):
             own = self._own
             trials = [_copy(own[t._trial_id]) if t._trial_id in own else t for t in trials]
         return trials
+
+    def _read_trials_from_remote_storage(self, study_id: int) -> None:
+        # Called by _CachedStorage.get_all_trials before it answers from its cache.
+        now = time.monotonic()
+        if now < self._fresh_until.get(study_id, -1.0):
+            return
+        super()._read_trials_from_remote_storage(study_id)
+        self._fresh_until[study_id] = now + self.refresh
 
     def _defer(self, trial_id: int, kind: str, key: Any, value: Any) -> bool:
         trial = self._own.get(trial_id)
@@ -164,14 +192,59 @@ class WriteBehindStorage(_CachedStorage):
 
         rdb = self._backend
         with _create_scoped_session(rdb.scoped_session) as session:
+            if not _UPSERT:  # an SQLite older than 3.24: Optuna's own statements, a few per value
+                _write_each(rdb, session, trial_id, pending)
+                return
+            trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+            rdb.check_trial_is_updatable(trial_id, trial.state)
+            to_stored = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
+            steps = []
             for step, value in pending.intermediate.items():
-                rdb._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
+                stored, kind = to_stored(value)
+                steps.append(
+                    {
+                        "trial_id": trial_id,
+                        "step": step,
+                        "intermediate_value": stored,
+                        "intermediate_value_type": kind,
+                    }
+                )
+            _upsert(session, models.TrialIntermediateValueModel, ("trial_id", "step"), steps)
             for model, attrs in (
                 (models.TrialUserAttributeModel, pending.user),
                 (models.TrialSystemAttributeModel, pending.system),
             ):
-                for key, value in attrs.items():
-                    rdb._set_trial_attr_without_commit(session, model, trial_id, key, value)
+                rows = [
+                    {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()
+                ]
+                _upsert(session, model, ("trial_id", "key"), rows)
+
+
+def _upsert(session: Any, model: Any, unique: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` into ``model``'s table, replacing those whose ``unique`` columns exist already."""
+    if not rows:
+        return
+    from sqlalchemy.dialects.sqlite import insert
+
+    statement = insert(model.__table__)
+    changed = [column for column in rows[0] if column not in unique]
+    statement = statement.on_conflict_do_update(
+        index_elements=list(unique), set_={column: statement.excluded[column] for column in changed}
+    )
+    session.execute(statement, rows)
+
+
+def _write_each(rdb: RDBStorage, session: Any, trial_id: int, pending: _Pending) -> None:
+    from optuna.storages._rdb import models
+
+    for step, value in pending.intermediate.items():
+        rdb._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
+    for model, attrs in (
+        (models.TrialUserAttributeModel, pending.user),
+        (models.TrialSystemAttributeModel, pending.system),
+    ):
+        for key, value in attrs.items():
+            rdb._set_trial_attr_without_commit(session, model, trial_id, key, value)
 
 
 def _copy(trial: FrozenTrial) -> FrozenTrial:

@@ -6,8 +6,8 @@ import pytest
 
 from nn_numpy import BCE, SGD, build_mlp, load_model, train
 from objectives import TrialContext
-from objectives.folds import pooled, tie_broken_error
-from objectives.numpy_mlp import load_data, objective, random_shift
+from objectives.folds import pooled, stratified_folds, tie_broken_error
+from objectives.numpy_mlp import _fold_arrays, load_data, objective, pool, random_shift
 from search.algorithms import make_pruner
 from spaces.numpy_mlp import SPACE
 
@@ -158,3 +158,26 @@ def test_diverging_trial_ends_pruned_with_its_reason(digits, tmp_path) -> None:
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert "diverged" in trial.user_attrs["prune_reason"]
     assert "checkpoint" not in trial.user_attrs
+
+
+def test_objective_writes_no_checkpoint_the_study_would_delete(digits, tmp_path) -> None:
+    space = SPACE.with_overrides({**SMALL, "epochs": 2, "folds": 1})
+    for keeps in (False, True):
+        study = optuna.create_study(direction="minimize")
+        context = TrialContext(tmp_path / str(keeps), keeps=lambda trial, value, keeps=keeps: keeps)
+        context.checkpoint_dir.mkdir()
+        study.optimize(lambda t, c=context: objective(t, digits, space, c), n_trials=1)
+        trial = study.trials[0]
+        assert trial.state == optuna.trial.TrialState.COMPLETE and "test_error" in trial.user_attrs
+        assert (context.checkpoint_dir / trial.user_attrs["checkpoint"]).is_file() == keeps
+
+
+def test_fold_arrays_are_made_once_per_data_set_read_only(digits) -> None:
+    folds = _fold_arrays(digits, 5, 3, np.dtype("float32"))
+    assert _fold_arrays(digits, 5, 3, np.dtype("float32")) is folds
+    assert _fold_arrays(digits, 5, 4, np.dtype("float32")) is not folds  # another seed: other folds
+    x, y = pool(digits)
+    for (trn, val), arrays in zip(stratified_folds(y, 5, 3), folds, strict=True):
+        for array, expected in zip(arrays, (x[trn], y[trn], x[val], y[val]), strict=True):
+            assert array.dtype == np.float32 and not array.flags.writeable
+            np.testing.assert_array_equal(array, expected.astype(np.float32))

@@ -170,3 +170,15 @@ def test_check_checkpoint_names_the_owner_and_file_of_a_missing_or_corrupt_check
         check_checkpoint(path, what="trial 3 of 'x'")
     with pytest.raises(CheckpointError, match="recorded no checkpoint"):
         check_checkpoint(None, what="trial 3 of 'x'")
+
+
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_keep_top_tells_which_values_could_still_be_kept(tmp_path, direction) -> None:
+    study = optuna.create_study(direction=direction)
+    keep = KeepTopCheckpoints(tmp_path, k=2)
+    sign = 1 if direction == "minimize" else -1
+    for value in (0.5, 0.3, 0.7):
+        assert keep.could_keep(sign * 9.0)  # fewer than k completed: any value could be kept
+        keep(study, _completed_trial(study, tmp_path, sign * value))
+    assert keep.could_keep(sign * 0.5) and keep.could_keep(sign * 0.1)  # a tie with the k-th, a better one
+    assert not keep.could_keep(sign * 0.51)

@@ -77,3 +77,56 @@ def test_write_behind_defers_reports_but_not_parameters(tmp_path: Path) -> None:
     study = optuna.load_study(study_name="s", storage=eager)
     study.optimize(objective, n_trials=1)
     assert seen["reports"] == {1: 0.5}  # past max_delay: written at once
+
+
+def _every_kind(trial: optuna.Trial) -> float:
+    trial.set_user_attr("a", 1)
+    trial.set_user_attr("config", {"widths": [3, 4]})
+    trial.suggest_float("x", 0, 1)  # writes what came before
+    trial.set_user_attr("a", 2)  # again, after it was written
+    trial.study._storage.set_trial_system_attr(trial._trial_id, "s", [trial.number])
+    for step, value in enumerate([float("inf"), float("-inf"), float("nan"), 0.5]):
+        trial.report(value, step)
+    if trial.number == 1:
+        raise optuna.TrialPruned()
+    if trial.number == 2:
+        raise RuntimeError("a failing trial")
+    return 0.5
+
+
+def test_write_behind_stores_non_finite_reports_rewritten_attrs_and_every_end_state(tmp_path: Path) -> None:
+    stored = []
+    for name, wrap in (("plain", lambda s: s), ("behind", write_behind)):
+        storage = wrap(get_storage(f"sqlite:///{tmp_path / name}.db"))
+        study = optuna.create_study(study_name="s", storage=storage, sampler=make_sampler("random", 0))
+        study.optimize(_every_kind, n_trials=3, catch=(RuntimeError,))
+        trials = optuna.load_study(
+            study_name="s", storage=get_storage(f"sqlite:///{tmp_path / name}.db")
+        ).trials
+        stored.append(
+            [
+                (t.state, t.params, repr(t.intermediate_values), t.user_attrs, t.system_attrs, t.value)
+                for t in trials
+            ]
+        )
+    plain, behind = stored
+    assert behind == plain
+    assert [row[0].name for row in behind] == ["COMPLETE", "PRUNED", "FAIL"]
+    assert behind[2][3] == {"a": 2, "config": {"widths": [3, 4]}}
+    assert behind[0][2] == repr({0: float("inf"), 1: float("-inf"), 2: float("nan"), 3: 0.5})
+
+
+def test_one_read_of_the_trials_answers_the_reads_within_refresh(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    study = optuna.create_study(study_name="s", storage=write_behind(get_storage(url), refresh=3600))
+    other = optuna.load_study(study_name="s", storage=get_storage(url))  # another process
+    assert study.trials == []
+    other.ask()  # another worker's trial starts
+    assert study.trials == []  # the read above still answers
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    # this process finished a trial: the next read comes from the database, with that trial complete
+    assert [t.state.name for t in study.trials] == ["RUNNING", "COMPLETE"]
+
+    eager = optuna.load_study(study_name="s", storage=write_behind(get_storage(url), refresh=0))
+    other.ask()
+    assert len(eager.trials) == 3
