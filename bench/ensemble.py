@@ -60,7 +60,9 @@ def main() -> None:
     finetunes = [FinetuneNet(FINETUNE) for _ in range(args.k)]
     rows = []
     mynet = _bench(
-        {"single": mynets[0], f"ensemble of {args.k}": AveragedEnsemble(mynets)}, (100, 1, 28, 28), args.repeats
+        {"single": mynets[0], f"ensemble of {args.k}": AveragedEnsemble(mynets)},
+        (100, 1, 28, 28),
+        args.repeats,
     )
     rows += [("MyNet", name, ms, ms / mynet["single"]) for name, ms in mynet.items()]
     finetune = _bench(

@@ -35,10 +35,12 @@ _MYNET = {
     ),
 }
 _FINETUNE = {
-    False: "``FinetuneNet()`` builds the tuned Dogs-vs-Cats net (``FINETUNE_CFG``; weights: ``finetuned.pt``).",
+    False: (
+        "``FinetuneNet()`` builds the tuned Dogs-vs-Cats net (``FINETUNE_CFG``; weights:\n``finetuned.pt``)."
+    ),
     True: (
-        "``FinetuneNet()`` builds an ensemble of {n} tuned Dogs-vs-Cats nets (``FINETUNE_MEMBERS``; weights:\n"
-        "one ``finetuned.pt``) averaging their probabilities{flip}."
+        "``FinetuneNet()`` builds an ensemble of {n} tuned Dogs-vs-Cats nets (``FINETUNE_MEMBERS``;\n"
+        "weights: one ``finetuned.pt``) averaging their probabilities{flip}."
     ),
 }
 

@@ -10,8 +10,9 @@ on cached backbone features of *all* photos, so a fold costs seconds; other poli
 mynet (seeds only: its validation images are the lab's fixed split). Every retrainer returns a JSON-ready
 record with the replicate's ``value`` (the task's metric, same direction as the search), its ``best_epoch``
 and the test figure for information only; mynet and finetune add the replicate's held-out class
-``predictions`` (``held_out.py``: the caller keeps them as files, for ensembles). ``REFITTERS`` train on all training images for a given epoch
-count and write the weights (numpy-mlp ``.npz``, finetune ``.pt``; mynet's refit lives in mynet.py).
+``predictions`` (``held_out.py``: the caller keeps them as files, for ensembles). ``REFITTERS`` train on
+all training images for a given epoch count and write the weights (numpy-mlp ``.npz``, finetune ``.pt``;
+mynet's refit lives in mynet.py).
 """
 
 from __future__ import annotations
@@ -299,7 +300,9 @@ def retrain_mynet(
         "n_train": len(split.y_train),
         "n_val": len(y_val),
         "test_accuracy": accuracy(model, split.x_test, split.y_test),
-        "predictions": {"val": (probabilities(model, x_val, prepare=_unit), y_val.cpu().numpy().astype(np.int64))},
+        "predictions": {
+            "val": (probabilities(model, x_val, prepare=_unit), y_val.cpu().numpy().astype(np.int64))
+        },
     }
 
 

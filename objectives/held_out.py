@@ -38,7 +38,9 @@ def _labels(y: torch.Tensor) -> np.ndarray:
     return y.cpu().numpy().astype(np.int64)
 
 
-def finetune_predictions(model: nn.Module, parts: Any, features: dict[str, torch.Tensor] | None) -> Predictions:
+def finetune_predictions(
+    model: nn.Module, parts: Any, features: dict[str, torch.Tensor] | None
+) -> Predictions:
     """A trained FinetuneNet's held-out probabilities: from cached backbone ``features`` through the head
     when given (linear probes), else through the whole net; ``orig_flip`` always runs the whole net."""
     model.eval()

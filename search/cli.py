@@ -234,7 +234,8 @@ def _export_ensemble(args: argparse.Namespace, winner: Winner) -> int:
     members = ", ".join(f"trial {t} ({s})" for t, s in zip(done.estimate.members, done.sources, strict=True))
     print(f"members: {members}")
     print(
-        f"CPU ms per 100 images (1 thread): winner alone {done.single_ms:.1f}, ensemble {done.ensemble_ms:.1f} "
+        f"CPU ms per 100 images (1 thread): winner alone {done.single_ms:.1f}, "
+        f"ensemble {done.ensemble_ms:.1f} "
         f"({done.ensemble_ms / done.single_ms:.1f}x); rpztune validate --max-mynet-ms/--max-finetune-ms "
         "holds a submission to a limit"
     )

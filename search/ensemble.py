@@ -113,7 +113,9 @@ class EnsembleEstimate:
 
     def describe(self) -> str:
         """One line: members, both figures and the paired gain ± se."""
-        what = f"ensemble of trials {', '.join(map(str, self.members))}" + (" with flip TTA" if self.flip else "")
+        what = f"ensemble of trials {', '.join(map(str, self.members))}" + (
+            " with flip TTA" if self.flip else ""
+        )
         return (
             f"{what}: held-out {self.metric} {np.mean(self.ensemble):.4f} vs the winner's "
             f"{np.mean(self.single):.4f} on the same {len(self.single)} confirmation {self.scheme}s, "

@@ -152,7 +152,9 @@ def build_submission(
             "pytorch_fcnet_training.png": _describe(fcnet),
         }
         if ensemble is not None:
-            submission.sources |= {name: f"{submission.sources[name]}; {note}" for name, note in notes.items()}
+            submission.sources |= {
+                name: f"{submission.sources[name]}; {note}" for name, note in notes.items()
+            }
         files["cnn.ipynb"] = _notebook(work / "cnn.ipynb", submission.sources)
         assert set(REQUIRED_FILES) <= set(files), "every required file has a source"
         _write_zip(out, files)

@@ -49,9 +49,9 @@ class EnsembleExport:
     sources: list[str]
 
 
-def packed_ensemble(winner: Winner, trials: list[int], folder: Path, *, flip: bool = False) -> tuple[
-    list[Any], AveragedEnsemble, list[str], list[torch.nn.Module]
-]:
+def packed_ensemble(
+    winner: Winner, trials: list[int], folder: Path, *, flip: bool = False
+) -> tuple[list[Any], AveragedEnsemble, list[str], list[torch.nn.Module]]:
     """The members' configurations, the ensemble with their weights loaded, where each member's weights
     came from (``refit`` or ``trial``) and the member nets.
 
@@ -100,7 +100,9 @@ def export_ensemble(
             "export without --ensemble writes the winner alone"
         )
     task = winner.task.name
-    folder = winner.checkpoint.parent if checkpoints is None else study_dir(storage, study.study_name, checkpoints)
+    folder = (
+        winner.checkpoint.parent if checkpoints is None else study_dir(storage, study.study_name, checkpoints)
+    )
     cfgs, ensemble, sources, nets = packed_ensemble(winner, list(estimate.members), folder, flip=flip)
     if task == "mynet":
         source = ensemble_source(mynet_cfgs=cfgs)
@@ -119,7 +121,9 @@ def export_ensemble(
         "selection": winner.describe(),
         "ensemble": estimate.to_dict() | {"weights": sources},
         "cpu_ms_per_100": {"single": single_ms, "ensemble": ensemble_ms, "threads": 1},
-        "configs": [t.user_attrs["config"] for t in (study.get_trials(deepcopy=False)[m] for m in estimate.members)],
+        "configs": [
+            t.user_attrs["config"] for t in (study.get_trials(deepcopy=False)[m] for m in estimate.members)
+        ],
         "needs_timm": task == "finetune" and not plain_torch,
         "usage": (
             f"from pytorch_cnn import {'MyNet' if task == 'mynet' else 'FinetuneNet'}, classify; "
@@ -161,7 +165,9 @@ def _check_file(path: Path, task: str, ensemble: AveragedEnsemble, weights: Path
         expected, got = ensemble.eval()(x), model.eval()(x)
     diff = (got - expected).abs().max().item()
     if got.shape != expected.shape or diff > _MAX_DIFF:
-        raise ValueError(f"the exported ensemble's output differs from the members' mean softmax by {diff:.2e}")
+        raise ValueError(
+            f"the exported ensemble's output differs from the members' mean softmax by {diff:.2e}"
+        )
 
 
 def submission_ensembles(
@@ -195,7 +201,9 @@ def submission_ensembles(
     flipped = False
     for task, winner in winners.items():
         use_flip = flip and task == "finetune"
-        estimate = estimate_ensemble(winner.study, study_dir(storage, winner.study.study_name), k, flip=use_flip)
+        estimate = estimate_ensemble(
+            winner.study, study_dir(storage, winner.study.study_name), k, flip=use_flip
+        )
         if not estimate.helps:
             log(f"{task}: the winner alone, confirmation shows no gain for the {estimate.describe()}")
             continue

@@ -95,7 +95,9 @@ def test_packed_finetune_with_flip_averages_the_image_and_its_mirror(tmp_path, r
             net.head[-1].weight.normal_(0, 5.0)
     source = ensemble_source(finetune_cfgs=LITE, flip=True, plain_torch=True)
     assert "FINETUNE_FLIP = True" in source and "timm" not in source.split('"""', 2)[2].split("class")[0]
-    described, *rest = _run_packed(tmp_path, run_standalone, source, nets, "FinetuneNet", (4, 3, 96, 96), flip=True)
+    described, *rest = _run_packed(
+        tmp_path, run_standalone, source, nets, "FinetuneNet", (4, 3, 96, 96), flip=True
+    )
     assert described == "FinetuneNetEnsemble" and rest[0] == "2"
     assert float(rest[1]) < 1e-5 and rest[2] == "True"
     x = torch.rand(4, 3, 96, 96, generator=torch.Generator().manual_seed(1))
@@ -142,7 +144,9 @@ def test_export_refuses_too_few_confirmed_or_no_gain_with_one_line(work, tmp_pat
     url = f"sqlite:///{work / 'studies.db'}"
     code, out, err = cli("export", "--study", "mynet", "--out", str(tmp_path / "a"), "--ensemble", "3",
                          "--storage", url)  # fmt: skip
-    assert code == 2 and "has 2 confirmed configuration(s), fewer than 3" in err and len(err.splitlines()) == 1
+    assert (
+        code == 2 and "has 2 confirmed configuration(s), fewer than 3" in err and len(err.splitlines()) == 1
+    )
     code, _, err = cli("export", "--study", "mynet", "--out", str(tmp_path / "a"), "--tta", "flip",
                        "--ensemble", "2", "--storage", url)  # fmt: skip
     assert code == 2 and "--tta flip is for finetune" in err
@@ -166,7 +170,9 @@ def test_export_writes_the_ensemble_when_confirmation_shows_a_gain(work, tmp_pat
     url = f"sqlite:///{work / 'studies.db'}"
     study = _study(work)
     estimate = estimate_ensemble(study, work / "studies-checkpoints" / "mynet", 2)
-    code, out, err = cli("export", "--study", "mynet", "--out", str(tmp_path), "--ensemble", "2", "--storage", url)
+    code, out, err = cli(
+        "export", "--study", "mynet", "--out", str(tmp_path), "--ensemble", "2", "--storage", url
+    )
     if estimate.helps:
         assert code == 0, err
         summary = json.loads((tmp_path / "winner.json").read_text())
@@ -205,4 +211,3 @@ def test_an_ensemble_submission_passes_validate_in_the_sandbox(work, tmp_path) -
     report = validate(tmp_path / "submission.zip")
     assert report.ok, [(c.name, c.detail) for c in report.failed]
     print(report.check("time: MyNet").detail, "|", report.check("time: FinetuneNet").detail)
-
