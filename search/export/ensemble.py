@@ -215,8 +215,10 @@ def submission_ensembles(
         name = _WEIGHTS[task]
         files[name] = save_state(pack_states([net.state_dict() for net in nets]), work / name)
         notes[name] = f"an ensemble of trials {list(estimate.members)} ({', '.join(sources)} weights)"
-    mynet_cfgs = cfgs.get("mynet") or [_config(winners["mynet"])]
-    finetune_cfgs = cfgs.get("finetune") or [_config(winners["finetune"])]
+    mynet_cfgs = cfgs.get("mynet") or ([_config(winners["mynet"])] if "mynet" in winners else None)
+    finetune_cfgs = cfgs.get("finetune") or (
+        [_config(winners["finetune"])] if "finetune" in winners else None
+    )
     source = ensemble_source(mynet_cfgs, finetune_cfgs, flip=flipped, plain_torch=plain_torch)
     return source, files, notes
 

@@ -24,7 +24,7 @@ from nn_numpy import standalone_source
 from reports import plot_training
 from search.cli import main
 from search.ensemble import estimate_ensemble, predictions_file
-from search.export.ensemble import export_ensemble
+from search.export.ensemble import export_ensemble, submission_ensembles
 from search.validate import validate
 from search.winner import find_winner
 from spaces.mynet import MyNetTrialConfig
@@ -164,6 +164,14 @@ def test_export_refuses_too_few_confirmed_or_no_gain_with_one_line(work, tmp_pat
                          "--storage", f"sqlite:///{copy / 'studies.db'}")  # fmt: skip
     assert code == 2 and "confirmation shows no gain" in err and "paired gain +0.0000" in err
     assert not (tmp_path / "b" / "model.pt").exists()
+    # submit decides per part: this MyNet falls back to the winner alone and says why
+    lines: list[str] = []
+    winner = find_winner(f"sqlite:///{copy / 'studies.db'}", "mynet")
+    source, files, _ = submission_ensembles(
+        f"sqlite:///{copy / 'studies.db'}", {"mynet": winner}, 2, tmp_path, log=lines.append
+    )
+    assert files == {} and "MyNetEnsemble" not in source and "MYNET_CFG = MyNetCfg(" in source
+    assert lines and lines[0].startswith("mynet: the winner alone, confirmation shows no gain")
 
 
 def test_export_writes_the_ensemble_when_confirmation_shows_a_gain(work, tmp_path) -> None:
@@ -173,6 +181,12 @@ def test_export_writes_the_ensemble_when_confirmation_shows_a_gain(work, tmp_pat
     code, out, err = cli(
         "export", "--study", "mynet", "--out", str(tmp_path), "--ensemble", "2", "--storage", url
     )
+    lines: list[str] = []
+    (tmp_path / "s").mkdir()
+    source, files, _ = submission_ensembles(
+        url, {"mynet": find_winner(url, "mynet")}, 2, tmp_path / "s", log=lines.append
+    )
+    assert ("MyNetEnsemble" in source) == estimate.helps == ("model.pt" in files)
     if estimate.helps:
         assert code == 0, err
         summary = json.loads((tmp_path / "winner.json").read_text())
