@@ -9,8 +9,10 @@ Per task (``RETRAINERS``): numpy-mlp (folds or seeds, seconds), finetune (folds 
 on cached backbone features of *all* photos, so a fold costs seconds; other policies fine-tune per fold),
 mynet (seeds only: its validation images are the lab's fixed split). Every retrainer returns a JSON-ready
 record with the replicate's ``value`` (the task's metric, same direction as the search), its ``best_epoch``
-and the test figure for information only. ``REFITTERS`` train on all training images for a given epoch
-count and write the weights (numpy-mlp ``.npz``, finetune ``.pt``; mynet's refit lives in mynet.py).
+and the test figure for information only; mynet and finetune add the replicate's held-out class
+``predictions`` (``held_out.py``: the caller keeps them as files, for ensembles). ``REFITTERS`` train on
+all training images for a given epoch count and write the weights (numpy-mlp ``.npz``, finetune ``.pt``;
+mynet's refit lives in mynet.py).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from spaces.numpy_mlp import NumpyMLPConfig
 from . import finetune as ft
 from .feature_cache import FeatureCache, weights_tag
 from .folds import stratified_folds
+from .held_out import finetune_predictions, probabilities
 from .numpy_mlp import fit_config, pool, start_fit
 from .proxy import condition_bank, proxy_score
 from .torch_fit import accuracy, cpu_state, fit, resolve_device, save_state
@@ -202,6 +205,7 @@ def _finetune_run(
             features["new"] = every["new"]
         ft._fit_head(model.head, features, parts, train_cfg, on_epoch)
         model.head.load_state_dict(best["state"])
+        best["features"] = features  # the held-out predictions go through the head only
     else:
         ft._fit_model(model, parts, train_cfg, on_epoch)
         model.load_state_dict(best["state"])
@@ -242,13 +246,14 @@ def retrain_finetune(
     photos and their condition-bank copies."""
     cfg = FinetuneTrialConfig.from_dict(trial.user_attrs["config"])
     seed = int(trial.user_attrs.get("seed", trial.number)) * 31 + 1_000 + rep.index
-    _, best, parts = _finetune_run(trial, data, rep, settings, cfg.train.epochs, seed)
+    model, best, parts = _finetune_run(trial, data, rep, settings, cfg.train.epochs, seed)
     return {
         "value": float(best["proxy"]),
         "best_epoch": int(best["epoch"]),
         "n_train": len(parts.y_train),
         "n_val": len(parts.y_val),
         **{f"{name}_acc": value for name, value in best["parts"].items()},
+        "predictions": finetune_predictions(model, parts, best.get("features")),
     }
 
 
@@ -302,13 +307,21 @@ def retrain_mynet(
         None,  # scored once, after the last epoch: the schedules anneal there
         generator=torch.Generator(device=torch_device).manual_seed(seed),
     )
+    model.eval()
     return {
         "value": accuracy(model, x_val, y_val),
         "best_epoch": len(result.history),
         "n_train": len(split.y_train),
         "n_val": len(y_val),
         "test_accuracy": accuracy(model, split.x_test, split.y_test),
+        "predictions": {
+            "val": (probabilities(model, x_val, prepare=_unit), y_val.cpu().numpy().astype(np.int64))
+        },
     }
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x.float().div(255)
 
 
 Retrainer = Callable[[FrozenTrial, Any, Replicate, dict[str, Any], str], dict[str, Any]]

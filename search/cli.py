@@ -210,10 +210,36 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .winner import find_winner
 
     winner = find_winner(args.storage, args.study, args.trial, checkpoints=args.checkpoints)
+    if args.ensemble is not None or args.tta != "none":
+        return _export_ensemble(args, winner)
     written = export(winner, args.out, data=args.data, standalone=args.standalone)
     print(f"winner: {winner.describe()}")
     print(_figures(winner, Path(args.out) / "winner.json"))
     for path in written:
+        print(f"  wrote {path}")
+    return 0
+
+
+def _export_ensemble(args: argparse.Namespace, winner: Winner) -> int:
+    from .export.ensemble import export_ensemble
+
+    if args.ensemble is None:
+        raise ValueError("--tta flip averages an ensemble's members over flips: give --ensemble K too")
+    done = export_ensemble(
+        winner, Path(args.out), args.ensemble, storage=args.storage, checkpoints=args.checkpoints,
+        flip=args.tta == "flip", plain_torch=args.standalone,
+    )  # fmt: skip
+    print(f"winner: {winner.describe()}")
+    print(f"{done.estimate.describe()}: written (the rule: a positive mean paired gain on confirmation)")
+    members = ", ".join(f"trial {t} ({s})" for t, s in zip(done.estimate.members, done.sources, strict=True))
+    print(f"members: {members}")
+    print(
+        f"CPU ms per 100 images (1 thread): winner alone {done.single_ms:.1f}, "
+        f"ensemble {done.ensemble_ms:.1f} "
+        f"({done.ensemble_ms / done.single_ms:.1f}x); rpztune validate --max-mynet-ms/--max-finetune-ms "
+        "holds a submission to a limit"
+    )
+    for path in done.written:
         print(f"  wrote {path}")
     return 0
 
@@ -291,6 +317,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         fcnet_study=args.fcnet_study,
         standalone=args.standalone,
         checkpoints=args.checkpoints,
+        ensemble=args.ensemble,
+        flip=args.tta == "flip",
         log=lambda line: print(line, flush=True),
     )
     print(f"wrote {submission.path}")
@@ -475,6 +503,7 @@ def _add_submit(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", default="submission.zip", help="the zip to write (default submission.zip)")
     parser.add_argument("--standalone", action="store_true", help="FinetuneNet in plain torch (no timm)")
+    _add_ensemble(parser)
     _add_limits(parser)
 
 
@@ -516,6 +545,19 @@ def _add_winner(parser: argparse.ArgumentParser, *, out: bool) -> None:
             action="store_true",
             help="finetune: a pytorch_cnn.py that needs only torch (EfficientNet-Lite backbones, no timm)",
         )
+        _add_ensemble(parser)
+
+
+def _add_ensemble(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ensemble", type=int, metavar="K",
+        help="mynet/finetune: average the confirmed winner and the next K-1 confirmed configurations, "
+        "when confirmation shows the ensemble scoring higher",
+    )  # fmt: skip
+    parser.add_argument(
+        "--tta", choices=("none", "flip"), default="none",
+        help="finetune ensembles: average over left-right flipped photos too",
+    )  # fmt: skip
 
 
 def _add_refit(parser: argparse.ArgumentParser) -> None:

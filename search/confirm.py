@@ -35,9 +35,10 @@ from optuna.trial import FrozenTrial, TrialState
 import objectives
 from objectives.confirm import RETRAINERS, SCHEMES, Replicate
 
+from .ensemble import save_predictions
 from .recovery import recover_orphans, worker_identity
 from .storage import get_storage
-from .study import StudyError, load_study
+from .study import StudyError, load_study, study_dir
 from .winner import RULE, Estimate, choose_confirmed, complexity
 from .workers import _limit_threads, _thread_env, available_cores
 
@@ -338,6 +339,9 @@ def _work(
             trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
             cstudy.tell(trial, state=TrialState.FAIL)
             continue
+        predictions = record.pop("predictions", None)
+        if predictions is not None:  # kept for ensembles (search/ensemble.py)
+            save_predictions(study_dir(storage, study_name), attrs["confirm_key"], predictions)
         for name, value in record.items():
             trial.set_user_attr(name, value)
         trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))

@@ -29,6 +29,7 @@ from spaces.finetune import FinetuneTrialConfig
 from spaces.mynet import MyNetTrialConfig
 
 from .export import export
+from .export.ensemble import submission_ensembles
 from .refit import find_refit
 from .storage import get_storage
 from .study import run_study
@@ -80,6 +81,8 @@ def build_submission(
     fcnet_study: str = "fcnet",
     standalone: bool = False,
     checkpoints: str | Path | None = None,
+    ensemble: int | None = None,
+    flip: bool = False,
     log: Callable[[str], None] = lambda line: None,
 ) -> Submission:
     """Write the lab's zip at ``out`` from the studies' winners; run a short FCNet study when none exists.
@@ -88,6 +91,9 @@ def build_submission(
         storage: The storage holding the studies.
         out: The zip to write (replaced atomically).
         standalone: Write ``FinetuneNet`` in plain torch (no timm needed where it is evaluated).
+        ensemble: ``MyNet`` and ``FinetuneNet`` average the top ``ensemble`` confirmed configurations of
+            their studies, each where its confirmation shows a gain (``search/export/ensemble.py``).
+        flip: With ``ensemble``, FinetuneNet averages left-right flips too.
         log: Called with one line per step (the CLI prints them).
 
     Raises:
@@ -96,6 +102,8 @@ def build_submission(
         SubmissionError: when a study is of the wrong task, the FCNet study has conv stages, or
             ``standalone`` is asked for a backbone without a plain-torch version.
     """
+    if flip and ensemble is None:
+        raise ValueError("--tta flip averages an ensemble's members over flips: give --ensemble K too")
     out = Path(out)
     if not out.parent.is_dir():
         raise FileNotFoundError(f"folder {str(out.parent)!r} of --out does not exist")
@@ -125,6 +133,13 @@ def build_submission(
         files["finetuned.pt"] = work / "finetune" / "finetuned.pt"
         files["pytorch_cnn.py"] = work / "pytorch_cnn.py"
         files["pytorch_cnn.py"].write_text(source)
+        if ensemble is not None:
+            source, packed, notes = submission_ensembles(
+                storage, {"mynet": mynet, "finetune": finetune}, ensemble, work, flip=flip,
+                plain_torch=standalone, checkpoints=checkpoints, log=log,
+            )  # fmt: skip
+            files["pytorch_cnn.py"].write_text(source)
+            files |= packed
         files["pytorch_fcnet_training.png"] = _plot_fcnet(fcnet, work / "pytorch_fcnet_training.png")
         refit = find_refit(mynet)
         submission.sources = {
@@ -136,6 +151,10 @@ def build_submission(
             "finetuned.pt": _describe(finetune) + (" (its refit)" if find_refit(finetune) else ""),
             "pytorch_fcnet_training.png": _describe(fcnet),
         }
+        if ensemble is not None:
+            submission.sources |= {
+                name: f"{submission.sources[name]}; {note}" for name, note in notes.items()
+            }
         files["cnn.ipynb"] = _notebook(work / "cnn.ipynb", submission.sources)
         assert set(REQUIRED_FILES) <= set(files), "every required file has a source"
         _write_zip(out, files)

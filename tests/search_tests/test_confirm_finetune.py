@@ -8,6 +8,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -60,3 +61,25 @@ def test_finetune_confirm_cross_validates_all_photos_and_refits_the_winner(work,
     refitted = torch.load(refit_file, weights_only=True)
     head = [key for key in own if key.startswith("head.")]
     assert head and not all(torch.equal(own[k], refitted[k]) for k in head)  # retrained, not copied
+
+
+def test_finetune_folds_keep_predictions_that_give_each_proxy_and_a_flip_estimate(work) -> None:
+    """Each replicate's saved ORIG/AUG probabilities give its accuracies (linear probes: through the head on
+    cached features); the ensemble estimate pairs the top 2 per fold, with and without flip TTA."""
+    from search.ensemble import estimate_ensemble, predictions_file
+
+    url = f"sqlite:///{work / 'studies.db'}"
+    study = optuna.load_study(study_name="finetune", storage=url)
+    folder = work / "studies-checkpoints" / "finetune"
+    for trial in optuna.load_study(study_name="finetune:confirm", storage=url).trials:
+        with np.load(predictions_file(folder, trial.user_attrs["confirm_key"])) as saved:
+            parts = {n: float(np.mean(saved[n].argmax(1) == saved[f"{n}_y"])) for n in ("orig", "aug")}
+            assert saved["orig_flip"].shape == saved["orig"].shape == (24, 2)
+        assert parts["orig"] == pytest.approx(trial.user_attrs["orig_acc"])
+        assert parts["aug"] == pytest.approx(trial.user_attrs["aug_acc"])
+    plain, flipped = (estimate_ensemble(study, folder, 2, flip=flip) for flip in (False, True))
+    record = study.user_attrs["confirm"]
+    stored = next(e for e in record["estimates"] if e["trial"] == record["winner"])
+    assert list(plain.single) == pytest.approx(stored["values"]) and len(plain.ensemble) == 5
+    assert flipped.flip and flipped.single == plain.single
+    print(f"tiny finetune study: {plain.describe()}; {flipped.describe()}")
