@@ -204,7 +204,10 @@ def _all_features(
         with torch.inference_mode():
             return {
                 name: torch.cat(
-                    [model.forward_features(ft._float(v[i : i + 128])) for i in range(0, len(v), 128)]
+                    [
+                        model.forward_features(ft._float(v[i : i + ft._FEATURE_CHUNK]))
+                        for i in range(0, len(v), ft._FEATURE_CHUNK)
+                    ]
                 )
                 for name, v in parts.items()
             }
