@@ -34,6 +34,7 @@ from spaces.numpy_mlp import NumpyMLPConfig
 from . import finetune as ft
 from .feature_cache import FeatureCache, weights_tag
 from .folds import stratified_folds
+from .memory import plan_batch
 from .numpy_mlp import fit_config, pool, start_fit
 from .proxy import condition_bank, proxy_score
 from .torch_fit import accuracy, cpu_state, fit, resolve_device, save_state
@@ -189,7 +190,11 @@ def _finetune_run(
         ft._fit_head(model.head, features, parts, train_cfg, on_epoch)
         model.head.load_state_dict(best["state"])
     else:
-        ft._fit_model(model, parts, train_cfg, on_epoch)
+        shape, batch = tuple(parts.x_train.shape[1:]), min(train_cfg.batch_size, len(parts.y_train))
+        plan = plan_batch(model, shape, batch, settings)  # the search's memory cap holds here too
+        if plan.reason:
+            raise MemoryError(plan.reason)
+        ft._fit_model(model, parts, train_cfg, on_epoch, micro_batch=plan.micro_batch)
         model.load_state_dict(best["state"])
     return model.eval(), best, parts
 

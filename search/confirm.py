@@ -34,6 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 import objectives
 from objectives.confirm import RETRAINERS, SCHEMES, Replicate
+from objectives.memory import track_peak_rss
 
 from . import reference as ref
 from .recovery import recover_orphans, worker_identity
@@ -344,7 +345,8 @@ def _work(
         rep = Replicate(attrs["scheme"], int(attrs["index"]), int(attrs["count"]), int(attrs["plan_seed"]))
         started = time.perf_counter()
         try:
-            record = retrain(sources[int(attrs["confirm_of"])], dataset, rep, settings, device)
+            with track_peak_rss(trial):
+                record = retrain(sources[int(attrs["confirm_of"])], dataset, rep, settings, device)
         except Exception as exc:  # one replicate fails; the others go on, and the next run retries it
             trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
             cstudy.tell(trial, state=TrialState.FAIL)

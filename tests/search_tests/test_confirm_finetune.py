@@ -141,3 +141,19 @@ def test_compare_pairs_the_replicates_and_says_who_wins() -> None:
     lower = Estimate(1, (0.05, 0.03, 0.07, 0.04, 0.06), epochs=6, complexity=10, search_value=0.02)
     assert compare(errors, lower, "minimize")["verdict"] == "loses"
     assert compare(base, base, "maximize")["verdict"] == "is"
+
+
+def test_a_fine_tune_replicate_keeps_the_memory_cap(photos_dir) -> None:
+    from types import SimpleNamespace
+
+    from objectives.confirm import Replicate, retrain_finetune
+    from objectives.finetune import load_data
+
+    data = load_data(str(photos_dir), {"max_images": 20})
+    config = {
+        "model": {"backbone": "tf_efficientnet_lite0", "resolution": 96, "head": "linear"},
+        "train": {"freeze": "full", "augment": "flip_crop", "batch_size": 8, "epochs": 1},
+    }
+    trial = SimpleNamespace(number=3, user_attrs={"config": config, "seed": 3})
+    with pytest.raises(MemoryError, match="exceeds max_memory_mb=64"):
+        retrain_finetune(trial, data, Replicate("fold", 0, 2), {"max_memory_mb": 64})
