@@ -68,4 +68,4 @@ def test_trust_section_sets_the_winner_against_the_baseline(study) -> None:
     )  # fmt: skip
     html = study_page(StudyData.load(study, importances=False))
     assert "against the baseline" in html and "the search beats not searching" in html
-    assert "trial 0 (baseline)" in html and "trial 1 ★" in html
+    assert "trial 0 (baseline)" in html  # the ranking figure labels the reference
