@@ -1,7 +1,15 @@
 """Benchmark of the finetune task: single-stage vs staged search, the feature cache, fine-tuning rates.
 
 Usage: ``python bench/finetune.py [--data PATH] [--max-images N] [--budget S] [--target P] [--seed S]``
-``[--probe-trials N] [--threads N]``, or ``--cache-and-rates [--quick] [--resolution R]``
+``[--probe-trials N] [--threads N]``, or ``--cache-and-rates [--quick] [--resolution R]``, or
+``--analyze STORAGE [STORAGE ...] [--study NAME] [--target P]``
+
+With ``--analyze`` it runs nothing: for each finished study (e.g. the default 20-minute ``rpztune run
+finetune --timeout 1200``) it prints the wall-minutes from the first trial's start until the best validation
+proxy reached ``--target``, the trials per stage and state, whether the fine-tune stage started and finished,
+the largest peak RSS, then per trial its stage, configuration, state, proxy, peak RSS, the memory cap's
+estimate, and when it started and how long it ran (storage holds wall-clock times; CPU time is the runner's
+``/usr/bin/time``).
 
 By default, side by side in one run, on a seeded ``--max-images`` subset of the Dogs-vs-Cats photos, two
 default studies (TPE, ASHA, the default memory cap), each stopped after ``--budget`` CPU seconds (a running
@@ -224,6 +232,45 @@ def compare_studies(args: argparse.Namespace) -> None:
         )
 
 
+def analyze(storage: str, study_name: str, target: float) -> None:
+    """Print what a finished finetune study bought: time to the target, stages, peak RSS per trial."""
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    trials = [t for t in study.get_trials(deepcopy=False) if t.datetime_start is not None]
+    if not trials:
+        print(f"\n{storage}: no trial started")
+        return
+    start = min(t.datetime_start for t in trials)
+    end = max(t.datetime_complete or t.datetime_start for t in trials)
+    done = sorted((t for t in trials if t.value is not None), key=lambda t: t.datetime_complete)
+    reached = next((t for t in done if t.value >= target), None)
+    stages: dict[tuple[str, str], int] = {}
+    for t in study.get_trials(deepcopy=False):
+        key = (t.user_attrs.get("stage", "?"), t.state.name)
+        stages[key] = stages.get(key, 0) + 1
+    tuned = [t for t in trials if t.user_attrs.get("stage") == "finetune"]
+    rss = [t.user_attrs["peak_rss_mb"] for t in trials if "peak_rss_mb" in t.user_attrs]
+    when = (
+        f"{(reached.datetime_complete - start).total_seconds() / 60:.1f} wall-min (trial {reached.number})"
+        if reached
+        else "not reached"
+    )
+    best = max((t.value for t in done), default=float("nan"))
+    print(
+        f"\n{storage} ({study_name}): {len(trials)} trials over {(end - start).total_seconds() / 60:.1f} min"
+    )
+    print(f"  best proxy {best:.4f}; proxy >= {target}: {when}")
+    print("  trials by stage/state: " + ", ".join(f"{s}/{st} {n}" for (s, st), n in sorted(stages.items())))
+    finished = sum(t.state.name == "COMPLETE" for t in tuned)
+    print(f"  fine-tune stage: {len(tuned)} started, {finished} complete")
+    over = sum(r > 4096 for r in rss)
+    print(f"  largest peak RSS {max(rss, default=0):.0f} MiB (trials over 4096 MiB: {over})")
+    print_trials(trials)
+    print(f"  {'#':>3} {'start min':>10} {'wall min':>9}")
+    for t in trials:
+        ran = ((t.datetime_complete or end) - t.datetime_start).total_seconds() / 60
+        print(f"  {t.number:>3} {(t.datetime_start - start).total_seconds() / 60:>10.1f} {ran:>9.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -238,7 +285,13 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="300 photos, 96 px, fewer steps")
     parser.add_argument("--resolution", type=int, help="internal resolution (default 160; --quick: 96)")
+    parser.add_argument("--analyze", nargs="+", metavar="STORAGE", help="report finished studies instead")
+    parser.add_argument("--study", default="finetune", help="the study --analyze reads")
     args = parser.parse_args()
+    if args.analyze:
+        for storage in args.analyze:
+            analyze(storage, args.study, args.target)
+        return
     torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not args.cache_and_rates:

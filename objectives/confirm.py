@@ -37,6 +37,7 @@ from . import finetune as ft
 from .feature_cache import FeatureCache, weights_tag
 from .folds import stratified_folds
 from .held_out import finetune_predictions, probabilities
+from .memory import plan_batch
 from .numpy_mlp import fit_config, pool, start_fit
 from .proxy import condition_bank, proxy_score
 from .torch_fit import accuracy, cpu_state, fit, resolve_device, save_state
@@ -207,7 +208,11 @@ def _finetune_run(
         model.head.load_state_dict(best["state"])
         best["features"] = features  # the held-out predictions go through the head only
     else:
-        ft._fit_model(model, parts, train_cfg, on_epoch)
+        shape, batch = tuple(parts.x_train.shape[1:]), min(train_cfg.batch_size, len(parts.y_train))
+        plan = plan_batch(model, shape, batch, settings)  # the search's memory cap holds here too
+        if plan.reason:
+            raise MemoryError(plan.reason)
+        ft._fit_model(model, parts, train_cfg, on_epoch, micro_batch=plan.micro_batch)
         model.load_state_dict(best["state"])
     return model.eval(), best, parts
 
@@ -222,7 +227,10 @@ def _all_features(
         with torch.inference_mode():
             return {
                 name: torch.cat(
-                    [model.forward_features(ft._float(v[i : i + 128])) for i in range(0, len(v), 128)]
+                    [
+                        model.forward_features(ft._float(v[i : i + ft._FEATURE_CHUNK]))
+                        for i in range(0, len(v), ft._FEATURE_CHUNK)
+                    ]
                 )
                 for name, v in parts.items()
             }

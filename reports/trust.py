@@ -43,6 +43,8 @@ def trust_section(data: StudyData) -> str:
     confirmed = data.attrs.get("confirm")
     if confirmed:
         facts["confirmed winner"] = f"trial {confirmed['winner']}: {confirmed['reason']}"
+        if confirmed.get("reference"):
+            facts["against the baseline"] = confirmed["reference"]["line"]
         parts.append(figure(_ranking(confirmed, data.metric), "trust-ranking"))
         parts.append(_ranking_table(confirmed, done, test))
     else:
@@ -73,7 +75,12 @@ def _scatter(pairs: pd.DataFrame, metric: str, test: str) -> go.Figure:
 
 def _ranking(confirmed: dict, metric: str) -> go.Figure:
     estimates = confirmed["estimates"]
-    labels = [f"trial {e['trial']}" + (" ★" if e["trial"] == confirmed["winner"] else "") for e in estimates]
+    base = (confirmed.get("reference") or {}).get("trial")
+    labels = [
+        f"trial {e['trial']}" + (" ★" if e["trial"] == confirmed["winner"] else "")
+        + (" (baseline)" if e["trial"] == base else "")
+        for e in estimates
+    ]  # fmt: skip
     fig = go.Figure(
         [
             go.Scatter(

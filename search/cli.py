@@ -97,14 +97,19 @@ def _confirm(args: argparse.Namespace, study: str, top: int, folds: int | None, 
         device=args.device, log=lambda line: print(line, flush=True),
     )  # fmt: skip
     print(f"trained {result.trained} replicates; confirmed ranking ({result.scheme}s: {result.count}):")
+    base = (result.reference or {}).get("trial")
     for estimate in result.ranking:
         mark = "*" if estimate is result.winner else " "
         print(
             f" {mark} trial {estimate.trial:>4}: {estimate.mean:.4f} ± {estimate.sd:.4f} (search "
             f"{estimate.search_value:.4f}, {estimate.complexity} parameters, {estimate.epochs} epochs)"
+            + (" baseline" if estimate.trial == base else "")
         )
     print(f"winner: trial {result.winner.trial}: {result.reason}")
-    if load_study(args.storage, study).user_attrs["task"] == "mynet":
+    attrs = load_study(args.storage, study).user_attrs
+    if result.reference is not None:
+        print(result.reference["line"])
+    if attrs["task"] == "mynet":
         print(f"next: rpztune refit --study {study} (mynet: minutes), then rpztune export")
     else:
         done = refit(args.storage, study, result.winner.trial, data=args.data, checkpoints=args.checkpoints)

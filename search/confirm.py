@@ -34,7 +34,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 import objectives
 from objectives.confirm import RETRAINERS, SCHEMES, Replicate
+from objectives.memory import track_peak_rss
 
+from . import reference as ref
 from .ensemble import save_predictions
 from .recovery import recover_orphans, worker_identity
 from .storage import get_storage
@@ -51,7 +53,8 @@ _STALE_S = 120  # a RUNNING replicate that never recorded its worker (killed rig
 
 @dataclass
 class ConfirmResult:
-    """A finished confirmation: the plan, how many replicates this run trained, the estimates and winner."""
+    """A finished confirmation: the plan, how many replicates this run trained, the estimates and winner,
+    and the winner against the study's baseline (``search/reference.py``; ``None`` without one)."""
 
     study: str
     confirm_study: str
@@ -61,6 +64,7 @@ class ConfirmResult:
     ranking: list[Estimate]
     winner: Estimate
     reason: str
+    reference: dict[str, Any] | None = None
 
 
 def confirm_study_name(study_name: str) -> str:
@@ -121,7 +125,8 @@ def confirm(
     if task.name not in RETRAINERS:
         raise ValueError(f"no confirmation for task {task.name!r}")
     scheme, count = default_plan(task.name, folds, seeds)
-    leaders = _leaders(study, top)
+    baseline = ref.reference_trial(study)
+    leaders = ref.with_reference(_leaders(study, top), baseline)
     plan_seed = int(attrs.get("seed", 0))
     data = data if data is not None else attrs.get("data")
     dataset = _load_checked(study, task, data)
@@ -140,8 +145,9 @@ def confirm(
     _recover(cstudy)
     queued = _enqueue_missing(cstudy, leaders, scheme, count, plan_seed)
     numbers = ", ".join(str(t.number) for t in leaders)
+    extra = "" if baseline is None else f"; the baseline, trial {baseline.number}, is the reference"
     log(
-        f"confirming the top {len(leaders)} trials of {study_name!r} ({numbers}) over {count} {scheme}s: "
+        f"confirming the top {top} trials of {study_name!r} ({numbers}) over {count} {scheme}s{extra}: "
         f"{queued} replicates to train"
     )
     done_before = len(cstudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -157,6 +163,8 @@ def confirm(
             f"say why in {cstudy.study_name!r}); run rpztune confirm again"
         )
     winner, ranking, reason = choose_confirmed(found, task.direction)
+    base = None if baseline is None else next(e for e in found if e.trial == baseline.number)
+    versus = None if base is None else ref.compare(winner, base, task.direction, task.metric)
     study.set_user_attr(
         "confirm",
         {
@@ -167,11 +175,15 @@ def confirm(
             "estimates": [e.to_dict() for e in ranking],
             "winner": winner.trial,
             "reason": reason,
+            "reference": versus,
+            "parts": ref.replicate_parts(cstudy, [t.number for t in leaders], (scheme, count, plan_seed)),
             "rule": RULE,
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         },
     )
-    return ConfirmResult(study_name, cstudy.study_name, scheme, count, trained, ranking, winner, reason)
+    return ConfirmResult(
+        study_name, cstudy.study_name, scheme, count, trained, ranking, winner, reason, versus
+    )
 
 
 def estimates(
@@ -334,7 +346,8 @@ def _work(
         rep = Replicate(attrs["scheme"], int(attrs["index"]), int(attrs["count"]), int(attrs["plan_seed"]))
         started = time.perf_counter()
         try:
-            record = retrain(sources[int(attrs["confirm_of"])], dataset, rep, settings, device)
+            with track_peak_rss(trial):
+                record = retrain(sources[int(attrs["confirm_of"])], dataset, rep, settings, device)
         except Exception as exc:  # one replicate fails; the others go on, and the next run retries it
             trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
             cstudy.tell(trial, state=TrialState.FAIL)

@@ -179,10 +179,11 @@ class Winner:
                 how = "best validation value; not confirmed (rpztune confirm re-trains the top trials)"
             return f"{head}: {metric} {self.trial.value:.4f} ({how})"
         mine = next(e for e in record["estimates"] if e["trial"] == self.trial.number)
+        versus = f"; {record['reference']['line']}" if record.get("reference") else ""
         return (
             f"{head}: confirmed {metric} {mine['mean']:.4f} ± {mine['sd']:.4f} (mean ± sd over "
             f"{len(mine['values'])} {record['scheme']}s; search value {self.trial.value:.4f}); won by the "
-            f"noise-aware rule: {record['reason']}"
+            f"noise-aware rule: {record['reason']}{versus}"
         )
 
     @property

@@ -52,3 +52,20 @@ def test_trust_section_shows_the_confirmed_ranking_with_its_spread(study) -> Non
     html = study_page(StudyData.load(study, importances=False))
     assert f"trial {winner.trial}: {reason}" in html and "trust-ranking" in html
     assert html.index("1 (winner)") < html.index("0.0320 ± 0.0028")  # trial 1 first: the better mean
+
+
+def test_trust_section_sets_the_winner_against_the_baseline(study) -> None:
+    from search.reference import compare
+
+    base = Estimate(0, (0.030, 0.034, 0.032), epochs=9, complexity=5_000, search_value=0.02)
+    best = Estimate(1, (0.020, 0.025, 0.021), epochs=9, complexity=5_000, search_value=0.02)
+    winner, ranking, reason = choose_confirmed([base, best], "minimize")
+    versus = compare(winner, base, "minimize", "val_error")
+    study.set_user_attr(
+        "confirm",
+        {"scheme": "fold", "count": 3, "estimates": [e.to_dict() for e in ranking], "winner": winner.trial,
+         "reason": reason, "reference": versus},
+    )  # fmt: skip
+    html = study_page(StudyData.load(study, importances=False))
+    assert "against the baseline" in html and "the search beats not searching" in html
+    assert "trial 0 (baseline)" in html  # the ranking figure labels the reference
