@@ -22,6 +22,7 @@ __all__ = ["BASELINE", "SCHEDULES", "SPACE", "AugmentConfig", "MyNetTrialConfig"
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
 VAL_SOURCES = ("additional", "lab")
+PROMOTIONS = ("retrain", "continue")  # how the rungs pruner promotes (objectives/fidelity.py)
 
 
 def _check_share(low: float, high: float) -> Any:
@@ -41,6 +42,10 @@ def _check_positive(value: Any) -> str | None:
 
 def _check_val_source(value: Any) -> str | None:
     return None if value in VAL_SOURCES else f"must be one of {', '.join(VAL_SOURCES)}"
+
+
+def _check_promotion(value: Any) -> str | None:
+    return None if value in PROMOTIONS else f"must be one of {', '.join(PROMOTIONS)}"
 
 
 def _check_count(low: int, high: int) -> Any:
@@ -97,6 +102,13 @@ SPACE = Space(
             2000,
             check=_check_count(0, 50000),
             doc="of them validated between ASHA's rungs (0: all, every epoch)",
+        ),
+        Param(
+            "promotion",
+            "setting",
+            "retrain",
+            check=_check_promotion,
+            doc="rungs pruner: a promoted trial re-trains at the next rung, or continues from its weights",
         ),
         Param("max_params", "setting", None, check=_check_positive, doc="cap on parameters (prunes)"),
         Param("max_latency_ms", "setting", None, check=_check_positive, doc="cap on CPU ms per 64 images"),
