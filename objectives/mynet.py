@@ -1,6 +1,8 @@
 """The ``mynet`` task: train one MyNet configuration on the lab's FashionMNIST split.
 
-Canonical order per epoch: train -> validate -> ``trial.report(val_accuracy, epoch)`` -> prune if told.
+Canonical order per epoch: train -> validate -> ``trial.report(val_accuracy, epoch)`` -> prune if told;
+under the ``rungs`` pruner (the default) once per rung of complete short schedules instead
+(:mod:`objectives.mynet_rungs`).
 Validation is on a large set from the lab's "additional" images or on the lab's 1 % split (see
 :mod:`objectives.mynet_validation`). Before training, a configuration over the study's ``max_params`` or
 ``max_latency_ms`` cap ends pruned with its reason. The trial's value is its final epoch's validation
@@ -145,6 +147,9 @@ def _train_by_rungs(
     top rung's final epoch on all the validation images."""
     plan = trial.study.pruner.plan
     promotion = space.settings().get("promotion", "retrain")
+    # a promoted trial trains the top rung's epochs as one schedule: so do its refit and confirm replicates
+    cfg = replace(cfg, train=replace(cfg.train, epochs=plan.top))
+    trial.set_user_attr("config", cfg.to_dict())
     trial.set_user_attr("val_full_epochs", plan.epochs)
     trial.set_user_attr("promotion", promotion)
     device = data.x_train.device

@@ -90,7 +90,11 @@ def test_every_rung_anneals_fully_and_a_promoted_trials_record_is_complete(
     assert [r["mode"] for r in rungs] == ["retrain", promotion, promotion]
     for rung, epochs in zip(rungs, trained, strict=True):
         assert all(len(values) == epochs for values in rung["curves"].values())
-        assert rung["curves"]["val_accuracy"][-1] == rung["val_accuracy"] == trial.intermediate_values[rung["epochs"]]
+        assert (
+            rung["curves"]["val_accuracy"][-1]
+            == rung["val_accuracy"]
+            == trial.intermediate_values[rung["epochs"]]
+        )
         assert rung["train_seconds"] > 0
         # the schedule spans the rung: its last step runs near the floor (a prefix of the 4-epoch schedule
         # would stop at or near the peak after 1 or 2 epochs)
@@ -100,9 +104,11 @@ def test_every_rung_anneals_fully_and_a_promoted_trials_record_is_complete(
     assert trial.value == rungs[-1]["val_accuracy"] and trial.user_attrs["best_epoch"] == 4
     assert trial.user_attrs["val_loss"] == rungs[-1]["val_loss"]
     assert trial.user_attrs["epochs_trained"] == sum(trained)
-    expected = rungs[-1]["curves"] if promotion == "retrain" else {
-        key: [v for r in rungs for v in r["curves"][key]] for key in rungs[0]["curves"]
-    }
+    expected = (
+        rungs[-1]["curves"]
+        if promotion == "retrain"
+        else {key: [v for r in rungs for v in r["curves"][key]] for key in rungs[0]["curves"]}
+    )
     assert trial.user_attrs["curves"] == expected, "the curves of the training behind the final weights"
     model = load_model(trial, tmp_path / trial.user_attrs["checkpoint"])
     assert accuracy(model, fashion.x_holdout, fashion.y_holdout) == pytest.approx(trial.value)
