@@ -1,6 +1,8 @@
 """The ``mynet`` task: train one MyNet configuration on the lab's FashionMNIST split.
 
-Canonical order per epoch: train -> validate -> ``trial.report(val_accuracy, epoch)`` -> prune if told.
+Canonical order per epoch: train -> validate -> ``trial.report(val_accuracy, epoch)`` -> prune if told;
+under the ``rungs`` pruner (the default) once per rung of complete short schedules instead
+(:mod:`objectives.mynet_rungs`).
 Validation is on a large set from the lab's "additional" images or on the lab's 1 % split (see
 :mod:`objectives.mynet_validation`). Before training, a configuration over the study's ``max_params`` or
 ``max_latency_ms`` cap ends pruned with its reason. The trial's value is its final epoch's validation
@@ -29,7 +31,9 @@ from spaces.mynet import BASELINE, SPACE, MyNetTrialConfig, suggest
 
 from ._registry import Task, TrialContext, register
 from .fashion import FashionSplit, fashion_split, load_fashion
+from .fidelity import RungPruner
 from .memory import plan_batch, track_peak_rss
+from .mynet_rungs import train_by_rungs
 from .mynet_validation import Validation
 from .resume import Resume
 from .torch_fit import EpochStats, accuracy, cpu_latency_ms, cpu_state, fit, resolve_device, save_state
@@ -90,6 +94,8 @@ def _train(
     validation = Validation.for_trial(data, space.settings(), cfg.train.epochs, trial.study.pruner)
     trial.set_user_attr("val_source", validation.source)
     trial.set_user_attr("n_val", len(validation.y))
+    if isinstance(trial.study.pruner, RungPruner):
+        return _train_by_rungs(trial, model, cfg, data, validation, space, context, resume, seed)
     trial.set_user_attr("val_full_epochs", sorted(validation.full_epochs))
 
     def on_epoch(stats: EpochStats) -> None:
@@ -124,6 +130,57 @@ def _train(
     trial.set_user_attr("n_test", len(data.y_test))
     trial.set_user_attr("checkpoint", checkpoint.name)
     return float(final.val_accuracy)
+
+
+def _train_by_rungs(
+    trial: optuna.Trial,
+    model: MyNet,
+    cfg: MyNetTrialConfig,
+    data: FashionSplit,
+    validation: Validation,
+    space: Space,
+    context: TrialContext,
+    resume: Resume,
+    seed: int,
+) -> float:
+    """Successive halving over complete short schedules (:mod:`objectives.mynet_rungs`); the value is the
+    top rung's final epoch on all the validation images."""
+    plan = trial.study.pruner.plan
+    promotion = space.settings().get("promotion", "retrain")
+    # a promoted trial trains the top rung's epochs as one schedule: so do its refit and confirm replicates
+    cfg = replace(cfg, train=replace(cfg.train, epochs=plan.top))
+    trial.set_user_attr("config", cfg.to_dict())
+    trial.set_user_attr("val_full_epochs", plan.epochs)
+    trial.set_user_attr("promotion", promotion)
+    device = data.x_train.device
+
+    def build() -> MyNet:
+        return MyNet(cfg.model).to(device, memory_format=torch.channels_last)
+
+    result = train_by_rungs(
+        trial,
+        build,
+        cfg,
+        (data.x_train, data.y_train),
+        validation,
+        plan,
+        promotion,
+        context=context,
+        resume=resume,
+        seed=seed,
+    )
+    top = result.rungs[-1]
+    checkpoint = save_state(cpu_state(result.model), context.checkpoint_dir / f"trial-{trial.number:05d}.pt")
+    trial.set_user_attr("rungs", result.rungs)
+    trial.set_user_attr("curves", result.curves)
+    trial.set_user_attr("epochs_trained", sum(r["trained_epochs"] for r in result.rungs))
+    trial.set_user_attr("best_epoch", top["epochs"])  # a refit trains the top rung's epochs as one schedule
+    trial.set_user_attr("val_loss", top["val_loss"])
+    trial.set_user_attr("train_seconds", round(sum(r["train_seconds"] for r in result.rungs), 3))
+    trial.set_user_attr("test_accuracy", accuracy(result.model, data.x_test, data.y_test))
+    trial.set_user_attr("n_test", len(data.y_test))
+    trial.set_user_attr("checkpoint", checkpoint.name)
+    return float(top["val_accuracy"])
 
 
 def evaluate(
@@ -247,5 +304,6 @@ register(
         evaluate=evaluate,
         max_epochs=max_epochs,
         baseline=BASELINE,
+        default_pruner="rungs",
     )
 )

@@ -56,7 +56,8 @@ class EpochStats:
 
 @dataclass
 class FitResult:
-    """Per-epoch stats; the best epoch (highest val accuracy, then lowest val loss) and its CPU state dict.
+    """Per-epoch stats; the best epoch (highest val accuracy, then lowest val loss) and its CPU state dict;
+    the learning rate of the last step (a schedule spanning the run ends near its floor).
 
     Without validation data the best epoch is the last one.
     """
@@ -64,6 +65,7 @@ class FitResult:
     history: list[EpochStats] = field(default_factory=list)
     best_epoch: int = 0
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    last_lr: float | None = None  # the learning rate of the last step this call took (None: none taken)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -147,6 +149,7 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            result.last_lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             total += loss.detach()
         train_loss = float(total) / steps

@@ -6,10 +6,12 @@ import warnings
 
 import optuna
 
+from objectives.fidelity import RungPlan, RungPruner
+
 __all__ = ["PRUNERS", "SAMPLERS", "asha_rungs", "make_pruner", "make_sampler"]
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
-PRUNERS = ("asha", "median", "hyperband", "none")
+PRUNERS = ("rungs", "asha", "median", "hyperband", "none")
 ASHA_REDUCTION = 3
 
 
@@ -38,10 +40,15 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
 def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
     """A pruner by name, with rungs sized to a trial's ``max_epochs``.
 
+    ``rungs`` trains a complete schedule per rung (mynet's default; a task whose objective does not train
+    by rungs reads it as ASHA on the epochs 1, 3, 9, ... of one run); ``asha`` compares prefixes of one run.
+
     Raises:
         ValueError: for an unknown name.
     """
-    if name == "asha":
+    if name == "rungs":  # successive halving over complete short schedules (objectives/fidelity.py)
+        return RungPruner(RungPlan(max_epochs, factor=ASHA_REDUCTION))
+    if name == "asha":  # successive halving over prefixes of the whole schedule
         return optuna.pruners.SuccessiveHalvingPruner(
             min_resource=_asha_min_resource(max_epochs), reduction_factor=ASHA_REDUCTION
         )

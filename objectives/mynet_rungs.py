@@ -1,0 +1,172 @@
+"""Train one mynet configuration rung by rung (see :mod:`objectives.fidelity`).
+
+Each rung trains a complete schedule of its epochs -- from a fresh initialisation (``retrain``; every rung
+draws the trial's seed, so the top rung is the run a refit repeats) or from the previous rung's weights
+under a schedule spanning the remaining epochs (``continue``) -- validates its last epoch on all the
+validation images (a decision) and its other epochs on the subset (the curves), then reports the last
+epoch's accuracy with ``step`` = the rung's epochs and asks the pruner. The top rung's last epoch is the
+trial's value.
+
+The training state is saved after every epoch with the rung it belongs to and the records of the rungs
+before it, so a retry of a trial whose worker died replays those rungs to the pruner and continues the rung
+it was in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import optuna
+import torch
+from torch import nn
+
+from nn_numpy import Diverged
+from spaces.mynet import MyNetTrialConfig
+
+from ._registry import TrialContext
+from .fidelity import RungPlan
+from .mynet_validation import Validation
+from .resume import Resume
+from .torch_fit import EpochStats, fit
+
+__all__ = ["RungsResult", "train_by_rungs"]
+
+CURVE_KEYS = ("train_loss", "val_loss", "val_accuracy", "lr")
+
+
+@dataclass
+class RungsResult:
+    """The trained model (the top rung's final weights), the rung records, the trial's curves."""
+
+    model: nn.Module
+    rungs: list[dict[str, Any]]
+    curves: dict[str, list[float]]
+
+
+def train_by_rungs(
+    trial: optuna.Trial,
+    build: Callable[[], nn.Module],
+    cfg: MyNetTrialConfig,
+    train: tuple[torch.Tensor, torch.Tensor],
+    validation: Validation,
+    plan: RungPlan,
+    promotion: str,
+    *,
+    context: TrialContext,
+    resume: Resume,
+    seed: int,
+) -> RungsResult:
+    """Train ``cfg`` through the rungs of ``plan`` until the pruner stops it or the top rung ends.
+
+    Args:
+        trial: Reports once per rung (``step`` = its epochs).
+        build: A freshly initialised model on the data's device (called after seeding torch).
+        cfg: The configuration (its ``train.epochs`` is ignored: each rung sets its own).
+        train: Training images and labels on the device.
+        validation: The trial's validation images; each rung's last epoch uses all of them.
+        plan: The rungs.
+        promotion: ``"retrain"`` or ``"continue"``.
+        context: The trial's context (reports, progress).
+        resume: The trial's saved state; a retry continues the rung its predecessor was in.
+        seed: The trial's seed.
+
+    Returns:
+        The result once the top rung has ended.
+
+    Raises:
+        optuna.TrialPruned: when the pruner stops the trial or training diverges; the trial's ``rungs``,
+            ``curves``, ``prune_reason`` and ``pruned_epoch`` (the rung's epochs) are recorded first.
+    """
+    rungs = plan.epochs
+    records: list[dict[str, Any]] = []
+    first = 0
+    state = resume.state
+    if state is not None:
+        records, first = list(state["rungs"]), int(state["rung"])
+        for record in records:  # the pruner sees the rungs the predecessor passed (promoted then: not asked)
+            trial.report(record["val_accuracy"], record["epochs"])
+            trial.should_prune()  # records the rung's value, so the next report is compared in the next rung
+    model: nn.Module | None = None
+    for index in range(first, len(rungs)):
+        mode = "retrain" if promotion == "retrain" or index == 0 else "continue"
+        epochs = rungs[index] - (rungs[index - 1] if mode == "continue" else 0)
+        if mode == "retrain" or model is None:  # continue after a resume: the state holds the weights
+            torch.manual_seed(seed)
+            model = build()
+        curves: dict[str, list[float]] = {key: [] for key in CURVE_KEYS}
+
+        def on_epoch(stats: EpochStats, curves: dict[str, list[float]] = curves) -> None:
+            for key, values in curves.items():
+                values.append(float(getattr(stats, key)))
+            if context.progress is not None:
+                context.progress(trial.number, stats.epoch, stats.val_accuracy)
+
+        def save(training: dict[str, Any], index: int = index) -> None:
+            resume.save({**training, "rung": index, "rungs": records})
+
+        own = state if state is not None and index == first else None
+        for stats in own["history"] if own is not None else []:
+            on_epoch(EpochStats(**stats))
+        try:
+            result = fit(
+                model,
+                replace(cfg.train, epochs=epochs),
+                cfg.augment,
+                train,
+                replace(validation, full_epochs=frozenset({epochs})).at,
+                generator=torch.Generator(device=train[0].device).manual_seed(seed),
+                on_epoch=on_epoch,
+                resume=own,
+                save_progress=save,
+            )
+        except Diverged as exc:
+            raise _pruned(trial, context, records, curves, mode, rungs[index], str(exc)) from None
+        last = result.history[-1]
+        records.append(
+            {
+                "epochs": rungs[index],
+                "trained_epochs": epochs,
+                "mode": mode,
+                "val_accuracy": float(last.val_accuracy),
+                "val_loss": float(last.val_loss),
+                "train_seconds": round(sum(s.seconds for s in result.history), 3),
+                "last_lr": result.last_lr,
+                "curves": curves,
+            }
+        )
+        if index == len(rungs) - 1:
+            trial.report(float(last.val_accuracy), rungs[index])
+            break
+        try:
+            context.report(trial, float(last.val_accuracy), rungs[index])
+        except optuna.TrialPruned as exc:
+            raise _pruned(trial, context, records, curves, mode, rungs[index], str(exc)) from None
+    assert model is not None
+    return RungsResult(model, records, _trial_curves(records))
+
+
+def _trial_curves(records: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """The curves of the training behind the last rung's weights: that rung's (retrain), or all rungs'
+    since the last re-training (continue)."""
+    start = max(i for i, record in enumerate(records) if record["mode"] == "retrain")
+    return {key: [v for record in records[start:] for v in record["curves"][key]] for key in CURVE_KEYS}
+
+
+def _pruned(
+    trial: optuna.Trial,
+    context: TrialContext,
+    records: list[dict[str, Any]],
+    curves: dict[str, list[float]],
+    mode: str,
+    epochs: int,
+    reason: str,
+) -> optuna.TrialPruned:
+    if not records or records[-1]["epochs"] != epochs:  # diverged mid-rung: keep what it ran
+        records = [*records, {"epochs": epochs, "mode": mode, "curves": curves, "diverged": True}]
+    trial.set_user_attr("rungs", records)
+    trial.set_user_attr("epochs_trained", sum(len(r["curves"]["train_loss"]) for r in records))
+    error = context.pruned(trial, _trial_curves(records), reason)
+    trial.set_user_attr("pruned_epoch", epochs)
+    return error
