@@ -1,29 +1,36 @@
-"""Benchmark of search + pruning on the real mynet task: TPE with ASHA vs random search without pruning.
+"""Benchmark of search + pruning on the real mynet task: the default search vs random search without pruning.
 
-Usage: ``python bench/pruning.py [--budget-minutes 8] [--arms tpe:asha,random:none] [--seeds 0,1,2]
-[--targets 0.88,0.89,0.895] [--rounds R] [--data PATH] [--threads T] [--set key=value ...] [--baseline]
+Usage: ``python bench/pruning.py [--budget-minutes 8] [--arms default,random:none] [--seeds 0,1,2]
+[--targets 0.85,0.86,0.87] [--rounds R] [--data PATH] [--threads T] [--set key=value ...] [--baseline]
 [--storage URL [--analyze]]``
 
-An arm is a ``sampler:pruner`` pair; for every seed each arm runs a mynet study (same space and data, its
-own sampler seed) given ``M`` minutes. The arms take turns in ``R`` slices of ``M / R`` minutes each, so a
-change in the machine's load hits all of them alike. Time is each arm's *compute*: the summed durations of
-its trials (data loading and slice overhead excluded), counted in trial order. For each arm and seed it
-prints trials by state, epochs trained, the best validation accuracy and its test accuracy (information
-only), the compute until a completed trial first reaches each target validation accuracy, the best value
-within the compute every arm got, and for an unpruned arm how well a trial's value at each ASHA rung
-predicts its final value (Spearman; the eventual best trial's rank there); then, per seed and as the median
-over seeds, each arm's ratios to the last arm (the baseline): trials per compute minute and compute to each
-target (baseline / arm; ">" when only the arm reached it, a lower bound using the baseline's whole compute).
-``--analyze`` reports the studies already in ``--storage`` without running anything. The arms compare search
-algorithms, so neither starts from the task's known-good baseline trial unless ``--baseline`` says so
-(``rpztune run`` does by default).
+An arm is a ``sampler:pruner`` pair, or ``default``: the sampler and pruner ``rpztune run mynet`` uses
+(``run_study``'s sampler and the task's ``default_pruner``). For every seed each arm runs a mynet study
+(same space and data, its own sampler seed) given ``M`` minutes. A trial that completes trains the space's
+full ``epochs`` (printed per arm as "top ep") whatever the arm, so ``random:none`` trains every trial at
+the default's top rung. The arms take turns in ``R`` slices of ``M / R`` minutes each, so a change in
+the machine's load hits all of them alike. Time is each arm's *compute*: the summed durations of its
+trials (data loading and slice overhead excluded), counted in trial order; a trial that re-trains on
+promotion counts all its training. For each arm and seed it prints trials by state, epochs trained, the
+best validation accuracy and its test accuracy (information only), the compute until a completed trial
+first reaches each target validation accuracy, the best value within the compute every arm got, and how
+well a trial's value at each rung predicts its final value (Spearman over completed trials; the eventual
+best trial's rank there; for an unpruned arm at ASHA's rungs of its prefix); then, per seed, as the
+median and the worst over seeds, each arm's ratios to the last arm (the baseline): trials per compute
+minute and compute to each target (baseline / arm; ">" when only the arm reached it, a lower bound using
+the baseline's whole compute; "<" when only the baseline did, an upper bound using the arm's whole
+compute). ``--analyze`` reports the studies already in ``--storage`` without running anything. The arms
+compare search algorithms, so none starts from the task's known-good baseline trial unless ``--baseline``
+says so (``rpztune run`` does by default).
 
-CPU-heavy: the default (8 minutes, three seeds, two arms) is about 50 minutes of one core.
+CPU-heavy: the default (8 minutes, three seeds, two arms) is about 50 minutes of compute (one trial at a
+time, ``--threads`` torch threads).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import statistics
 import sys
 import tempfile
@@ -37,8 +44,24 @@ from optuna.trial import FrozenTrial, TrialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
+from objectives import get_task  # noqa: E402
 from search import run_study  # noqa: E402
 from search.algorithms import asha_rungs  # noqa: E402
+
+TASK = "mynet"
+
+
+def parse_arm(text: str) -> tuple[str, str, str | None]:
+    """(label, sampler, pruner) of an arm: ``sampler:pruner``, or ``default`` (``rpztune run``'s sampler and
+    the task's default pruner, passed as ``None`` so the study gets exactly what a user gets)."""
+    if text == "default":
+        return text, inspect.signature(run_study).parameters["sampler"].default, None
+    sampler, pruner = text.split(":")
+    return text, sampler, pruner
+
+
+def study_name(label: str, seed: int) -> str:
+    return f"bench-{label.replace(':', '-')}-s{seed}"
 
 
 def compute_curve(trials: list[FrozenTrial]) -> list[tuple[float, FrozenTrial]]:
@@ -60,7 +83,7 @@ def summarize(name: str, study: optuna.Study, targets: list[float], horizon: flo
         for target in targets
     }
     within = [t.value for s, t in curve if s <= horizon and t.state == TrialState.COMPLETE]
-    epochs = sum(len(t.intermediate_values) for _, t in curve)
+    epochs = sum(trained_epochs(t) for _, t in curve)
     return {
         "arm": name,
         "trials": len(curve),
@@ -68,6 +91,7 @@ def summarize(name: str, study: optuna.Study, targets: list[float], horizon: flo
         "pruned": sum(t.state == TrialState.PRUNED for _, t in curve),
         "epochs": epochs,
         "per_trial": epochs / max(1, len(curve)),
+        "top": max((t.user_attrs.get("best_epoch", 0) for t in complete), default=0),
         "compute": curve[-1][0] if curve else 0.0,
         "best": None if best is None else best.value,
         "test": None if best is None else best.user_attrs.get("test_accuracy"),
@@ -76,21 +100,37 @@ def summarize(name: str, study: optuna.Study, targets: list[float], horizon: flo
     }
 
 
+def trained_epochs(trial: FrozenTrial) -> int:
+    """Epochs a trial trained: all its rungs' under the rungs pruner (``epochs_trained``), else one per
+    report."""
+    return int(trial.user_attrs.get("epochs_trained", len(trial.intermediate_values)))
+
+
+def rung_values(trial: FrozenTrial, top: int) -> dict[int, float]:
+    """A trial's validation accuracy by rung: each rung's complete short schedule (the rungs pruner's
+    ``rungs`` records), else its run's prefix at ASHA's rungs (validated on ``val_subset`` images only,
+    unless ASHA prunes the study)."""
+    if "rungs" in trial.user_attrs:
+        return {r["epochs"]: r["val_accuracy"] for r in trial.user_attrs["rungs"] if "val_accuracy" in r}
+    return {epoch: value for epoch, value in trial.intermediate_values.items() if epoch in asha_rungs(top)}
+
+
 def rung_fidelity(study: optuna.Study) -> pd.DataFrame:
-    """How well a trial's validation accuracy at each ASHA rung predicts its final value, over the study's
-    completed trials (meaningful for an unpruned arm): Spearman rank correlation, and the rank at that rung
-    of the trial that ended best (1 = ASHA's first choice; ASHA keeps the top third)."""
+    """How well a trial's validation accuracy at each rung below the top predicts its final value, over the
+    study's completed trials (all of them for an unpruned arm, the promoted ones for a pruned arm): Spearman
+    rank correlation, and the rank at that rung of the trial that ended best (1 = the pruner's first
+    choice; successive halving keeps the top third)."""
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if len(complete) < 3:
         return pd.DataFrame()
-    epochs = max(len(t.intermediate_values) for t in complete)
-    curves = pd.DataFrame([t.intermediate_values for t in complete])
+    top = max(t.user_attrs.get("best_epoch") or max(t.intermediate_values, default=0) for t in complete)
+    curves = pd.DataFrame([rung_values(t, top) for t in complete])
     final = pd.Series([t.value for t in complete])
     winner = int(final.idxmax())
     rows = []
-    for rung in asha_rungs(epochs):
-        at = curves.get(rung)
-        if at is None or at.isna().any():
+    for rung in sorted(curves.columns):
+        at = curves[rung]
+        if rung >= top or at.isna().any():
             continue
         rows.append(
             {
@@ -108,27 +148,33 @@ def fmt(value: float | None, spec: str) -> str:
     return format("-", f">{spec.split('.')[0]}") if value is None else format(value, spec)
 
 
-def ratios(rows: list[dict], target: float) -> dict[str, tuple[float, float | None, bool]]:
-    """Per arm (all but the last, the baseline): trial-rate ratio, time-to-target speed-up, is it a bound."""
+def ratios(rows: list[dict], target: float) -> dict[str, tuple[float, float | None, str]]:
+    """Per arm (all but the last, the baseline): trial-rate ratio, compute-to-target speed-up (baseline /
+    arm; ``None`` when neither reached the target) and its mark: ``""`` exact, ``">"`` a lower bound (only
+    the arm reached it: the baseline's whole compute), ``"<"`` an upper bound (only the baseline did)."""
     base, found = rows[-1], {}
     for r in rows[:-1]:
         rate = (r["trials"] / max(r["compute"], 1e-9)) / (base["trials"] / max(base["compute"], 1e-9))
         mine, theirs = r["to_target"][target], base["to_target"][target]
-        speedup, bound = None, False
+        speedup, mark = None, ""
         if mine and theirs:
             speedup = theirs / mine
         elif mine:
-            speedup, bound = base["compute"] / mine, True
-        found[r["arm"]] = (rate, speedup, bound)
+            speedup, mark = base["compute"] / mine, ">"
+        elif theirs:
+            speedup, mark = theirs / max(r["compute"], 1e-9), "<"
+        found[r["arm"]] = (rate, speedup, mark)
     return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-minutes", type=float, default=8.0, help="compute per arm, in minutes")
-    parser.add_argument("--arms", default="tpe:asha,random:none", help="sampler:pruner pairs, baseline last")
+    parser.add_argument(
+        "--arms", default="default,random:none", help="sampler:pruner pairs or 'default', baseline last"
+    )
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (one study per arm and seed)")
-    parser.add_argument("--targets", default="0.88,0.89,0.895", help="validation accuracies to reach")
+    parser.add_argument("--targets", default="0.85,0.86,0.87", help="validation accuracies to reach")
     parser.add_argument("--rounds", type=int, default=4, help="slices the arms take turns in")
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -137,14 +183,17 @@ def main() -> None:
     parser.add_argument("--storage", help="storage URL (default: a fresh temporary SQLite file)")
     parser.add_argument("--analyze", action="store_true", help="only report the studies already in --storage")
     args = parser.parse_args()
-    arms = [tuple(arm.split(":")) for arm in args.arms.split(",")]
+    arms = [parse_arm(arm) for arm in args.arms.split(",")]
     seeds = [int(seed) for seed in args.seeds.split(",")]
     targets = [float(target) for target in args.targets.split(",")]
     torch.set_num_threads(args.threads)
     folder = Path(tempfile.mkdtemp(prefix="rpztune-bench-pruning-"))
     storage = args.storage or f"sqlite:///{folder / 'bench.db'}"
+    task = get_task(TASK)
+    shown = [f"{label} = {sampler}:{pruner or task.default_pruner}" for label, sampler, pruner in arms]
     print(
-        f"mynet, arms {args.arms}, seeds {seeds}, {args.budget_minutes:g} min each in {args.rounds} slices, "
+        f"{TASK}, arms {', '.join(shown)}, seeds {seeds}, "
+        f"{args.budget_minutes:g} min each in {args.rounds} slices, "
         f"targets {targets}, torch threads {torch.get_num_threads()}, overrides {args.set or 'none'}, "
         f"baseline trial {'yes' if args.baseline else 'no'}; "
         f"storage {storage}",
@@ -156,10 +205,8 @@ def main() -> None:
         if not args.analyze:
             run_arms(arms, seed, storage, folder, args)
         studies = {
-            f"{sampler}:{pruner}": optuna.load_study(
-                study_name=f"bench-{sampler}-{pruner}-s{seed}", storage=storage
-            )
-            for sampler, pruner in arms
+            label: optuna.load_study(study_name=study_name(label, seed), storage=storage)
+            for label, *_ in arms
         }
         totals = [compute_curve(s.get_trials(deepcopy=False)) for s in studies.values()]
         horizon = min(curve[-1][0] if curve else 0.0 for curve in totals)
@@ -167,27 +214,28 @@ def main() -> None:
         per_seed.append({target: ratios(rows, target) for target in targets})
         print_seed(seed, rows, targets, horizon, per_seed[-1])
         for arm, study in studies.items():
-            if arm.endswith(":none") and not (fidelity := rung_fidelity(study)).empty:
-                print(f"{arm}: does a trial's value at an ASHA rung predict its final value?")
+            if not (fidelity := rung_fidelity(study)).empty:
+                print(f"{arm}: does a completed trial's value at a rung predict its final value?")
                 print(fidelity.to_string(index=False, float_format="%.2f"))
 
-    print(f"\nmedian over {len(seeds)} seeds, each arm vs the baseline {args.arms.split(',')[-1]}")
+    print(f"\nover {len(seeds)} seeds, each arm vs the baseline {arms[-1][0]} (baseline compute / arm's)")
     for arm in per_seed[0][targets[0]]:
         rates = [found[targets[0]][arm][0] for found in per_seed]
-        print(f"{arm}: trials per compute minute x{statistics.median(rates):.1f}")
+        print(f"{arm}: trials per compute minute x{statistics.median(rates):.1f} (median)")
         for target in targets:
             found = [seed_found[target][arm] for seed_found in per_seed]
-            speedups = [speedup for _, speedup, _ in found if speedup is not None]
-            bounds = sum(bound for _, _, bound in found)
-            median = "-" if not speedups else f"{statistics.median(speedups):.1f}"
+            known = [(speedup, mark) for _, speedup, mark in found if speedup is not None]
+            each = " ".join("-" if s is None else f"{m}{s:.1f}" for _, s, m in found)
+            median = "-" if not known else f"{statistics.median(s for s, _ in known):.1f}"
+            worst = "-" if not known else "{1}{0:.1f}".format(*min(known))
             print(
-                f"  compute to {target}: x{median} (seeds reaching it: {len(speedups)} of {len(seeds)}, "
-                f"{bounds} of them lower bounds)"
+                f"  compute to {target}: median x{median}, worst x{worst}; per seed {each} "
+                f"(>: only the arm reached it, <: only the baseline, -: neither)"
             )
     print(f"\ntotal wall {time.perf_counter() - started:.0f} s; studies kept in {storage}")
 
 
-def run_arms(arms: list[tuple[str, ...]], seed: int, storage: str, folder: Path, args) -> None:
+def run_arms(arms: list[tuple[str, str, str | None]], seed: int, storage: str, folder: Path, args) -> None:
     """One study per arm for ``seed``, in ``args.rounds`` interleaved slices.
 
     Each arm draws from its own seed (TPE's random start-up trials would otherwise be the random arm's
@@ -195,10 +243,10 @@ def run_arms(arms: list[tuple[str, ...]], seed: int, storage: str, folder: Path,
     """
     started = time.perf_counter()
     for round_number in range(1, args.rounds + 1):
-        for index, (sampler, pruner) in enumerate(arms):
+        for index, (label, sampler, pruner) in enumerate(arms):
             run_study(
-                "mynet",
-                study_name=f"bench-{sampler}-{pruner}-s{seed}",
+                TASK,
+                study_name=study_name(label, seed),
                 storage=storage,
                 timeout=args.budget_minutes * 60 / args.rounds,
                 sampler=sampler,
@@ -214,7 +262,7 @@ def run_arms(arms: list[tuple[str, ...]], seed: int, storage: str, folder: Path,
                 progress=False,
             )
             print(
-                f"  seed {seed} round {round_number}/{args.rounds}, {sampler}:{pruner}: "
+                f"  seed {seed} round {round_number}/{args.rounds}, {label}: "
                 f"{time.perf_counter() - started:.0f} s",
                 flush=True,
             )
@@ -225,7 +273,7 @@ def print_seed(seed: int, rows: list[dict], targets: list[float], horizon: float
     print(f"\nseed {seed} (compute = summed trial seconds; '{at}' = best within every arm's compute)")
     reach = " ".join(f"{f'min to {t}':>12}" for t in targets)
     print(
-        f"{'arm':13} {'trials':>6} {'done':>5} {'pruned':>6} {'epochs':>6} {'ep/trial':>8} "
+        f"{'arm':13} {'trials':>6} {'done':>5} {'pruned':>6} {'epochs':>6} {'ep/trial':>8} {'top ep':>6} "
         f"{'compute min':>11} {'best val':>8} {'its test':>8} {reach} {at:>15}"
     )
     for r in rows:
@@ -234,12 +282,12 @@ def print_seed(seed: int, rows: list[dict], targets: list[float], horizon: float
         )
         print(
             f"{r['arm']:13} {r['trials']:6d} {r['complete']:5d} {r['pruned']:6d} {r['epochs']:6d} "
-            f"{r['per_trial']:8.1f} {r['compute'] / 60:11.1f} {fmt(r['best'], '8.4f')} "
+            f"{r['per_trial']:8.1f} {r['top']:6d} {r['compute'] / 60:11.1f} {fmt(r['best'], '8.4f')} "
             f"{fmt(r['test'], '8.4f')} {reached} {fmt(r['within'], '15.4f')}"
         )
     for target in targets:
-        for arm, (rate, speedup, bound) in found[target].items():
-            shown = "-" if speedup is None else f"{'>' if bound else ''}{speedup:.1f}"
+        for arm, (rate, speedup, mark) in found[target].items():
+            shown = "-" if speedup is None else f"{mark}{speedup:.1f}"
             print(f"{arm} vs {rows[-1]['arm']}: trials/min x{rate:.1f}, compute to {target} x{shown}")
 
 
