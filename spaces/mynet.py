@@ -82,7 +82,7 @@ SPACE = Space(
         ),
         Param("batch_size", "int", Choice((32, 64, 128, 256)), bounds=(2, 65536), doc="minibatch size"),
         Param("label_smoothing", "float", FloatRange(0.0, 0.2), bounds=(0.0, 0.5), doc="of the NLL loss"),
-        Param("epochs", "int", 9, bounds=(1, 10000), doc="training epochs (the pruning budget)"),
+        Param("epochs", "int", 30, bounds=(1, 10000), doc="training epochs (the pruning budget)"),
         Param("augment_shift", "int", IntRange(0, 3), bounds=(0, 8), doc="random shift (pad + crop), px"),
         Param("augment_flip", "choice", Choice((False, True)), allowed=(False, True), doc="horizontal flip"),
         Param("augment_erase", "float", FloatRange(0.0, 0.5), bounds=(0.0, 1.0), doc="random-erasing prob."),
@@ -116,11 +116,11 @@ SPACE = Space(
     ],
 )
 
-# The budget: 9 epochs, judged by the default pruner at rungs of complete 1-, 3- and 9-epoch schedules
+# With `--pruner rungs --set epochs=9`: rungs of complete 1-, 3- and 9-epoch schedules
 # (objectives/fidelity.py). The baseline below as complete schedules (9 % of the images, seed 0, 1 thread,
 # validated on the 10,000 holdout): 1 epoch 0.765, 3 epochs 0.833. Cost: a 10,000-image validation is
 # about one training epoch, so a trial pruned at rung 1 costs ~2 epochs, a top trial 13 epochs + 3
-# validations (retrain); ~200 s for the baseline on a quiet core, so 2 workers x 30 min fit >= 10 top trials.
+# validations (retrain); ~200 s for the baseline on a quiet core. Not the default: README "Rungs".
 # A new study's first trial (see Task.baseline): a small VGG (32-64-128, two 3x3 convs per stage, global
 # average pool) with Nesterov SGD, one-cycle and every augmentation. Trained alone for 30 epochs on the lab's
 # split (seed 0, 5.5 CPU-min) its last epoch scored 0.912 on the t10k test half.
