@@ -116,12 +116,12 @@ SPACE = Space(
     ],
 )
 
-# With `--pruner rungs --set epochs=9`: rungs of complete 1-, 3- and 9-epoch schedules (objectives/fidelity.py).
+# With `--pruner rungs --set epochs=9`: rungs of complete 1-, 3-, 9-epoch schedules (objectives/fidelity.py).
 # The baseline below as complete schedules (9 % of the images, seed 0, 1 thread, validated on the 10,000
 # holdout): 1 epoch 0.765, 3 epochs 0.833, 9 epochs 0.890 (30 epochs: 0.915). A 10,000-image validation costs
 # about one training epoch. The 30-minute 2-worker study with it (seed 7, a loaded 2-core machine, 2026-12)
 # ran 31 trials: 15 stopped at rung 1 (median 27 s), 9 at rung 3 (119 s), 7 complete (310 s); its best (val
-# 0.8925) scored 0.889 on t10k, the baseline trial 0.885: below the 30-epoch default's ceiling, so not the default.
+# 0.8925) scored 0.889 on t10k, the baseline trial 0.885: below the 30-epoch ceiling, so not the default.
 # A new study's first trial (see Task.baseline): a small VGG (32-64-128, two 3x3 convs per stage, global
 # average pool) with Nesterov SGD, one-cycle and every augmentation. Trained alone for 30 epochs on the lab's
 # split (seed 0, 5.5 CPU-min) its last epoch scored 0.912 on the t10k test half.
