@@ -177,8 +177,10 @@ def test_keep_top_tells_which_values_could_still_be_kept(tmp_path, direction) ->
     study = optuna.create_study(direction=direction)
     keep = KeepTopCheckpoints(tmp_path, k=2)
     sign = 1 if direction == "minimize" else -1
-    for value in (0.5, 0.3, 0.7):
+    for value in (0.5, 0.3):
         assert keep.could_keep(sign * 9.0)  # fewer than k completed: any value could be kept
         keep(study, _completed_trial(study, tmp_path, sign * value))
+    assert not keep.could_keep(sign * 9.0)  # k completed: a worse value would be deleted
+    keep(study, _completed_trial(study, tmp_path, sign * 0.7))
     assert keep.could_keep(sign * 0.5) and keep.could_keep(sign * 0.1)  # a tie with the k-th, a better one
     assert not keep.could_keep(sign * 0.51)
