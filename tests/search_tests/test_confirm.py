@@ -26,7 +26,7 @@ from search.confirm import confirm_study_name, default_plan
 from search.winner import Estimate, choose_confirmed, find_winner
 
 # Fixed epochs and width, no pruning: 3 complete trials whose replicates train long enough to be killed.
-COMMON = ["--seed", "5", "--set", "epochs=10", "--set", "depth=1", "--set", "width=32", "--pruner", "none"]
+COMMON = ["--seed", "5", "--set", "epochs=40", "--set", "depth=1", "--set", "width=32", "--pruner", "none"]
 CONFIRM = ["confirm", "--study", "numpy-mlp", "--top", "2", "--folds", "2"]
 
 
