@@ -94,6 +94,6 @@ def test_dashboard_serves_the_storage_over_http(report_storage, tmp_path) -> Non
         server.terminate()
         try:
             server.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # a loaded machine: the request in flight holds wsgiref's one thread
+        except subprocess.TimeoutExpired:  # loaded machine: a request in flight holds wsgiref's thread
             server.kill()
             server.wait(timeout=30)
