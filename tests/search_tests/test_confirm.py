@@ -54,6 +54,17 @@ def confirm_trials(work: Path) -> list[tuple[str, str | None]]:
     return [(state, None if key is None else json.loads(key)) for state, key in rows]
 
 
+def running_with_worker(work: Path) -> int:
+    """RUNNING replicates that recorded their worker (a kill before that is left for _STALE_S to give up)."""
+    with sqlite3.connect(work / "studies.db") as db:
+        return db.execute(
+            "SELECT COUNT(*) FROM trials t JOIN studies s ON s.study_id = t.study_id "
+            "JOIN trial_user_attributes a ON a.trial_id = t.trial_id AND a.key = 'worker' "
+            "WHERE s.study_name = ? AND t.state = 'RUNNING'",
+            (confirm_study_name("numpy-mlp"),),
+        ).fetchone()[0]
+
+
 @pytest.fixture(scope="module")
 def work(data_dir, tmp_path_factory) -> Path:
     """A real numpy-mlp study of 3 trials, then a confirmation killed with SIGKILL mid-replicate and rerun."""
@@ -69,7 +80,7 @@ def work(data_dir, tmp_path_factory) -> Path:
         while time.monotonic() < deadline and proc.poll() is None:
             seen = confirm_trials(work) if (work / "studies.db").is_file() else []
             states = Counter(state for state, _ in seen)
-            if states["COMPLETE"] >= 1 and states["RUNNING"] == 1:
+            if states["COMPLETE"] >= 1 and states["RUNNING"] == 1 and running_with_worker(work) == 1:
                 proc.send_signal(signal.SIGKILL)
                 break
             time.sleep(0.05)
