@@ -6,6 +6,7 @@ import optuna
 import pytest
 import torch
 from optuna.storages import RetryHeartbeatStaleTrialCallback
+from rpz_mynet import TINY
 from rpz_resume import die_then_retry
 
 from models import MyNet, MyNetCfg
@@ -17,25 +18,6 @@ from spaces.mynet import SCHEDULES, SPACE, AugmentConfig, TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks
 
-TINY = {
-    "stages": 1,
-    "channels": 8,
-    "convs_per_stage": 1,
-    "kernel_size": 3,
-    "head": "flatten",
-    "fc_layers": 0,
-    "dropout": 0.0,
-    "optimizer": "sgd",
-    "sgd_lr": 0.05,
-    "sgd_weight_decay": 1e-4,
-    "batch_size": 64,
-    "label_smoothing": 0.0,
-    "epochs": 4,
-    "schedule": "onecycle",
-    "augment_shift": 1,
-    "augment_flip": False,
-    "augment_erase": 0.1,
-}
 SMALL_DATA = {"data_fraction": 0.01}
 
 

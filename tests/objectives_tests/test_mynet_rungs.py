@@ -8,6 +8,7 @@ from dataclasses import replace
 import optuna
 import pytest
 import torch
+from rpz_mynet import TINY as SHARED_TINY
 from rpz_resume import die_then_retry
 
 from models import MyNet
@@ -22,23 +23,8 @@ from spaces.mynet import SPACE, MyNetTrialConfig
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = {
-    "stages": 1,
-    "channels": 8,
-    "convs_per_stage": 1,
-    "kernel_size": 3,
-    "head": "flatten",
-    "fc_layers": 0,
-    "dropout": 0.0,
-    "optimizer": "sgd",
-    "sgd_lr": 0.05,
-    "sgd_weight_decay": 1e-4,
+    **SHARED_TINY,
     "batch_size": 32,  # 18 steps an epoch on 600 images
-    "label_smoothing": 0.0,
-    "epochs": 4,
-    "schedule": "onecycle",
-    "augment_shift": 1,
-    "augment_flip": False,
-    "augment_erase": 0.1,
     "data_fraction": 0.01,
     "val_images": 1000,  # a 1,000-image holdout: the tests time training, not validation
     "val_subset": 200,
