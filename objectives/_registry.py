@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,8 @@ class TrialContext:
         progress: Called as ``progress(trial_number, epoch, value)`` after every report (live display).
         keeps: Called as ``keeps(trial, value)``: whether a trial completing with ``value`` can be among the
             checkpoints the study keeps (``None``: every trial's checkpoint is kept).
+        deadline: ``time.time()`` after which the run starts no new trial (``--timeout``; ``None``: none).
+        timeout: The run's ``--timeout`` in seconds (``None``: none).
     """
 
     checkpoint_dir: Path
@@ -84,6 +87,12 @@ class TrialContext:
     metric: str = "value"
     progress: Callable[[int, int, float], None] | None = None
     keeps: Callable[[optuna.Trial, float], bool] | None = None
+    deadline: float | None = None
+    timeout: float | None = None
+
+    def seconds_left(self) -> float | None:
+        """Seconds until the run's deadline (``None`` without ``--timeout``)."""
+        return None if self.deadline is None else self.deadline - time.time()
 
     def keeps_checkpoint(self, trial: optuna.Trial, value: float) -> bool:
         """Whether ``trial``, completing with ``value``, should write its final checkpoint: ``False`` when

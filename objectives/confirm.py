@@ -228,8 +228,8 @@ def _all_features(
             return {
                 name: torch.cat(
                     [
-                        model.forward_features(ft._float(v[i : i + ft._FEATURE_CHUNK]))
-                        for i in range(0, len(v), ft._FEATURE_CHUNK)
+                        model.forward_features(ft._float(v[i : i + ft._CHUNK]))
+                        for i in range(0, len(v), ft._CHUNK)
                     ]
                 )
                 for name, v in parts.items()

@@ -11,6 +11,7 @@ without augmentation trains its head on cached backbone features (``objectives/f
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import math
@@ -41,12 +42,14 @@ from .photo_augment import augment_batch, make_mix, make_policy
 from .photos import Photos, load_photos, seeded_split
 from .proxy import condition_bank, proxy_score, proxy_weights
 from .resume import Resume
+from .time_plan import plan_epochs, seconds_per_image
 from .torch_fit import cpu_state, restore_training, save_state, training_state
 
 __all__ = ["FinetuneData", "build_model", "evaluate", "load_data", "load_model", "objective"]
 
-_CHUNK = 128
-_FEATURE_CHUNK = 32  # lite1 at 224 px peaked at 4.8 GB RSS computing features 128 images at a time
+# Images per forward pass when evaluating or computing features: lite1 at 224 px held 3.3 GB evaluating 128
+# at a time, 1.5 GB at 32, no slower (bench/allocator.py's workload)
+_CHUNK = 32
 _NO_DATA = (
     "the finetune task needs photos: --data FOLDER (an ImageFolder root with cat/ and dog/, a folder "
     "holding dogs_and_cats/, or the lab's dogs_and_cats.zip)"
@@ -122,7 +125,9 @@ def _train(
 ) -> float:
     settings = space.settings()
     space = _offered(trial, space, settings)
-    stage = assign_stage(trial, space, list(space["backbone"].choices))
+    stage = assign_stage(
+        trial, space, list(space["backbone"].choices), context.seconds_left(), context.timeout
+    )
     cfg = suggest(trial, stage.space)
     if stage.name == "single":  # an unstaged study: a cached probe is still a probe (never pruned)
         stage = Stage(PROBE if cfg.train.uses_cache else "finetune", stage.space)
@@ -152,6 +157,9 @@ def _train(
         if plan.reason:
             raise context.pruned(trial, curves, plan.reason)
         micro_batch = plan.micro_batch
+        cfg, late = _fit_time(trial, cfg, model, data, micro_batch, context, resume)
+        if late:
+            raise context.pruned(trial, curves, late)
     best: dict[str, Any] = {"proxy": -math.inf}
     if resume.state is not None:
         curves, best = resume.state["curves"], resume.state["best"]
@@ -171,7 +179,7 @@ def _train(
         stage.report(context, trial, score, epoch)
 
     def save_progress(training: dict[str, Any]) -> None:
-        resume.save({**training, "curves": curves, "best": best})
+        resume.save({**training, "curves": curves, "best": best, "epochs": cfg.train.epochs})
 
     loop = {"resume": resume.state, "save_progress": save_progress}
     torch.manual_seed(seed)  # the first load of a backbone's weights in a process draws random numbers
@@ -205,6 +213,44 @@ def _train(
     trial.set_user_attr("n_new", 0 if data.y_new is None else len(data.y_new))
     trial.set_user_attr("checkpoint", checkpoint.name)
     return float(best["proxy"])
+
+
+def _fit_time(
+    trial: optuna.Trial,
+    cfg: FinetuneTrialConfig,
+    model: FinetuneNet,
+    data: FinetuneData,
+    micro_batch: int,
+    context: TrialContext,
+    resume: Resume,
+) -> tuple[FinetuneTrialConfig, str | None]:
+    """``cfg`` with its epochs sized to the run's time left (``objectives/time_plan.py``; unchanged without
+    ``--timeout``; a retry keeps its predecessor's plan), and why not even one epoch fits (or ``None``)."""
+    seconds_left = context.seconds_left()
+    if resume.state is not None and "epochs" in resume.state:
+        epochs = int(resume.state["epochs"])
+    elif seconds_left is None:
+        return cfg, None
+    else:
+        policy = make_policy(cfg.train.augment, n=cfg.train.randaugment_n, magnitude=cfg.train.randaugment_m)
+        size = min(micro_batch, len(data.y_train))
+
+        def train_batch() -> tuple[torch.Tensor, torch.Tensor]:
+            return _float(augment_batch(data.x_train[:size], policy)), data.y_train[:size]
+
+        per_train, per_eval = seconds_per_image(
+            model, train_batch, _float(data.x_val[:_CHUNK]), F.cross_entropy
+        )
+        n_eval = len(data.y_val) + len(data.y_aug) + (0 if data.y_new is None else len(data.y_new))
+        plan = plan_epochs(per_train * len(data.y_train) + per_eval * n_eval, seconds_left, cfg.train.epochs)
+        trial.set_user_attr("time_plan", plan.attrs())
+        if plan.reason:
+            return cfg, plan.reason
+        epochs = plan.epochs
+    if epochs != cfg.train.epochs:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs))
+        trial.set_user_attr("config", cfg.to_dict())
+    return cfg, None
 
 
 def build_model(cfg: FinetuneTrialConfig, settings: dict[str, Any]) -> tuple[FinetuneNet, str, dict]:
@@ -295,8 +341,8 @@ def _features(
             return {
                 name: torch.cat(
                     [
-                        model.forward_features(_float(x[i : i + _FEATURE_CHUNK]))
-                        for i in range(0, len(x), _FEATURE_CHUNK)
+                        model.forward_features(_float(x[i : i + _CHUNK]))
+                        for i in range(0, len(x), _CHUNK)
                     ]
                 )
                 for name, x in parts.items()

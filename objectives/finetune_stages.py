@@ -7,11 +7,13 @@ One study, two stages, told apart by the trial user attribute ``stage`` (``probe
    resolution with a sensible linear head (Optuna's ``enqueue_trial``), highest resolution first; the
    sampler draws the probes after it (backbone, resolution, head, optimiser). Probes report their epochs but
    are never pruned: once the features are cached there is nothing left to save.
-2. **finetune**: once ``probe_trials`` probes are complete, a trial that finds no fine-tune trial waiting
-   (itself a probe, seconds) enqueues one for each of the ``finetune_top`` best probe configurations: the
-   probe's backbone, resolution and head fixed, ``freeze`` among the non-linear policies, the rest drawn by
-   the sampler. A fine-tune trial starts from its probe's trained head (user attr ``warm_start``) and is
-   pruned by epoch like any trial.
+2. **finetune**: once ``probe_trials`` probes are complete, or once no more than ``finetune_share`` of a
+   ``--timeout`` run's time is left, a trial that finds no fine-tune trial waiting (itself a probe, seconds)
+   enqueues one for each of the ``finetune_top`` best probe configurations: the probe's backbone,
+   resolution and head fixed, ``freeze=last_k``; a leader's first fine-tune trial trains the sensible
+   :data:`FINETUNE_RECIPE`, later ones draw the rest from the sampler. A fine-tune trial starts from its
+   probe's trained head (user attr ``warm_start``) and sizes its epochs to the time left
+   (``objectives/time_plan.py``); it reports its epochs but is not pruned (see :meth:`Stage.report`).
 
 Without both kinds of freezing in the space (e.g. ``--set freeze=linear``) or with ``--set stages=false`` the
 study is single-stage, as before; ``stage`` still says whether a trial was a probe.
@@ -42,6 +44,20 @@ PROBE_FIXED = {"freeze": "linear", "augment": "none", "mix": "none"}
 # The grid's other keys: those of the task's sensible baseline probe.
 GRID_DEFAULTS = {k: v for k, v in BASELINE.items() if k not in ("backbone", "resolution", *PROBE_FIXED)}
 MODEL_KEYS = ("backbone", "resolution", "head", "hidden", "dropout")
+LEADER_KEYS = ("backbone", "resolution")  # leaders differ in these: two heads of one backbone teach little
+# A leader's first fine-tune trial: the last backbone stage trains at 0.3x the warm-started head's rate;
+# TrivialAugment covers most of the AUG part's imaging conditions (brightness, contrast, rotation, sharpness).
+FINETUNE_RECIPE = {
+    "freeze": "last_k",
+    "freeze_k": 1,
+    "backbone_lr_scale": 0.3,
+    "augment": "trivial",
+    "mix": "none",
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "batch_size": 32,
+    "label_smoothing": 0.0,
+}
 
 
 @dataclass(frozen=True)
@@ -53,8 +69,10 @@ class Stage:
     warm_start: int | None = None
 
     def report(self, context: TrialContext, trial: optuna.Trial, value: float, epoch: int) -> None:
-        """Report an epoch; a probe is never pruned (its features are cached: nothing to save)."""
-        if self.name == PROBE:
+        """Report an epoch. A probe is never pruned (its features are cached: nothing to save), nor is a
+        staged fine-tune trial: its epochs are sized to the run's time, and the study's pruner would judge
+        it against the probes' curves, another kind of training (it pruned the recipe at epoch 3 of 4)."""
+        if self.name == PROBE or self.warm_start is not None:
             trial.report(value, epoch)
             if context.progress is not None:
                 context.progress(trial.number, epoch, value)
@@ -69,9 +87,16 @@ def is_staged(space: Space) -> bool:
     return bool(space.settings().get("stages", True)) and "linear" in choices and len(choices) > 1
 
 
-def assign_stage(trial: optuna.Trial, space: Space, offered: list[str]) -> Stage:
+def assign_stage(
+    trial: optuna.Trial,
+    space: Space,
+    offered: list[str],
+    seconds_left: float | None = None,
+    timeout: float | None = None,
+) -> Stage:
     """The stage of ``trial`` (recorded as user attr ``stage``), enqueuing the probe grid and the fine-tune
-    trials of the leading probes when their time has come (``offered``: backbones with weights)."""
+    trials of the leading probes when their time has come (``offered``: backbones with weights;
+    ``seconds_left`` of the run's ``timeout``, when it has one)."""
     if trial.user_attrs.get("stage") == FINETUNE:
         return Stage(FINETUNE, space, warm_start=trial.user_attrs.get("warm_start_from"))
     if not is_staged(space):
@@ -83,9 +108,12 @@ def assign_stage(trial: optuna.Trial, space: Space, offered: list[str]) -> Stage
     study = trial.study
     if "probe_grid" not in study.user_attrs:
         study.set_user_attr("probe_grid", True)
+        known = [t.params for t in study.get_trials(deepcopy=False)]
         for params in _grid(probe_space, offered):
-            study.enqueue_trial(params, user_attrs={"stage": PROBE})
-    _enqueue_finetunes(study, space.settings())
+            if not any(all(p.get(k) == v for k, v in params.items()) for p in known):  # e.g. the baseline
+                study.enqueue_trial(params, user_attrs={"stage": PROBE})
+    late = seconds_left is not None and timeout is not None and seconds_left <= _share(space) * timeout
+    _enqueue_finetunes(study, space, late)
     return Stage(PROBE, probe_space)
 
 
@@ -101,20 +129,32 @@ def _grid(space: Space, offered: list[str]) -> list[dict[str, Any]]:
     return grid[: int(space.settings().get("probe_trials", 24))]
 
 
-def _enqueue_finetunes(study: optuna.Study, settings: dict[str, Any]) -> None:
+def _share(space: Space) -> float:
+    return float(space.settings().get("finetune_share", 0.6))
+
+
+def _enqueue_finetunes(study: optuna.Study, space: Space, late: bool) -> None:
+    """Enqueue fine-tuning of the leading probes once enough probes completed (or, ``late``, once the run's
+    fine-tuning share of its time has come and at least one probe completed)."""
+    settings = space.settings()
     trials = study.get_trials(deepcopy=False)
     probes = [t for t in trials if t.user_attrs.get("stage") == PROBE and t.state == TrialState.COMPLETE]
-    waiting = [t for t in trials if t.user_attrs.get("stage") == FINETUNE and t.state == TrialState.WAITING]
-    if len(probes) < int(settings.get("probe_trials", 24)) or waiting:
+    tuned = [t for t in trials if t.user_attrs.get("stage") == FINETUNE]
+    if any(t.state == TrialState.WAITING for t in tuned) or not probes:
         return
+    if len(probes) < int(settings.get("probe_trials", 24)) and not late:
+        return
+    started = {t.user_attrs.get("warm_start_from") for t in tuned}
     leaders: dict[tuple, optuna.trial.FrozenTrial] = {}
     for probe in sorted(probes, key=lambda t: -t.value):
         model = probe.user_attrs["config"]["model"]
-        leaders.setdefault(tuple(model[k] for k in MODEL_KEYS), probe)
+        leaders.setdefault(tuple(model[k] for k in LEADER_KEYS), probe)
     for probe in list(leaders.values())[: int(settings.get("finetune_top", 2))]:
         model = probe.user_attrs["config"]["model"]
         params = {k: model[k] for k in MODEL_KEYS if k in probe.params}
         params["freeze"] = "last_k"
+        if probe.number not in started:  # its first fine-tune trial: the recipe; later ones: the sampler's
+            params.update(space.searched(FINETUNE_RECIPE))
         study.enqueue_trial(params, user_attrs={"stage": FINETUNE, "warm_start_from": probe.number})
 
 

@@ -20,16 +20,22 @@ __all__ = ["Predictions", "finetune_predictions", "probabilities"]
 
 Predictions = dict[str, tuple[np.ndarray, np.ndarray]]
 _CHUNK = 500
+_NET_CHUNK = 32  # a whole FinetuneNet at 224 px: 128 images at a time held over 3 GB (bench/allocator.py)
 
 
 def probabilities(
-    forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, prepare: Callable | None = None
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    *,
+    prepare: Callable | None = None,
+    chunk_size: int = _CHUNK,
 ) -> np.ndarray:
-    """``softmax(forward(x))`` in chunks, as float32 on the CPU (``prepare`` maps each chunk first)."""
+    """``softmax(forward(x))`` in chunks of ``chunk_size``, as float32 on the CPU (``prepare`` maps each
+    chunk first)."""
     out = []
     with torch.inference_mode():
-        for i in range(0, len(x), _CHUNK):
-            chunk = x[i : i + _CHUNK]
+        for i in range(0, len(x), chunk_size):
+            chunk = x[i : i + chunk_size]
             out.append(forward(chunk if prepare is None else prepare(chunk)).float().softmax(dim=1).cpu())
     return torch.cat(out).numpy()
 
@@ -58,8 +64,10 @@ def finetune_predictions(
         if features is not None and key in features:
             probs = probabilities(model.head, features[key])
         else:
-            probs = probabilities(model, x, prepare=to_float)
+            probs = probabilities(model, x, prepare=to_float, chunk_size=_NET_CHUNK)
         out[name] = (probs, _labels(labels[name]))
-    flipped = probabilities(model, parts.x_val, prepare=lambda c: to_float(c).flip(-1))
+    flipped = probabilities(
+        model, parts.x_val, prepare=lambda c: to_float(c).flip(-1), chunk_size=_NET_CHUNK
+    )
     out["orig_flip"] = (flipped, _labels(parts.y_val))
     return out

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import objectives
 from objectives import DataError, TaskError
+from objectives.allocator import keep_freed_memory
 from reports.write import PLOTLYJS_MODES
 from spaces import SpaceError
 
@@ -617,6 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rpztune`` console script."""
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # in-process trials, refits and confirmations (objectives/allocator.py)
     try:
         with raise_on_sigterm():  # SIGTERM ends a run like Ctrl-C: trials FAIL, not left RUNNING
             return args.handler(args)

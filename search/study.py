@@ -244,6 +244,7 @@ def _execute(
         device=execution.device,
         threads=execution.threads or threads,  # an explicit --threads wins over the task's cap
         deadline=None if execution.timeout is None else time.time() + execution.timeout,
+        timeout=execution.timeout,
         heartbeat_grace=study.user_attrs.get("heartbeat_grace"),
     )
     board = ProgressBoard(execution.workers, task.metric, enabled=execution.progress)

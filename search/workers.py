@@ -31,6 +31,7 @@ from typing import Any
 import optuna
 
 import objectives
+from objectives.allocator import keep_freed_memory, release_free_memory
 from spaces import SpaceError
 
 from .algorithms import make_pruner, make_sampler
@@ -115,6 +116,7 @@ class WorkerSpec:
     device: str = "auto"
     threads: int | None = None
     deadline: float | None = None
+    timeout: float | None = None
     heartbeat_grace: int | None = None
 
 
@@ -168,6 +170,7 @@ def work(
     """
     task = objectives.get_task(spec.task)  # imports the task's modules (torch), then limit their threads
     _limit_threads(spec.threads)
+    keep_freed_memory()  # torch steps reuse their large blocks (objectives/allocator.py)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for handler in logging.getLogger("optuna").handlers:
         handler.addFilter(_drop_interrupt_tracebacks)
@@ -201,6 +204,8 @@ def work(
         metric=task.metric,
         progress=progress and progress.epoch,
         keeps=lambda trial, value: keeper.could_keep(value),
+        deadline=spec.deadline,
+        timeout=spec.timeout,
     )
     identity = worker_identity()
     current: dict[str, int] = {}  # the trial being run: its number and storage id
@@ -222,6 +227,8 @@ def work(
         except KeyboardInterrupt as exc:  # Optuna fails the trial and re-raises
             trial.set_user_attr("fail_reason", f"interrupted ({exc or 'Ctrl-C'})")
             raise
+        finally:
+            release_free_memory()
 
     callbacks: list[Any] = [keeper]
     if progress is not None:

@@ -122,6 +122,13 @@ SPACE = Space(
         Param("probe_trials", "setting", 24, check=_check_int(1, 10_000), doc="probes before fine-tuning"),
         Param("finetune_top", "setting", 2, check=_check_int(1, 100), doc="probe configs fine-tuned"),
         Param(
+            "finetune_share",
+            "setting",
+            0.6,
+            check=_check_share,
+            doc="with --timeout: fine-tune once this share of the time is left, even if probes remain",
+        ),
+        Param(
             "max_memory_mb",
             "setting",
             None,

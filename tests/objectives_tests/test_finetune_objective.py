@@ -45,7 +45,8 @@ def test_load_data_splits_80_20_and_builds_the_aug_bank(data) -> None:
     assert data.classes == ["cat", "dog"] and data.x_new is None
 
 
-def test_linear_probe_reuses_cached_features_and_stores_the_proxy_parts(data, tmp_path) -> None:
+def test_linear_probe_reuses_cached_features_and_stores_the_proxy_parts(data, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("RPZTUNE_CACHE", str(tmp_path / "cache"))  # empty, whatever other tests cached
     only_lite0 = ["tf_efficientnet_lite0", "no_such_net"]  # a name without weights is skipped, with why
     study = run(data, tmp_path, {"freeze": "linear", "augment": "none", "backbone": only_lite0}, n_trials=2)
     first, second = study.trials

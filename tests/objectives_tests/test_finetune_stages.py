@@ -39,7 +39,7 @@ def test_finetune_stages_are_on_only_when_the_space_draws_probes_and_fine_tuning
 
 def test_finetune_stages_hand_the_probe_head_to_fine_tuning(data, tmp_path) -> None:
     space = TASK.space.with_overrides(SMALL)
-    # a pruner that stops every trial it is asked about: probes must never ask, fine-tune trials do
+    # a pruner that stops every trial it is asked about: neither probes nor staged fine-tune trials ask
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.1))
     context = TrialContext(checkpoint_dir=tmp_path, metric="proxy")
     study.optimize(lambda t: TASK.objective(t, data, space, context), n_trials=4)
@@ -56,5 +56,5 @@ def test_finetune_stages_hand_the_probe_head_to_fine_tuning(data, tmp_path) -> N
     checkpoint = torch.load(tmp_path / leader.user_attrs["checkpoint"], weights_only=True)
     probe_head = {k.removeprefix("head."): v for k, v in checkpoint.items() if k.startswith("head.")}
     assert tuned.user_attrs["warm_start"] == {"trial": leader.number, "head_digest": head_digest(probe_head)}
-    assert tuned.state == optuna.trial.TrialState.PRUNED and tuned.user_attrs["pruned_epoch"] == 1
+    assert tuned.state == optuna.trial.TrialState.COMPLETE and list(tuned.intermediate_values) == [1]
     assert tuned.user_attrs["memory"]["accumulation_steps"] == 1
