@@ -211,17 +211,29 @@ def _lost_schema_race(exc: sqlalchemy.exc.DBAPIError) -> bool:
     return isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in text or "duplicate" in text
 
 
+_IOERR_RETRIES = 5
+
+
 def _check_sqlite_file(url: str, path: Path) -> None:
     """Refuse a file that is not an intact SQLite database before Optuna opens (and writes) it."""
     if not path.is_file() or path.stat().st_size == 0:
         return  # SQLite creates the database in a missing or empty file
-    try:
-        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
-            verdict = db.execute("PRAGMA quick_check(1)").fetchone()[0]
-    except sqlite3.DatabaseError as exc:
-        if getattr(exc, "sqlite_errorname", "") not in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
-            raise StorageError(f"cannot open storage {url!r}: {exc}") from None
-        verdict = str(exc)
+    for attempt in range(_IOERR_RETRIES):
+        try:
+            with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+                verdict = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+            break
+        except sqlite3.DatabaseError as exc:
+            name = getattr(exc, "sqlite_errorname", "")
+            # A worker process closing the database last deletes its -wal/-shm files; a read-only
+            # connection opening meanwhile fails with an I/O error: try again.
+            if name.startswith("SQLITE_IOERR") and attempt + 1 < _IOERR_RETRIES:
+                time.sleep(0.1 * (attempt + 1))
+                continue
+            if name not in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+                raise StorageError(f"cannot open storage {url!r}: {exc}") from None
+            verdict = str(exc)
+            break
     if verdict != "ok":
         raise StorageError(
             f"storage {url!r} is not an intact SQLite database ({verdict}); restore it from a backup "
