@@ -33,6 +33,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 import objectives
+from objectives.allocator import keep_freed_memory, release_free_memory
 from objectives.confirm import RETRAINERS, SCHEMES, Replicate
 from objectives.memory import track_peak_rss
 
@@ -326,6 +327,7 @@ def _work(
     study = load_study(storage, study_name)
     task = objectives.get_task(study.user_attrs["task"])
     _limit_threads(threads or task.max_threads)  # numpy-mlp: one BLAS thread, as its search workers
+    keep_freed_memory()  # as a search worker (objectives/allocator.py)
     settings = dict(study.user_attrs.get("settings", {}))
     dataset = dataset if dataset is not None else _load_checked(study, task, data)
     cstudy = optuna.load_study(
@@ -352,6 +354,8 @@ def _work(
             trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
             cstudy.tell(trial, state=TrialState.FAIL)
             continue
+        finally:
+            release_free_memory()
         predictions = record.pop("predictions", None)
         if predictions is not None:  # kept for ensembles (search/ensemble.py)
             save_predictions(study_dir(storage, study_name), attrs["confirm_key"], predictions)
