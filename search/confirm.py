@@ -306,8 +306,18 @@ def _run(job: tuple, workers: int, dataset: Any) -> None:
         procs = [context.Process(target=_work, args=job, kwargs={"threads": threads}) for _ in range(workers)]
         for proc in procs:
             proc.start()
-    for proc in procs:
-        proc.join()
+    try:
+        for proc in procs:
+            proc.join()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the workers too (their running replicates are
+        for proc in procs:  # recovered by the next confirm run), never leave them training on their own
+            if proc.exitcode is None:
+                proc.terminate()
+        for proc in procs:
+            proc.join(30)
+            if proc.exitcode is None:
+                proc.kill()
+        raise
 
 
 def _work(

@@ -168,3 +168,35 @@ def test_default_plan_refuses_folds_for_mynet_and_single_replicates() -> None:
         default_plan("mynet", folds=3)
     with pytest.raises(ValueError, match="at least 2"):
         default_plan("finetune", seeds=1)
+
+
+def test_sigterm_stops_the_confirm_workers_too(data_dir, tmp_path) -> None:
+    run = ["run", "numpy-mlp", "--trials", "2", "--data", str(data_dir), *COMMON, "--quiet"]
+    assert cli(*run, "--storage", storage(tmp_path))[0] == 0
+    command = [sys.executable, "-m", "search.cli", *CONFIRM[:-1], "5", "--workers", "2"]  # 10 replicates
+    env = {**os.environ, "PYTHONPATH": str(rpz_cli.ROOT), "RPZTUNE_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    pids: set[int] = set()
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None and not pids:
+            with sqlite3.connect(tmp_path / "studies.db") as db:
+                rows = db.execute(
+                    "SELECT a.value_json FROM trials t JOIN studies s ON s.study_id = t.study_id "
+                    "JOIN trial_user_attributes a ON a.trial_id = t.trial_id AND a.key = 'worker' "
+                    "WHERE s.study_name = ? AND t.state = 'RUNNING'",
+                    (confirm_study_name("numpy-mlp"),),
+                ).fetchall()
+            pids = {json.loads(value)["pid"] for (value,) in rows}
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+    finally:
+        proc.wait(timeout=90)
+    assert pids, "no replicate started before the confirm run ended"
+    assert proc.returncode == 143, proc.stderr.read().decode()
+    states = Counter(state for state, _ in confirm_trials(tmp_path))
+    assert states["COMPLETE"] < 10, "the workers went on training the queue after the run was stopped"
+    for pid in pids:  # the workers were stopped with it, not left training on their own
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
