@@ -54,15 +54,21 @@ def confirm_trials(work: Path) -> list[tuple[str, str | None]]:
     return [(state, None if key is None else json.loads(key)) for state, key in rows]
 
 
-def running_with_worker(work: Path) -> int:
-    """RUNNING replicates that recorded their worker (a kill before that is left for _STALE_S to give up)."""
+def running_workers(work: Path) -> list[dict]:
+    """The ``worker`` attribute of every RUNNING replicate that recorded it."""
     with sqlite3.connect(work / "studies.db") as db:
-        return db.execute(
-            "SELECT COUNT(*) FROM trials t JOIN studies s ON s.study_id = t.study_id "
+        rows = db.execute(
+            "SELECT a.value_json FROM trials t JOIN studies s ON s.study_id = t.study_id "
             "JOIN trial_user_attributes a ON a.trial_id = t.trial_id AND a.key = 'worker' "
             "WHERE s.study_name = ? AND t.state = 'RUNNING'",
             (confirm_study_name("numpy-mlp"),),
-        ).fetchone()[0]
+        ).fetchall()
+    return [json.loads(value) for (value,) in rows]
+
+
+def running_with_worker(work: Path) -> int:
+    """RUNNING replicates that recorded their worker (a kill before that is left for _STALE_S to give up)."""
+    return len(running_workers(work))
 
 
 @pytest.fixture(scope="module")
@@ -180,14 +186,7 @@ def test_sigterm_stops_the_confirm_workers_too(data_dir, tmp_path) -> None:
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline and proc.poll() is None and not pids:
-            with sqlite3.connect(tmp_path / "studies.db") as db:
-                rows = db.execute(
-                    "SELECT a.value_json FROM trials t JOIN studies s ON s.study_id = t.study_id "
-                    "JOIN trial_user_attributes a ON a.trial_id = t.trial_id AND a.key = 'worker' "
-                    "WHERE s.study_name = ? AND t.state = 'RUNNING'",
-                    (confirm_study_name("numpy-mlp"),),
-                ).fetchall()
-            pids = {json.loads(value)["pid"] for (value,) in rows}
+            pids = {worker["pid"] for worker in running_workers(tmp_path)}
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
     finally:
