@@ -150,9 +150,9 @@ def _train(
         curves["new_acc"] = []
     micro_batch = None
     if not cfg.train.uses_cache:
-        plan = plan_batch(
-            model, tuple(data.x_train.shape[1:]), min(cfg.train.batch_size, len(data.y_train)), settings
-        )
+        batch = min(cfg.train.batch_size, len(data.y_train))
+        # at most _CHUNK images per forward/backward: a step's time per image barely changes, its memory does
+        plan = plan_batch(model, tuple(data.x_train.shape[1:]), batch, settings, largest=_CHUNK)
         trial.set_user_attr("memory", plan.attrs())
         if plan.reason:
             raise context.pruned(trial, curves, plan.reason)

@@ -149,13 +149,16 @@ def plan_batch(
     *,
     accumulate: bool = True,
     smallest: int = 8,
+    largest: int | None = None,
 ) -> MemoryPlan:
     """Fit ``batch`` under the study's ``max_memory_mb`` (default :func:`default_max_memory_mb`): the whole
     batch, or (``accumulate``) the largest halved micro-batch of at least ``smallest`` images whose
-    estimate fits, accumulated to the same effective batch; otherwise a plan with the prune reason."""
+    estimate fits, accumulated to the same effective batch; otherwise a plan with the prune reason.
+    ``largest`` (with ``accumulate``) caps the micro-batch whatever the estimate: the estimate is a
+    measurement at 2 images scaled up, and its error grows with the micro-batch."""
     cap = settings.get("max_memory_mb") or default_max_memory_mb()
     per_image = activation_bytes_per_image(model, image_shape)
-    micro = batch
+    micro = min(batch, largest) if accumulate and largest else batch
     estimate = estimate_train_mb(model, image_shape, micro, per_image=per_image)
     while estimate * MARGIN > cap and accumulate and micro > smallest:
         micro = max(smallest, micro // 2)

@@ -47,7 +47,8 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
         ValueError: for an unknown name.
     """
     if name == "rungs":  # successive halving over complete short schedules (objectives/fidelity.py)
-        return RungPruner(RungPlan(max_epochs, factor=ASHA_REDUCTION))
+        # two rungs: a fifth of the budget, then the budget (1-epoch schedules rank poorly: README "Rungs")
+        return RungPruner(RungPlan(max_epochs, factor=ASHA_REDUCTION, min_epochs=max(1, max_epochs // 5)))
     if name == "asha":  # successive halving over prefixes of the whole schedule
         return optuna.pruners.SuccessiveHalvingPruner(
             min_resource=_asha_min_resource(max_epochs), reduction_factor=ASHA_REDUCTION

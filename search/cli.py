@@ -294,6 +294,7 @@ def cmd_refit(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         checkpoints=args.checkpoints,
+        epochs=args.epochs,
     )
     done = result.record
     tests = [f"{k} {done[k]:.4f}" for k in ("test_accuracy", "test_error") if done.get(k) is not None]
@@ -577,6 +578,9 @@ def _add_refit(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device")
     parser.add_argument("--seed", type=int, help="initialisation and shuffling seed (default: the trial's)")
+    parser.add_argument(
+        "--epochs", type=int, help="mynet: the refit's epochs (default: the study's refit_epochs setting)"
+    )
 
 
 _COMMANDS: dict[

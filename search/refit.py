@@ -63,6 +63,7 @@ def refit(
     device: str = "auto",
     seed: int | None = None,
     checkpoints: str | Path | None = None,
+    epochs: int | None = None,
 ) -> RefitResult:
     """Retrain the winner (or trial ``trial_number``) of a study for its best epoch count; store the refit.
 
@@ -72,6 +73,8 @@ def refit(
             (default: the study's ``data_fraction``, i.e. train + validation).
         device: ``auto``, ``cpu`` or ``cuda``.
         seed: Default: the trial's own seed.
+        epochs: mynet: the refit's epochs (default: the study's ``refit_epochs`` setting, at least the
+            trial's best epoch; a study without the setting: the trial's).
 
     Raises:
         StudyError: when the study, trial or checkpoint is missing, or ``data`` is not the study's data.
@@ -100,8 +103,14 @@ def refit(
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"refit-{trial.number:05d}{_SUFFIX.get(task.name, '.pt')}"
     if task.name == "mynet":
-        record = refitter(trial, dataset, path, data_fraction=data_fraction, device=device, seed=seed)
+        best = int(trial.user_attrs.get("best_epoch") or 0)
+        epochs = epochs or max(best, int(settings.get("refit_epochs") or best))
+        record = refitter(
+            trial, dataset, path, data_fraction=data_fraction, device=device, seed=seed, epochs=epochs
+        )
     else:
+        if epochs is not None:
+            raise ValueError(f"--epochs is for mynet; a {task.name} refit trains its confirmed epochs")
         seed = int(trial.user_attrs.get("seed", trial.number)) if seed is None else seed
         epochs = confirmed_epochs(study.user_attrs.get("confirm"), trial.number)
         epochs = epochs or int(trial.user_attrs.get("best_epoch") or trial.user_attrs["config"]["epochs"])

@@ -24,7 +24,7 @@ def test_suggest_draws_conditional_parameters_only_when_they_apply() -> None:
         other = "adamw" if cfg.train.optimizer == "sgd" else "sgd"
         assert f"{cfg.train.optimizer}_lr" in trial.params and f"{other}_lr" not in trial.params
         assert cfg.train.lr == trial.params[f"{cfg.train.optimizer}_lr"]
-        assert cfg.train.epochs == 30 and "epochs" not in trial.params
+        assert cfg.train.epochs == 15 and "epochs" not in trial.params
         seen["schedule"].add(cfg.train.schedule)
         study.tell(trial, 0.5)
     assert seen == {
@@ -75,6 +75,8 @@ def test_settings_round_trip_through_the_stored_space() -> None:
         "val_images": 10000,
         "val_subset": 2000,
         "promotion": "retrain",
+        "precision": "auto",
+        "refit_epochs": 30,
         "max_params": 100_000,
         "max_latency_ms": None,
         "max_memory_mb": None,
