@@ -35,11 +35,11 @@ from .fidelity import RungPruner
 from .memory import plan_batch, track_peak_rss
 from .mynet_rungs import train_by_rungs
 from .mynet_validation import Validation
+from .precision import autocast_dtype
 from .resume import Resume
 from .torch_fit import (
     EpochStats,
     accuracy,
-    autocast_dtype,
     cpu_latency_ms,
     cpu_state,
     fit,

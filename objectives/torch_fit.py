@@ -25,12 +25,12 @@ from nn_numpy import Diverged
 from spaces.mynet import AugmentConfig, TrainConfig
 
 from .augment import augment
+from .precision import autocast, autocast_dtype
 
 __all__ = [
     "EpochStats",
     "FitResult",
     "accuracy",
-    "autocast_dtype",
     "cpu_latency_ms",
     "cpu_state",
     "fit",
@@ -41,7 +41,6 @@ __all__ = [
 ]
 
 _EVAL_CHUNK = 1000
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -83,32 +82,6 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise ValueError(f"unknown device {name!r}; valid devices: auto, cpu, cuda")
     return torch.device(name)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of training (validation stays float32): ``bf16`` (bfloat16), ``fp32`` (none),
-    or ``auto``: bfloat16 on a CPU with AMX tiles (Intel Xeon since Sapphire Rapids: oneDNN runs bfloat16
-    convolutions there 1.6x as fast, ``bench/precision.py``), float32 elsewhere (a CPU without them would
-    emulate bfloat16 and run slower; CUDA keeps float32 as before).
-
-    The weights, their gradients and the optimiser state stay float32 (autocast casts per operation), so a
-    checkpoint is the same float32 state dict either way and scores the same in the lab's float32 evaluator.
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; valid precisions: {', '.join(PRECISIONS)}")
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "auto" and device.type == "cpu" and _cpu_has_amx():
-        return torch.bfloat16
-    return None
-
-
-def _cpu_has_amx() -> bool:
-    try:  # torch offers no public probe; Linux lists the CPU's flags
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " amx_bf16" in flags and " amx_tile" in flags
 
 
 def fit(
@@ -173,7 +146,7 @@ def fit(
             x = augment(x_train[index].float().div_(255), augment_cfg, generator)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(x_train.device, dtype):
+            with autocast(x_train.device, dtype):
                 out = model(x).float()
             # cross_entropy of log-probabilities is their NLL (log_softmax is idempotent), plus smoothing
             loss = F.cross_entropy(out, y_train[index], label_smoothing=cfg.label_smoothing)
@@ -301,10 +274,6 @@ def save_state(state: dict[str, torch.Tensor], path: Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
-    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
