@@ -211,7 +211,7 @@ def _lost_schema_race(exc: sqlalchemy.exc.DBAPIError) -> bool:
     return isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in text or "duplicate" in text
 
 
-_IOERR_RETRIES = 5
+_IOERR_RETRIES = 8
 
 
 def _check_sqlite_file(url: str, path: Path) -> None:
@@ -226,10 +226,14 @@ def _check_sqlite_file(url: str, path: Path) -> None:
         except sqlite3.DatabaseError as exc:
             name = getattr(exc, "sqlite_errorname", "")
             # A worker process closing the database last deletes its -wal/-shm files; a read-only
-            # connection opening meanwhile fails with an I/O error: try again.
-            if name.startswith("SQLITE_IOERR") and attempt + 1 < _IOERR_RETRIES:
-                time.sleep(0.1 * (attempt + 1))
-                continue
+            # connection opening meanwhile fails with an I/O error: try again. Processes that open and
+            # close it all the time (several studies on one file) can keep that window open: then the
+            # read-write open below checks the file (a damaged one fails there with its error).
+            if name.startswith("SQLITE_IOERR"):
+                if attempt + 1 < _IOERR_RETRIES:
+                    time.sleep(0.1 * (attempt + 1))
+                    continue
+                return
             if name not in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
                 raise StorageError(f"cannot open storage {url!r}: {exc}") from None
             verdict = str(exc)
