@@ -169,7 +169,7 @@ def plan_batch(
         return MemoryPlan(micro, steps, estimate, cap)
     how = f" even at micro-batch {micro}" if micro < batch else ""
     reason = (
-        f"estimated peak memory {estimate:.0f} MiB (+{MARGIN - 1:.0%} margin){how} exceeds max_memory_mb={cap} "
-        f"(batch {batch}, {per_image[0] / _MB:.1f} MiB of saved activations per image)"
+        f"estimated peak memory {estimate:.0f} MiB (+{MARGIN - 1:.0%} margin){how} exceeds "
+        f"max_memory_mb={cap} (batch {batch}, {per_image[0] / _MB:.1f} MiB of saved activations per image)"
     )
     return MemoryPlan(micro, steps, estimate, cap, reason)
