@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(BIN)/rpztune run numpy-mlp --trials $(DEMO_TRIALS) $(if $(DATA),--data $(DATA))
 	$(BIN)/rpztune export --study numpy-mlp --out results/numpy-mlp
 	$(BIN)/rpztune run mynet --workers 2 --trials 16 --seed 0 $(if $(DATA),--data $(DATA)) --set epochs=8 \
-	  --set 'channels={low=8, high=16}' --set convs_per_stage=1 --set kernel_size=3
+	  --set 'channels={low=8, high=16}' --set convs_per_stage=1 --set kernel_size=3 --set refit_epochs=16
 	$(STAND_IN_WARNED) $(BIN)/rpztune refit --study mynet
 	$(STAND_IN_WARNED) $(BIN)/rpztune export --study mynet --out results/mynet
 	@if [ -n "$(PHOTOS)" ]; then \
