@@ -47,7 +47,7 @@ DEFAULT_STORAGE = "sqlite:///studies.db"
 HEARTBEAT_INTERVAL_S = 10
 GRACE_PERIOD_S = 30
 SQLITE_BUSY_TIMEOUT_S = 60
-_SCHEMA_RETRIES = 5
+_SCHEMA_RETRIES = 8
 
 
 @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "connect")
@@ -197,7 +197,7 @@ def _rdb(url: str, engine_kwargs: dict, shown: str | None = None) -> RDBStorage:
             except sqlalchemy.exc.DBAPIError as exc:
                 # Another process created the same tables or version row first (a server storage, or a
                 # file system without locks): the schema exists now, so opening again succeeds.
-                if _lost_schema_race(exc) and attempt + 1 < _SCHEMA_RETRIES:
+                if _transient_open_error(exc) and attempt + 1 < _SCHEMA_RETRIES:
                     time.sleep(0.05 * (attempt + 1))
                     continue
                 raise StorageError(f"cannot open storage {shown!r}: {exc.orig}") from None
@@ -206,9 +206,15 @@ def _rdb(url: str, engine_kwargs: dict, shown: str | None = None) -> RDBStorage:
     raise AssertionError("unreachable")
 
 
-def _lost_schema_race(exc: sqlalchemy.exc.DBAPIError) -> bool:
+def _transient_open_error(exc: sqlalchemy.exc.DBAPIError) -> bool:
     text = str(exc.orig).lower()
-    return isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in text or "duplicate" in text
+    # "disk I/O error": SQLite opening a file whose last other connection is deleting its -wal/-shm
+    return (
+        isinstance(exc, sqlalchemy.exc.IntegrityError)
+        or "already exists" in text
+        or "duplicate" in text
+        or "disk i/o error" in text
+    )
 
 
 _IOERR_RETRIES = 8
