@@ -37,15 +37,7 @@ from .mynet_rungs import train_by_rungs
 from .mynet_validation import Validation
 from .precision import autocast_dtype
 from .resume import Resume
-from .torch_fit import (
-    EpochStats,
-    accuracy,
-    cpu_latency_ms,
-    cpu_state,
-    fit,
-    resolve_device,
-    save_state,
-)
+from .torch_fit import EpochStats, accuracy, cpu_latency_ms, cpu_state, fit, resolve_device, save_state
 
 __all__ = ["evaluate", "load_data", "max_epochs", "objective", "refit"]
 

@@ -22,7 +22,7 @@ __all__ = ["BASELINE", "SCHEDULES", "SPACE", "AugmentConfig", "MyNetTrialConfig"
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
 VAL_SOURCES = ("additional", "lab")
-PRECISIONS = ("auto", "fp32", "bf16")  # objectives/torch_fit.py autocast_dtype
+PRECISIONS = ("auto", "fp32", "bf16")  # objectives/precision.py autocast_dtype
 PROMOTIONS = ("retrain", "continue")  # how the rungs pruner promotes (objectives/fidelity.py)
 
 
@@ -178,7 +178,7 @@ class TrainConfig:
         epochs: Epochs the schedule spans.
         label_smoothing: Label smoothing of the NLL loss.
         precision: ``"auto"``, ``"fp32"`` or ``"bf16"``: the autocast of training
-            (``objectives.torch_fit.autocast_dtype``; the weights and validation stay float32).
+            (``objectives.precision.autocast_dtype``; the weights and validation stay float32).
     """
 
     optimizer: str
