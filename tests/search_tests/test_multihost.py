@@ -36,7 +36,7 @@ SLACK = 10  # seconds a loaded CI machine may add to the grace before a live wor
 EPOCHS = 8
 TINY = [f"epochs={EPOCHS}", "data_fraction=0.02", "stages=1", "channels=8", "head=flatten", "fc_layers=0",
         "batch_size=64"]  # fmt: skip
-TRIALS = 3  # each worker host's --trials
+TRIALS = 4  # each worker host's --trials: host b still has two to start after the strike (see pick_victim)
 
 
 @dataclass
@@ -130,7 +130,13 @@ def start_two_hosts(cluster: Cluster, study: str, data_dir: Path) -> tuple[subpr
 
 
 def pick_victim(cluster: Cluster, study: str, procs: list[subprocess.Popen]) -> FrozenTrial:
-    """Host a's trial once it saved an epoch, while host b runs its first or second trial."""
+    """Host a's trial once it saved an epoch, while host b runs its first trial.
+
+    The victim fails up to ``GRACE + INTERVAL + SLACK`` seconds after the strike, and its retry can run on
+    host b only if b starts a trial after that: striking during b's first of ``TRIALS`` trials leaves two
+    whole trials (about 7 s each when quiet, more under load) before b's last start. Striking during b's
+    second of three left the retry WAITING after b exited on a loaded CI machine.
+    """
     deadline, seen = time.time() + 300, []
     while time.time() < deadline and all(p.poll() is None for p in procs):
         found = trials(cluster, study)
@@ -140,7 +146,7 @@ def pick_victim(cluster: Cluster, study: str, procs: list[subprocess.Popen]) -> 
         seen.append((b_busy, b_done, [(t.number, host_of(t), len(t.intermediate_values)) for t in running]))
         for trial in running:
             if host_of(trial) == "rpz-a" and 1 <= len(trial.intermediate_values) <= EPOCHS - 3:
-                if b_busy and b_done < TRIALS - 1:
+                if b_busy and b_done == 0:
                     return trial
         time.sleep(0.3)
     pytest.fail(f"no moment to strike; last polls {seen[-10:]}; exits {[p.poll() for p in procs]}")
@@ -165,6 +171,18 @@ def resumed(found: list[FrozenTrial], victim: FrozenTrial) -> bool:
     return any("resumed_from" in t.user_attrs for t in retries)
 
 
+def timeline(found: list[FrozenTrial], struck: float) -> str:
+    """Each trial's state, host, and start and end in seconds after the strike: what a race looks like."""
+
+    def after(moment: datetime | None) -> str:
+        return "-" if moment is None else f"{moment.timestamp() - struck:+.1f}"
+
+    return "; ".join(
+        f"{t.number} {t.state.name} {host_of(t)} {after(t.datetime_start)}..{after(t.datetime_complete)}"
+        for t in found
+    )
+
+
 def check_failed_and_resumed(found: list[FrozenTrial], victim: FrozenTrial, struck: float) -> FrozenTrial:
     """The victim failed by heartbeat within the grace; its one retry ran on host b from its last epoch."""
     dead = found[victim.number]
@@ -175,7 +193,7 @@ def check_failed_and_resumed(found: list[FrozenTrial], victim: FrozenTrial, stru
     retries = [t for t in found if t.system_attrs.get("failed_trial") == victim.number]
     assert len(retries) == 1, [t.number for t in retries]
     retry = retries[0]
-    assert retry.state == TrialState.COMPLETE and host_of(retry) == "rpz-b"
+    assert retry.state == TrialState.COMPLETE and host_of(retry) == "rpz-b", timeline(found, struck)
     assert retry.params == dead.params
     assert "resumed_from" in retry.user_attrs, {k: v for k, v in retry.user_attrs.items() if k != "curves"}
     resumed = retry.user_attrs["resumed_from"]
