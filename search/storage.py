@@ -252,12 +252,17 @@ def _check_sqlite_file(url: str, path: Path) -> None:
 
 
 def _write_error(path: Path) -> str | None:
-    """Why ``path`` cannot be opened for writing (a read-only file or mount), else ``None``."""
-    try:
-        os.close(os.open(path, os.O_RDWR))
-    except OSError as exc:
-        return f"{exc.strerror}: {str(path)!r}"
-    return None
+    """Why ``path`` cannot be written (a read-only file or mount), else ``None``.
+
+    Asked of the kernel (``access``, which reports a read-only mount even to root) without opening the file:
+    closing any descriptor of a database file drops every POSIX lock this process holds on it, SQLite's
+    included, so another process closing the database last would delete the WAL under this process's open
+    connections and their later commits would be lost.
+    """
+    if os.access(path, os.W_OK):
+        return None
+    read_only = os.statvfs(path).f_flag & os.ST_RDONLY
+    return f"{'Read-only file system' if read_only else 'Permission denied'}: {str(path)!r}"
 
 
 def _folder_write_error(folder: Path) -> str | None:
