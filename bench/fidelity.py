@@ -1,7 +1,8 @@
 """Benchmark of selection fidelity: does a study's value pick trials that score well on the public test split?
 
-Usage: ``python bench/fidelity.py [--tasks numpy-mlp,mynet] [--seeds 5,6] [--trials 60,100] [--top 10]
-[--mynet-trials 10] [--data PATH] [--workdir DIR] [--pruning] [--cost]``, or
+Usage: ``python bench/fidelity.py [--tasks numpy-mlp,mynet,finetune] [--seeds 5,6] [--trials 60,100]
+[--top 10] [--mynet-trials 10] [--finetune-trials 24] [--finetune-top 3] [--finetune-test 500] [--data PATH]
+[--workdir DIR] [--pruning] [--cost]``, or
 ``python bench/fidelity.py --analyze --storage URL --study S [--test-attr NAME]`` for an existing study.
 
 For each task and seed it runs today's selection and the new one side by side, each as its own study
@@ -22,6 +23,14 @@ For each task and seed it runs today's selection and the new one side by side, e
   epochs), vs the 10,000 images from "additional" at the final epoch. The two studies' trials are the same
   networks; today's rule picks the best epoch's weights, so its chosen test figure is read from the same
   trial's final weights only where its best epoch is the last (it says how often it is not).
+
+- finetune (no public test split here): ``--finetune-test`` photos (half per class, seeded, symbolic links)
+  are held out of the study as the bench's public test; one study per seed runs the probe stage of the
+  default staged search (``--finetune-trials`` linear probes on cached features, never pruned) on the rest.
+  Today's rule exports the best single-split proxy's checkpoint; the new one confirms the top
+  ``--finetune-top`` and the baseline probe by 5-fold CV over the study's photos and exports the confirmed
+  winner's refit on all of them. Every complete trial, and the refit, is scored on the held-out photos
+  (2/3 ORIG + 1/3 AUG: the leaderboard's weights without NEW, AUG from the same condition bank).
 
 ``--analyze`` reads one existing study (mynet: ``val_accuracy`` vs the trials' ``test_accuracy`` on t10k;
 finetune: its proxy vs ``--test-attr``; numpy-mlp: ``val_error`` vs ``test_error``): Spearman over complete
@@ -46,6 +55,7 @@ import argparse
 import contextlib
 import io
 import json
+import random
 import sys
 import tempfile
 import time
@@ -284,6 +294,116 @@ def mynet(args, storage: str, seed: int) -> list[tuple[str, dict, float]]:
     return [("lab 600, best epoch (today)", old, lab_cpu), ("additional 10,000, final", figures, new_cpu)]
 
 
+def split_photos(root: Path, out: Path, n_test: int, seed: int = 0) -> tuple[Path, Path]:
+    """``out/train`` and ``out/test`` as folders of symbolic links to the photos of ``root`` (nothing is
+    copied): ``n_test`` photos, half per class, seeded, held out of every study as the bench's public test."""
+    rng = random.Random(seed)
+    for cls in sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        files = sorted(f for f in (root / cls).iterdir() if f.is_file())
+        rng.shuffle(files)
+        for part, chosen in (("test", files[: n_test // 2]), ("train", files[n_test // 2 :])):
+            (out / part / cls).mkdir(parents=True, exist_ok=True)
+            for file in chosen:
+                link = out / part / cls / file.name
+                if not link.is_symlink():
+                    link.symlink_to(file.resolve())
+    return out / "train", out / "test"
+
+
+class PhotoTest:
+    """The bench's held-out photos and their condition-bank copies, scored as the leaderboard proxy without
+    NEW (2/3 ORIG + 1/3 AUG). A linear probe's backbone is its pretrained one, so the pooled features are
+    computed once per backbone state and resolution and each model's head is applied to them."""
+
+    def __init__(self, folder: Path, copies: int = 2) -> None:
+        from objectives.photos import load_photos
+        from objectives.proxy import condition_bank
+
+        photos = load_photos(folder)
+        self.x, self.y = photos.x, photos.y
+        self.x_aug, _ = condition_bank(photos.x, copies=copies, seed=0)
+        self.y_aug = photos.y.repeat(copies)
+        self._features: dict[tuple, tuple] = {}
+
+    def score(self, model) -> dict[str, float]:
+        """``{"orig", "aug", "proxy"}`` of ``model`` (a FinetuneNet) on the held-out photos."""
+        import hashlib
+
+        import torch
+
+        from objectives.proxy import proxy_score
+
+        model.eval()
+        digest = hashlib.sha256()
+        for tensor in model.backbone.state_dict().values():
+            digest.update(tensor.detach().cpu().numpy().tobytes())
+        key = (model.cfg.resolution, digest.hexdigest())
+        if key not in self._features:
+            with torch.inference_mode():
+                self._features[key] = tuple(
+                    torch.cat(
+                        [model.forward_features(x[i : i + 32].float().div(255)) for i in range(0, len(x), 32)]
+                    )
+                    for x in (self.x, self.x_aug)
+                )
+        with torch.inference_mode():
+            orig, aug = (
+                float((model.forward_head(f).argmax(1) == y).float().mean())
+                for f, y in zip(self._features[key], (self.y, self.y_aug), strict=True)
+            )
+        return {"orig": orig, "aug": aug, "proxy": proxy_score(orig, aug)}
+
+
+def finetune(args, storage: str, seed: int) -> list[tuple[str, dict, float]]:
+    """One study per seed: the probe stage of the default staged search (``--finetune-trials`` linear probes
+    on cached features) on the photos minus ``--finetune-test`` held out; then today's rule (the best
+    single-split proxy; export writes that trial's checkpoint) against the new one (``confirm`` of the top
+    ``--finetune-top`` and the baseline probe by 5-fold CV over the study's photos, then the refit of the
+    confirmed winner on all of them, which export writes). Every complete trial, the confirmed winner and the
+    refit are scored on the held-out photos."""
+    from objectives.finetune import load_model
+    from search.confirm import confirm
+    from search.refit import find_refit, refit
+
+    train, test_dir = split_photos(
+        Path(args.data) / "dogs_and_cats", Path(args.workdir) / "photos", args.finetune_test
+    )
+    name, n = f"ft-s{seed}", args.finetune_trials
+    on_train = argparse.Namespace(**{**vars(args), "data": str(train)})
+    study, cpu = run("finetune", name, storage, seed, on_train, [], n_trials=n, keep_top=n)
+    test, scored = PhotoTest(test_dir), []
+    for trial in study.get_trials(deepcopy=True, states=(TrialState.COMPLETE,)):
+        checkpoint = find_winner(storage, name, trial.number).checkpoint
+        trial.user_attrs["test_proxy"] = test.score(load_model(trial, checkpoint))["proxy"]
+        scored.append(trial)
+    figures = {t.number: t.user_attrs["test_proxy"] for t in scored}
+    judged = optuna.create_study(direction="maximize")  # the scored trials, in memory
+    judged.add_trials(scored)
+    started = time.process_time()
+    result = confirm(storage, name, top=args.finetune_top, data=str(train))
+    refit(storage, name, result.winner.trial, data=str(train))
+    new_cpu = cpu + time.process_time() - started
+    winner = find_winner(storage, name)
+    refit_record, refit_path = find_refit(winner)
+    refit_scores = test.score(load_model(winner.trial, refit_path))
+    old = summarize(judged, lambda t: t.value, "test_proxy", lambda x: x)
+    old["spearman_top10"] = top10_spearman(judged, lambda t: t.value, "test_proxy", lambda x: x)
+    old["exported"] = old["chosen"]
+    new = dict(old)
+    new["chosen_trial"] = result.winner.trial
+    new["chosen"] = figures[result.winner.trial]
+    new["single_split"] = winner.trial.value
+    new["confirmed"] = f"{result.winner.mean:.4f} +- {result.winner.se:.4f}"
+    new["confirm_spearman_top"] = spearmanr(
+        [e.mean for e in result.ranking], [figures[e.trial] for e in result.ranking]
+    ).statistic
+    new["exported"] = refit_scores["proxy"]
+    new["exported_parts"] = f"orig {refit_scores['orig']:.4f} aug {refit_scores['aug']:.4f}"
+    new["refit_images"] = refit_record.get("n_train")
+    print(f"finetune, seed {seed}: held-out proxy per trial {figures}", flush=True)
+    return [("single split, best proxy (today)", old, cpu), ("confirm 5 folds + refit", new, new_cpu)]
+
+
 def mynet_cost(args: argparse.Namespace) -> None:
     """CPU seconds (one thread) of one training epoch of the baseline network at the lab's 9 % vs validating
     600, 2,000 and 10,000 images, and the standard error of an accuracy near 0.9 on as many images."""
@@ -384,6 +504,9 @@ def main() -> None:
     parser.add_argument("--trials", default="60,100", help="numpy-mlp trials per study (one pair per count)")
     parser.add_argument("--top", type=int, default=10, help="numpy-mlp: trials confirmed (run --confirm K)")
     parser.add_argument("--mynet-trials", type=int, default=10)
+    parser.add_argument("--finetune-trials", type=int, default=24, help="finetune: linear probes per study")
+    parser.add_argument("--finetune-top", type=int, default=3, help="finetune: trials confirmed")
+    parser.add_argument("--finetune-test", type=int, default=500, help="finetune: photos held out as test")
     parser.add_argument("--pruning", action="store_true", help="numpy-mlp: also replay pruning policies")
     parser.add_argument("--cost", action="store_true", help="mynet: time training vs validation, then exit")
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -402,7 +525,7 @@ def main() -> None:
         return mynet_cost(args)
     args.trial_counts = [int(n) for n in args.trials.split(",")]
     args.trials = args.trial_counts[0]
-    runners = {"numpy-mlp": numpy_mlp, "mynet": mynet}
+    runners = {"numpy-mlp": numpy_mlp, "mynet": mynet, "finetune": finetune}
     with tempfile.TemporaryDirectory() as tmp:
         args.workdir = args.workdir or tmp
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
