@@ -363,7 +363,7 @@ def finetune(args, storage: str, seed: int) -> list[tuple[str, dict, float]]:
     refit are scored on the held-out photos."""
     from objectives.finetune import load_model
     from search.confirm import confirm
-    from search.refit import find_refit, refit
+    from search.refit import refit
 
     train, test_dir = split_photos(
         Path(args.data) / "dogs_and_cats", Path(args.workdir) / "photos", args.finetune_test
@@ -381,25 +381,24 @@ def finetune(args, storage: str, seed: int) -> list[tuple[str, dict, float]]:
     judged.add_trials(scored)
     started = time.process_time()
     result = confirm(storage, name, top=args.finetune_top, data=str(train))
-    refit(storage, name, result.winner.trial, data=str(train))
+    done = refit(storage, name, result.winner.trial, data=str(train))
     new_cpu = cpu + time.process_time() - started
-    winner = find_winner(storage, name)
-    refit_record, refit_path = find_refit(winner)
-    refit_scores = test.score(load_model(winner.trial, refit_path))
+    winner = study.trials[result.winner.trial]
+    refit_scores = test.score(load_model(winner, done.path))
     old = summarize(judged, lambda t: t.value, "test_proxy", lambda x: x)
     old["spearman_top10"] = top10_spearman(judged, lambda t: t.value, "test_proxy", lambda x: x)
     old["exported"] = old["chosen"]
     new = dict(old)
     new["chosen_trial"] = result.winner.trial
     new["chosen"] = figures[result.winner.trial]
-    new["single_split"] = winner.trial.value
+    new["single_split"] = winner.value
     new["confirmed"] = f"{result.winner.mean:.4f} +- {result.winner.se:.4f}"
     new["confirm_spearman_top"] = spearmanr(
         [e.mean for e in result.ranking], [figures[e.trial] for e in result.ranking]
     ).statistic
     new["exported"] = refit_scores["proxy"]
     new["exported_parts"] = f"orig {refit_scores['orig']:.4f} aug {refit_scores['aug']:.4f}"
-    new["refit_images"] = refit_record.get("n_train")
+    new["refit_images"] = done.record.get("n_train")
     print(f"finetune, seed {seed}: held-out proxy per trial {figures}", flush=True)
     return [("single split, best proxy (today)", old, cpu), ("confirm 5 folds + refit", new, new_cpu)]
 
