@@ -6,6 +6,8 @@ re-queued by any live worker: Optuna checks when a worker starts a trial, and :f
 every interval meanwhile, so a dead machine's trial is failed within grace + interval even while every
 other worker is in the middle of a long trial. A study's grace is set by ``rpztune run --heartbeat-grace``
 and stored as its ``heartbeat_grace`` attribute, so every worker, on every machine, uses the same one.
+A trial whose worker process is alive on the checking worker's host is never stale (a worker's storage,
+:class:`~search.write_behind.WriteBehindStorage`, leaves it out): load can delay a heartbeat, not kill it.
 """
 
 from __future__ import annotations

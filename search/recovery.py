@@ -19,7 +19,14 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-__all__ = ["MAX_RETRY", "recover_orphans", "retry_callback", "trials_lost_with", "worker_identity"]
+__all__ = [
+    "MAX_RETRY",
+    "alive_here",
+    "recover_orphans",
+    "retry_callback",
+    "trials_lost_with",
+    "worker_identity",
+]
 
 MAX_RETRY = 2
 
@@ -61,11 +68,9 @@ def recover_orphans(study: optuna.Study, *, pids: set[int] | None = None) -> lis
     storage = study._storage
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = trial.user_attrs.get("worker")
-        if not isinstance(worker, dict) or worker.get("host") != host:
+        worker = _worker_here(trial)
+        if worker is None:
             continue
-        if worker.get("trial") != trial.number:
-            continue  # a retry that inherited its failed original's attrs and has not started yet
         pid = int(worker.get("pid", -1))
         if pids is not None and pid not in pids:
             continue
@@ -81,6 +86,23 @@ def recover_orphans(study: optuna.Study, *, pids: set[int] | None = None) -> lis
         retry_callback()(study, storage.get_trial(trial._trial_id))
         failed.append(trial.number)
     return failed
+
+
+def alive_here(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether ``trial`` is run by a live process on this host (its ``worker`` attribute): such a trial is
+    not stale however late its heartbeat (a loaded machine can delay a heartbeat write past the grace)."""
+    worker = _worker_here(trial)
+    return worker is not None and _alive(int(worker.get("pid", -1)), worker.get("started"))
+
+
+def _worker_here(trial: optuna.trial.FrozenTrial) -> dict[str, Any] | None:
+    """The trial's ``worker`` attribute when it names a process on this host that started this trial."""
+    worker = trial.user_attrs.get("worker")
+    if not isinstance(worker, dict) or worker.get("host") != socket.gethostname():
+        return None
+    if worker.get("trial") != trial.number:
+        return None  # a retry that inherited its failed original's attrs and has not started yet
+    return worker
 
 
 def trials_lost_with(study: optuna.Study, pid: int) -> list[int]:

@@ -33,6 +33,8 @@ from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
+from .recovery import alive_here
+
 __all__ = ["MAX_DELAY_S", "REFRESH_S", "WriteBehindStorage", "write_behind"]
 
 MAX_DELAY_S = 5.0
@@ -91,6 +93,14 @@ class WriteBehindStorage(_CachedStorage):
         super().set_study_user_attr(study_id, key, value)
         if study_id in self._study_attrs:
             self._study_attrs[study_id][key] = value
+
+    # --- heartbeats: the trials Optuna fails as stale (at a trial's start; heartbeat.watching_stale_trials)
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """The backend's stale trials, less those run by a live process on this host: this process's own
+        trials and its siblings' (a heartbeat delayed by load is not a dead worker; a dead local worker's
+        trial is failed at once by ``recovery.recover_orphans``, another host's by its heartbeat)."""
+        stale = self._backend._get_stale_trial_ids(study_id)
+        return [i for i in stale if i not in self._own and not alive_here(self._backend.get_trial(i))]
 
     # --- this process's running trials
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:

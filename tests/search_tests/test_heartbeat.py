@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import optuna
@@ -10,7 +11,9 @@ from optuna.trial import TrialState
 
 from search.cli import main
 from search.heartbeat import apply_heartbeat, check_grace, taken_over, watching_stale_trials
+from search.recovery import worker_identity
 from search.storage import get_storage
+from search.write_behind import write_behind
 
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
 
@@ -60,6 +63,50 @@ def test_heartbeat_watcher_leaves_a_beating_trial_alone(tmp_path) -> None:
             time.sleep(0.5)
     assert storage.get_trial(alive._trial_id).state == TrialState.RUNNING
     assert not taken_over(study, alive._trial_id)
+
+
+def test_heartbeat_watcher_fails_a_late_trial_only_when_its_worker_is_not_alive_here(tmp_path) -> None:
+    """A heartbeat past the grace fails another host's trial, but not one whose worker process is alive here:
+    this process's own, or a sibling's (a loaded machine delays heartbeat writes); the sibling's fails once
+    that process is gone."""
+    backend = get_storage(f"sqlite:///{tmp_path / 's.db'}")
+    apply_heartbeat(backend, 3)
+    study = optuna.create_study(storage=write_behind(backend), study_name="s")
+    own = study.ask()  # this worker's trial (its write-behind storage knows it)
+    direct = optuna.load_study(study_name="s", storage=backend)  # as another process would write them
+    sibling_process = subprocess.Popen(["sleep", "120"])
+    try:
+        trials = {"own": own, "sibling": direct.ask(), "remote": direct.ask()}
+        here = worker_identity()
+        workers = {
+            "sibling": {**here, "pid": sibling_process.pid, "started": None},
+            "remote": {**here, "host": here["host"] + "-elsewhere"},
+        }
+        for name, trial in trials.items():
+            if name in workers:
+                worker = {**workers[name], "trial": trial.number}
+                backend.set_trial_user_attr(trial._trial_id, "worker", worker)
+            backend.record_heartbeat(trial._trial_id)  # each beat once, then none of them again
+        state = lambda name: backend.get_trial(trials[name]._trial_id).state  # noqa: E731
+        with watching_stale_trials(study):
+            started = time.monotonic()
+            while state("remote") == TrialState.RUNNING and time.monotonic() < started + 30:
+                time.sleep(0.1)
+            time.sleep(2.5)  # two more watcher passes (interval 1 s) over the late local trials
+            assert (state("remote"), state("own"), state("sibling")) == (
+                TrialState.FAIL,
+                TrialState.RUNNING,
+                TrialState.RUNNING,
+            )
+            sibling_process.kill()
+            sibling_process.wait()
+            started = time.monotonic()
+            while state("sibling") == TrialState.RUNNING and time.monotonic() < started + 30:
+                time.sleep(0.1)
+            assert state("sibling") == TrialState.FAIL and state("own") == TrialState.RUNNING
+    finally:
+        sibling_process.kill()
+        sibling_process.wait()
 
 
 @pytest.mark.parametrize("url", ["journal:///{}/j.log"])
