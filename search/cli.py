@@ -270,12 +270,18 @@ _PARTS = ("orig_acc", "aug_acc", "new_acc")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Score the winner (or --trial N) on the test split of --data; print one JSON line."""
+    """Score the weights export writes for the winner (or --trial N): its stored refit's, else the trial's
+    own (--trial-weights: always the trial's), on the test split of --data; print one JSON line."""
+    from .refit import find_refit
     from .winner import evaluate, find_winner
 
     winner = find_winner(args.storage, args.study, args.trial, checkpoints=args.checkpoints)
+    refit = None if args.trial_weights else find_refit(winner)
     print(f"winner: {winner.describe()}", file=sys.stderr)  # stdout stays one JSON line
-    print(json.dumps(evaluate(winner, args.data)))
+    result = evaluate(winner, args.data, None if refit is None else refit[1])
+    name = (winner.checkpoint if refit is None else refit[1]).name
+    print(f"weights: the {'refit' if result['weights'] == 'refit' else 'trial'}'s ({name})", file=sys.stderr)
+    print(json.dumps(result))
     return 0
 
 
@@ -545,6 +551,12 @@ def _add_winner(parser: argparse.ArgumentParser, *, out: bool) -> None:
     parser.add_argument("--study", required=True)
     parser.add_argument("--trial", type=int, help="a trial number instead of the best trial")
     parser.add_argument("--data", help="data path (default: the study's own data)", required=not out)
+    if not out:
+        parser.add_argument(
+            "--trial-weights",
+            action="store_true",
+            help="score the trial's own checkpoint even when a refit is stored (export writes the refit)",
+        )
     if out:
         parser.add_argument("--out", required=True, help="output folder")
         parser.add_argument(

@@ -145,14 +145,17 @@ def complexity(trial: FrozenTrial) -> int:
     return sum((i + 1) * o for i, o in zip(sizes, sizes[1:], strict=False))
 
 
-
 class Winner:
-    """A completed trial of a study together with its task and checkpoint file."""
+    """A completed trial of a study together with its task and checkpoint file (``weights``: ``"trial"``, or
+    ``"refit"`` when the trial's own checkpoint was not kept and its refit stands in)."""
 
-    def __init__(self, study: optuna.Study, trial: FrozenTrial, checkpoint: Path) -> None:
+    def __init__(
+        self, study: optuna.Study, trial: FrozenTrial, checkpoint: Path, weights: str = "trial"
+    ) -> None:
         self.study = study
         self.trial = trial
         self.checkpoint = checkpoint
+        self.weights = weights
         self.task = objectives.get_task(str(study.user_attrs.get("task")))
 
     @property
@@ -243,14 +246,17 @@ def find_winner(
     if refit and (path is None or not path.is_file()):
         # a confirmed winner may be outside --keep-top: its refit stands in for the trial's own weights
         path = folder / refit["checkpoint"]
-        what = f"the refit of trial {trial.number} of {study_name!r}"
+        what, weights = f"the refit of trial {trial.number} of {study_name!r}", "refit"
     else:
-        what = f"trial {trial.number} of {study_name!r}"
+        what, weights = f"trial {trial.number} of {study_name!r}", "trial"
     check_checkpoint(path, what=what)
-    return Winner(study, trial, path)
+    return Winner(study, trial, path, weights)
 
 
-def evaluate(winner: Winner, data: str | None) -> dict[str, Any]:
-    """Score the winner on the test split of ``data`` (the study's own data when ``None``)."""
-    result = winner.task.evaluate(winner.trial, winner.checkpoint, data or winner.data, winner.settings)
-    return {**result, "study": winner.study.study_name, "trial": winner.trial.number}
+def evaluate(winner: Winner, data: str | None, refit: Path | None = None) -> dict[str, Any]:
+    """Score the winner on the test split of ``data`` (the study's own data when ``None``) with the weights
+    file ``refit`` (its refit's), by default its checkpoint; ``"weights"`` says which (trial or refit)."""
+    path = winner.checkpoint if refit is None else refit
+    result = winner.task.evaluate(winner.trial, path, data or winner.data, winner.settings)
+    weights = winner.weights if refit is None else "refit"
+    return {**result, "study": winner.study.study_name, "trial": winner.trial.number, "weights": weights}

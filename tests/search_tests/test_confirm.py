@@ -140,7 +140,12 @@ def test_confirm_refits_the_winner_and_export_writes_it(work, data_dir, tmp_path
     where = ["--data", str(data_dir), "--storage", storage(work)]
     code, stdout, stderr = cli("evaluate", "--study", "numpy-mlp", *where)
     assert f"winner: trial {winner} of 'numpy-mlp': confirmed" in stderr
-    assert json.loads(stdout)["trial"] == winner
+    scored = json.loads(stdout)  # evaluate scores what export wrote: the refit
+    assert scored["trial"] == winner and scored["weights"] == "refit" and refit["checkpoint"] in stderr
+    assert scored["test_error"] == pytest.approx(refit["test_error"])
+    code, stdout, _ = cli("evaluate", "--study", "numpy-mlp", "--trial-weights", *where)
+    own = json.loads(stdout)
+    assert code == 0 and own["weights"] == "trial" and own["trial"] == winner
 
 
 def test_find_winner_takes_the_confirmed_winner_not_the_best_value(work) -> None:
