@@ -38,6 +38,7 @@ from .recovery import alive_here
 __all__ = ["MAX_DELAY_S", "REFRESH_S", "WriteBehindStorage", "write_behind"]
 
 MAX_DELAY_S = 5.0
+_LOCKED_TRIES = 6
 REFRESH_S = 0.25
 _UPSERT = sqlite3.sqlite_version_info >= (3, 24, 0)  # INSERT ... ON CONFLICT DO UPDATE
 
@@ -94,6 +95,20 @@ class WriteBehindStorage(_CachedStorage):
         if study_id in self._study_attrs:
             self._study_attrs[study_id][key] = value
 
+    @staticmethod
+    def _with_retry(write: Any, tries: int = _LOCKED_TRIES) -> Any:
+        """``write()``, tried again when SQLite answered "database is locked" at once: a transaction whose
+        read snapshot another process's commit made stale cannot wait for the lock (SQLITE_BUSY_SNAPSHOT,
+        no busy timeout), so it starts over (SIGTERM: two workers failing trials at once)."""
+        for attempt in range(tries):
+            try:
+                return write()
+            except optuna.exceptions.StorageInternalError as exc:
+                if attempt + 1 == tries or "database is locked" not in str(exc.__cause__):
+                    raise
+                time.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")
+
     # --- heartbeats: the trials Optuna fails as stale (at a trial's start; heartbeat.watching_stale_trials)
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         """The backend's stale trials, less those run by a live process on this host: this process's own
@@ -141,7 +156,9 @@ class WriteBehindStorage(_CachedStorage):
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
         self._flush(trial_id)
-        changed = super().set_trial_state_values(trial_id, state, values)
+        changed = self._with_retry(
+            lambda: super(WriteBehindStorage, self).set_trial_state_values(trial_id, state, values)
+        )
         if state == TrialState.RUNNING and changed:  # this process took a waiting trial
             self._own[trial_id] = self._backend.get_trial(trial_id)
             self._since[trial_id] = time.monotonic()
