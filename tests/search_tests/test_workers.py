@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -32,18 +33,26 @@ def states(storage: str, study: str) -> dict[int, TrialState]:
 
 
 @pytest.fixture(scope="module")
-def pg_url() -> str:
-    """The test PostgreSQL server (``$RPZTUNE_PG_URL``, started by ``make test``)."""
+def pg_url() -> Iterator[str]:
+    """The test PostgreSQL server (``$RPZTUNE_PG_URL``, started by ``make test``); run without it, the
+    server is started here and stopped afterwards (one that was already running is left alone)."""
     url = os.environ.get("RPZTUNE_PG_URL")
+    script = str(ROOT / "scripts" / "postgres-test-server.sh")
+    started_here = False
     if not url:
-        script = ROOT / "scripts" / "postgres-test-server.sh"
-        result = subprocess.run([str(script)], capture_output=True, text=True)
+        was_running = subprocess.run([script, "status"], capture_output=True).returncode == 0
+        result = subprocess.run([script], capture_output=True, text=True)
         url = result.stdout.strip() if result.returncode == 0 else ""
+        started_here = bool(url) and not was_running
     if not url:
         if os.environ.get("CI") == "true":
             pytest.fail("no PostgreSQL test server (scripts/postgres-test-server.sh failed)")
         pytest.skip("no PostgreSQL test server")
-    return url
+    try:
+        yield url
+    finally:
+        if started_here:
+            subprocess.run([script, "stop"], capture_output=True)
 
 
 def test_two_workers_on_postgresql_account_for_every_trial(pg_url, data_dir, tmp_path) -> None:
