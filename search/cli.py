@@ -277,10 +277,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     winner = find_winner(args.storage, args.study, args.trial, checkpoints=args.checkpoints)
     refit = None if args.trial_weights else find_refit(winner)
+    weights = None if refit is None else refit[1]
     print(f"winner: {winner.describe()}", file=sys.stderr)  # stdout stays one JSON line
-    result = evaluate(winner, args.data, None if refit is None else refit[1])
-    name = (winner.checkpoint if refit is None else refit[1]).name
-    print(f"weights: the {'refit' if result['weights'] == 'refit' else 'trial'}'s ({name})", file=sys.stderr)
+    result = evaluate(winner, args.data, weights)
+    print(f"weights: the {result['weights']}'s ({(weights or winner.checkpoint).name})", file=sys.stderr)
     print(json.dumps(result))
     return 0
 

@@ -22,7 +22,7 @@ import copy
 import json
 import sqlite3
 import time
-from collections.abc import Container, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,8 +38,8 @@ from .recovery import alive_here
 __all__ = ["MAX_DELAY_S", "REFRESH_S", "WriteBehindStorage", "write_behind"]
 
 MAX_DELAY_S = 5.0
-_LOCKED_TRIES = 6
 REFRESH_S = 0.25
+_LOCKED_TRIES = 6
 _UPSERT = sqlite3.sqlite_version_info >= (3, 24, 0)  # INSERT ... ON CONFLICT DO UPDATE
 
 
@@ -96,7 +96,7 @@ class WriteBehindStorage(_CachedStorage):
             self._study_attrs[study_id][key] = value
 
     @staticmethod
-    def _with_retry(write: Any, tries: int = _LOCKED_TRIES) -> Any:
+    def _with_retry(write: Callable[[], bool], tries: int = _LOCKED_TRIES) -> bool:
         """``write()``, tried again when SQLite answered "database is locked" at once: a transaction whose
         read snapshot another process's commit made stale cannot wait for the lock (SQLITE_BUSY_SNAPSHOT,
         no busy timeout), so it starts over (SIGTERM: two workers failing trials at once)."""
