@@ -6,10 +6,10 @@ threads; when a worker dies, its RUNNING trials are failed and re-queued at once
 takes its place. Workers send progress events through their own pipe (a killed worker can only break
 its own pipe, never the others').
 
-Signals: SIGTERM is handled like Ctrl-C (``Terminated``, a ``KeyboardInterrupt``): the running trials end
-FAIL with the reason, and the command exits 143 (130 for Ctrl-C). Workers start with both signals blocked,
-so one arriving while a worker still imports waits until it can end the worker cleanly; the parent
-forwards a signal it alone got (``kill PID``) to its workers and waits for them.
+Signals (``search/interrupts.py``): SIGTERM is handled like Ctrl-C (``Terminated``, a ``KeyboardInterrupt``):
+the running trials end FAIL with the reason, and the command exits 143 (130 for Ctrl-C). Workers start
+with both signals blocked, so one arriving while a worker still imports waits until it can end the worker
+cleanly; the parent forwards a signal it alone got (``kill PID``) to its workers and waits for them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import multiprocessing as mp
 import os
 import signal
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -37,6 +36,16 @@ from spaces import SpaceError
 from .algorithms import make_pruner, make_sampler
 from .checkpoints import KeepTopCheckpoints
 from .heartbeat import apply_heartbeat, taken_over, watching_stale_trials
+from .interrupts import (
+    INTERRUPTED,
+    STOP_SIGNALS,
+    Terminated,
+    exit_code,
+    raise_on_sigterm,
+    raise_once,
+    redeliver_dropped_interrupts,
+    signals_deferred,
+)
 from .progress import ProgressBoard, WorkerProgress
 from .recovery import recover_orphans, trials_lost_with, worker_identity
 from .storage import StorageError, checkpoint_root, get_storage, study_dirname
@@ -56,46 +65,10 @@ __all__ = [
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _MAX_RESPAWNS_PER_WORKER = 3
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-_INTERRUPTED = (130, 143)  # a worker's exit code after Ctrl-C / SIGTERM
 
 
 class WorkerError(RuntimeError):
     """Every worker process failed to start (e.g. its data differs from the study's)."""
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (or the loss of the parent process), handled like Ctrl-C."""
-
-
-def exit_code(interrupt: KeyboardInterrupt) -> int:
-    """The shell's exit code for an interrupt: 143 after SIGTERM, 130 after Ctrl-C."""
-    return 143 if isinstance(interrupt, Terminated) else 130
-
-
-@contextlib.contextmanager
-def raise_on_sigterm() -> Iterator[None]:
-    """Within the block, SIGTERM raises :class:`Terminated` in the main thread (then the old handler)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread may set handlers (an embedding application keeps its own)
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated("SIGTERM")
-
-
-def _raise_once(signum: int, frame: Any) -> None:
-    # A worker ends on the first signal; a second (the terminal's and the parent's copy of one Ctrl-C) must
-    # not interrupt the clean-up that marks its trial FAIL.
-    for other in _STOP_SIGNALS:
-        signal.signal(other, signal.SIG_IGN)
-    raise Terminated("SIGTERM") if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 @dataclass(frozen=True)
@@ -297,7 +270,7 @@ class _Pool:
         proc = self.context.Process(
             target=_child_main, args=(self.spec, self.budget, index, writer), name=f"rpztune-worker-{index}"
         )
-        with _signals_deferred():  # a start cut short leaves a child that dies unpickling its task
+        with signals_deferred():  # a start cut short leaves a child that dies unpickling its task
             try:
                 proc.start()
                 self.procs[index], self.pipes[index] = proc, reader
@@ -340,7 +313,7 @@ class _Pool:
         failed = trials_lost_with(study, proc.pid)  # a worker starting meanwhile may have failed them
         self.budget.refund(len(failed))
         self.respawns[index] = self.respawns.get(index, 0)
-        if proc.exitcode in (2, *_INTERRUPTED):  # refused its input, or was interrupted: do not respawn
+        if proc.exitcode in (2, *INTERRUPTED):  # refused its input, or was interrupted: do not respawn
             return
         print(
             f"rpztune: worker {index} (pid {proc.pid}) exited with code {proc.exitcode}; "
@@ -356,7 +329,7 @@ class _Pool:
 
     def stop(self, interrupt: KeyboardInterrupt) -> None:
         """Pass the signal on, let each worker fail its running trial and exit, then fail what is left."""
-        handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _STOP_SIGNALS}  # stop runs to its end
+        handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}  # stop runs to its end
         try:
             # A terminal's Ctrl-C reached the workers too; `kill PID` only this process. Workers end on the
             # first signal and ignore a second, so forwarding is always safe.
@@ -389,27 +362,6 @@ class _Pool:
                     reader.close()  # the worker closed its end
 
 
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until the block ends, then raise them as usual.
-
-    The block also runs with both signals blocked in this thread, which a spawned child inherits: a signal
-    during its imports stays pending until ``_child_main`` can end the worker cleanly. Another thread of this
-    process (a BLAS pool) may still take the signal, so the handlers only record it meanwhile.
-    """
-    caught: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in _STOP_SIGNALS}
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a signal pending here is recorded too
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if caught:
-        signal.raise_signal(caught[0])
-
-
 def _child_main(spec: WorkerSpec, budget: TrialBudget, index: int, pipe: Connection) -> None:
     def send(message: tuple) -> None:
         try:
@@ -418,10 +370,11 @@ def _child_main(spec: WorkerSpec, budget: TrialBudget, index: int, pipe: Connect
             raise Terminated("the rpztune parent process is gone") from None
 
     try:
-        for sig in _STOP_SIGNALS:
-            signal.signal(sig, _raise_once)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # a signal that came meanwhile lands now
-        work(spec, budget, index, send)
+        with redeliver_dropped_interrupts():
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, raise_once)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a signal that came meanwhile lands now
+            work(spec, budget, index, send)
     except KeyboardInterrupt as interrupt:
         sys.exit(exit_code(interrupt))
     except (SpaceError, StorageError, objectives.DataError, objectives.TaskError) as exc:
