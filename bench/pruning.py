@@ -19,9 +19,12 @@ best trial's rank there; for an unpruned arm at ASHA's rungs of its prefix); the
 median and the worst over seeds, each arm's ratios to the last arm (the baseline): trials per compute
 minute and compute to each target (baseline / arm; ">" when only the arm reached it, a lower bound using
 the baseline's whole compute; "<" when only the baseline did, an upper bound using the arm's whole
-compute). ``--analyze`` reports the studies already in ``--storage`` without running anything. The arms
-compare search algorithms, so none starts from the task's known-good baseline trial unless ``--baseline``
-says so (``rpztune run`` does by default).
+compute), and the oracle's ratio: what a search would get whose first trial were the cheapest completed
+trial any arm of the seed saw reach the target (its own compute, rungs included). No search of this space
+can count on more, so a target the baseline reaches early caps every arm's speed-up. ``--analyze``
+reports the studies already in ``--storage`` without running anything. The arms compare search algorithms,
+so none starts from the task's known-good baseline trial unless ``--baseline`` says so (``rpztune run``
+does by default).
 
 CPU-heavy: the default (8 minutes, three seeds, two arms) is about 50 minutes of compute (one trial at a
 time, ``--threads`` torch threads).
@@ -148,6 +151,18 @@ def fmt(value: float | None, spec: str) -> str:
     return format("-", f">{spec.split('.')[0]}") if value is None else format(value, spec)
 
 
+def cheapest(studies: list[optuna.Study], target: float) -> float | None:
+    """Compute of the cheapest completed trial, over ``studies``, whose value reached ``target``: what a
+    search that drew it first would spend (``None`` when no trial reached it)."""
+    costs = [
+        t.duration.total_seconds()
+        for study in studies
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value >= target and t.duration
+    ]
+    return min(costs, default=None)
+
+
 def ratios(rows: list[dict], target: float) -> dict[str, tuple[float, float | None, str]]:
     """Per arm (all but the last, the baseline): trial-rate ratio, compute-to-target speed-up (baseline /
     arm; ``None`` when neither reached the target) and its mark: ``""`` exact, ``">"`` a lower bound (only
@@ -212,6 +227,13 @@ def main() -> None:
         horizon = min(curve[-1][0] if curve else 0.0 for curve in totals)
         rows = [summarize(arm, study, targets, horizon) for arm, study in studies.items()]
         per_seed.append({target: ratios(rows, target) for target in targets})
+        for target in targets:  # the oracle: the speed-up of drawing the cheapest trial that reached it first
+            best, theirs = cheapest(list(studies.values()), target), rows[-1]["to_target"][target]
+            per_seed[-1][target]["oracle"] = (
+                1.0,
+                None if best is None else (theirs or rows[-1]["compute"]) / best,
+                "" if theirs or best is None else ">",
+            )
         print_seed(seed, rows, targets, horizon, per_seed[-1])
         for arm, study in studies.items():
             if not (fidelity := rung_fidelity(study)).empty:
@@ -221,7 +243,10 @@ def main() -> None:
     print(f"\nover {len(seeds)} seeds, each arm vs the baseline {arms[-1][0]} (baseline compute / arm's)")
     for arm in per_seed[0][targets[0]]:
         rates = [found[targets[0]][arm][0] for found in per_seed]
-        print(f"{arm}: trials per compute minute x{statistics.median(rates):.1f} (median)")
+        if arm == "oracle":
+            print("oracle (the cheapest trial to reach the target, drawn first): no search can count on more")
+        else:
+            print(f"{arm}: trials per compute minute x{statistics.median(rates):.1f} (median)")
         for target in targets:
             found = [seed_found[target][arm] for seed_found in per_seed]
             known = [(speedup, mark) for _, speedup, mark in found if speedup is not None]
@@ -288,7 +313,8 @@ def print_seed(seed: int, rows: list[dict], targets: list[float], horizon: float
     for target in targets:
         for arm, (rate, speedup, mark) in found[target].items():
             shown = "-" if speedup is None else f"{mark}{speedup:.1f}"
-            print(f"{arm} vs {rows[-1]['arm']}: trials/min x{rate:.1f}, compute to {target} x{shown}")
+            rated = "" if arm == "oracle" else f"trials/min x{rate:.1f}, "
+            print(f"{arm} vs {rows[-1]['arm']}: {rated}compute to {target} x{shown}")
 
 
 if __name__ == "__main__":
