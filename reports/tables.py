@@ -6,15 +6,39 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-__all__ = ["studies_frame"]
+__all__ = ["confirmed_line", "is_confirmation", "studies_frame"]
 
 _STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
 
 
+def is_confirmation(summary: optuna.study.StudySummary) -> bool:
+    """Whether a study holds the replicates of another study's confirmation (``rpztune confirm``), not a
+    search: status and the pages show it on its search study's row and page."""
+    return "confirm_of" in summary.user_attrs
+
+
+def confirmed_line(attrs: dict, storage: optuna.storages.BaseStorage) -> str:
+    """What a search study's confirmation found, from its study attributes: the winner and the replicates
+    behind it, the progress of an unfinished one, or ``""`` when none was run."""
+    confirmed = attrs.get("confirm")
+    if confirmed:
+        trials = len(confirmed.get("top", []))
+        return f"trial {confirmed['winner']} ({trials} trials × {confirmed['count']} {confirmed['scheme']}s)"
+    name = attrs.get("confirm_study")
+    if not name:
+        return ""
+    replicates = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    done = sum(t.state == TrialState.COMPLETE for t in replicates)
+    return f"unfinished: {done} of {len(replicates)} replicates (rpztune confirm resumes it)"
+
+
 def studies_frame(storage: optuna.storages.BaseStorage) -> pd.DataFrame:
-    """One row per study: task, metric, trial counts by state, best value and trial, data source."""
+    """One row per search study: task, metric, trial counts by state, best value and trial, data source and
+    its confirmation (:func:`confirmed_line`; confirmation studies have no row of their own)."""
     rows = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        if is_confirmation(summary):
+            continue
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         counts = {state.name.lower(): sum(t.state == state for t in trials) for state in _STATES}
@@ -30,7 +54,8 @@ def studies_frame(storage: optuna.storages.BaseStorage) -> pd.DataFrame:
                 "best_value": None if best is None else best.value,
                 "best_trial": None if best is None else best.number,
                 "data": study.user_attrs.get("data_source", ""),
+                "confirmed": confirmed_line(summary.user_attrs, storage),
             }
         )
     columns = ["study", "task", "metric", "trials", *(s.name.lower() for s in _STATES)]
-    return pd.DataFrame(rows, columns=[*columns, "best_value", "best_trial", "data"])
+    return pd.DataFrame(rows, columns=[*columns, "best_value", "best_trial", "data", "confirmed"])

@@ -49,7 +49,8 @@ def write_reports(
     plotlyjs: str = "inline",
     storage_name: str = "",
 ) -> list[Path]:
-    """Write one HTML page per study in ``studies`` (default: all) and ``index.html`` comparing all studies.
+    """Write one HTML page per study in ``studies`` (default: all) and ``index.html`` comparing all studies
+    (search studies: a confirmation's replicates show on its search study's page).
 
     Args:
         storage: The storage to read.
@@ -76,7 +77,7 @@ def write_reports(
     from .analysis import StudyData
     from .pages import index_page, study_page
 
-    names = _study_names(storage)
+    names = _study_names(storage, confirmations=False)  # a confirmation shows on its search study's page
     selected = _select(names, studies, storage_name)
     folder = output_folder(out)
     written = []
@@ -181,8 +182,11 @@ def storage_label(url: str) -> str:
         return "?"
 
 
-def _study_names(storage: optuna.storages.BaseStorage) -> list[str]:
-    return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+def _study_names(storage: optuna.storages.BaseStorage, *, confirmations: bool = True) -> list[str]:
+    from .tables import is_confirmation  # pandas: not at import (the CLI starts without it)
+
+    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    return [s.study_name for s in summaries if confirmations or not is_confirmation(s)]
 
 
 def _select(names: list[str], studies: Sequence[str] | None, where: str) -> list[str]:

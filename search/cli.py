@@ -176,9 +176,9 @@ _STATUS_OPTIONAL = ("waiting", "running", "fail")  # dropped in this order, when
 
 def _status_table(frame: Any, width: int) -> str:
     """The studies table in ``width`` columns: one row of counts per study (all-zero columns and a task
-    that repeats the study name dropped while too wide, then long study names cut with …), the metric and
-    data source on an indented line under it."""
-    table = frame.drop(columns=["metric", "data"])
+    that repeats the study name dropped while too wide, then long study names cut with …), the metric,
+    data source and confirmation on an indented line under it."""
+    table = frame.drop(columns=["metric", "data", "confirmed"])
     table = table.rename(columns={"best_value": "best", "best_trial": "trial"})
     table["trial"] = table["trial"].astype("Int64")
     if _widest(table) > width and (table["task"] == table["study"]).all():
@@ -191,19 +191,29 @@ def _status_table(frame: Any, width: int) -> str:
     names = table["study"]
     keep = max(names.str.len().max() - (_widest(table) - width), 8)
     table["study"] = names.map(lambda v: v if len(v) <= keep else v[: keep - 1] + "…")
-    for column in ("study", "task"):  # names read best left-aligned
-        if column in table:
-            table[column] = table[column].str.ljust(int(table[column].str.len().max()))
-    lines = [line.rstrip() for line in _render(table, justify="left").splitlines()]
+    lines = [line.rstrip() for line in _render(table).splitlines()]
     out = [lines[0]]
-    for line, metric, data in zip(lines[1:], frame["metric"], frame["data"], strict=True):
+    for line, metric, data, confirmed in zip(
+        lines[1:], frame["metric"], frame["data"], frame["confirmed"], strict=True
+    ):
         detail = f"{metric}; data: {data}" if data else metric
+        detail += f"; confirmed: {confirmed}" if confirmed else ""
         out += [line, *textwrap.wrap(detail, width, initial_indent="  ", subsequent_indent="    ")]
     return "\n".join(out)
 
 
-def _render(table: Any, justify: str | None = None) -> str:
-    return table.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="–", justify=justify)
+def _render(table: Any) -> str:
+    """``table`` as text: columns two spaces apart, each as wide as its widest cell, values left-aligned
+    under their headers (pandas' ``to_string`` puts a one-row table's values a column off their headers)."""
+    import pandas as pd  # loaded already by the caller's table
+
+    def text(value: Any) -> str:
+        return "–" if pd.isna(value) else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    columns = [[str(name), *map(text, table[name])] for name in table.columns]
+    widths = [max(map(len, column)) for column in columns]
+    rows = zip(*columns, strict=True)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
 
 
 def _widest(table: Any) -> int:

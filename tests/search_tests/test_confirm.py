@@ -117,6 +117,18 @@ def test_confirm_resumes_after_sigkill_with_every_estimate_complete_once(work) -
         assert estimate["sd"] == pytest.approx(np.std(estimate["values"], ddof=1))
 
 
+def test_status_and_the_pages_show_the_confirmation_on_its_search_study(work, tmp_path) -> None:
+    code, out, _ = cli("status", "--storage", storage(work))
+    winner = optuna.load_study(study_name="numpy-mlp", storage=storage(work)).user_attrs["confirm"]["winner"]
+    assert code == 0 and confirm_study_name("numpy-mlp") not in out, out  # no row of its own
+    assert f"confirmed: trial {winner} (2 trials × 2 folds)" in " ".join(out.split()), out
+    header, row = out.splitlines()[:2]
+    assert [len(header.split()), row.index("3")] == [len(row.split()), header.index("trials")], out
+    assert cli("report", "--storage", storage(work), "--out", str(tmp_path))[0] == 0
+    assert sorted(p.name for p in tmp_path.glob("*.html")) == ["index.html", "study-numpy-mlp.html"]
+    assert confirm_study_name("numpy-mlp") not in (tmp_path / "index.html").read_text()
+
+
 def test_confirm_refits_the_winner_and_export_writes_it(work, data_dir, tmp_path) -> None:
     study = optuna.load_study(study_name="numpy-mlp", storage=storage(work))
     record = study.user_attrs["confirm"]
