@@ -27,7 +27,10 @@ def confirmed_line(attrs: dict, storage: optuna.storages.BaseStorage) -> str:
     name = attrs.get("confirm_study")
     if not name:
         return ""
-    replicates = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    try:
+        replicates = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    except KeyError:  # deleted by hand (optuna delete-study)
+        return ""
     done = sum(t.state == TrialState.COMPLETE for t in replicates)
     return f"unfinished: {done} of {len(replicates)} replicates (rpztune confirm resumes it)"
 
