@@ -52,6 +52,7 @@ from search import run_study  # noqa: E402
 from search.algorithms import asha_rungs  # noqa: E402
 
 TASK = "mynet"
+ARM_SEED_STRIDE = 100_000  # above any seed * 1000 + trial count: arms never share a sampler seed
 
 
 def parse_arm(text: str) -> tuple[str, str, str | None]:
@@ -264,7 +265,9 @@ def run_arms(arms: list[tuple[str, str, str | None]], seed: int, storage: str, f
     """One study per arm for ``seed``, in ``args.rounds`` interleaved slices.
 
     Each arm draws from its own seed (TPE's random start-up trials would otherwise be the random arm's
-    first trials, and an easy target would be reached by the same trial in both arms).
+    first trials, and an easy target would be reached by the same trial in both arms). A worker re-seeds
+    every slice with ``seed + its trial count``, so the arms' seeds lie ``ARM_SEED_STRIDE`` apart: one
+    apart, an arm one trial ahead drew the other's start-up configurations again.
     """
     started = time.perf_counter()
     for round_number in range(1, args.rounds + 1):
@@ -276,7 +279,7 @@ def run_arms(arms: list[tuple[str, str, str | None]], seed: int, storage: str, f
                 timeout=args.budget_minutes * 60 / args.rounds,
                 sampler=sampler,
                 pruner=pruner,
-                seed=1000 * seed + index,
+                seed=1000 * seed + ARM_SEED_STRIDE * index,
                 data=args.data,
                 overrides=args.set,
                 baseline=args.baseline,
