@@ -30,6 +30,7 @@ __all__ = [
     "estimate_train_mb",
     "plan_batch",
     "rss_mb",
+    "shared_cap",
     "track_peak_rss",
 ]
 
@@ -46,13 +47,23 @@ DEFAULT_CAP_MB = 4096
 MARGIN = 1.25
 
 
-def default_max_memory_mb() -> int:
-    """The default cap: a quarter of this machine's RAM, at most 4 GiB (``max_memory_mb`` overrides it)."""
+def default_max_memory_mb(workers: int = 1) -> int:
+    """The default cap of one of ``workers`` processes training on this machine at once: a quarter of its
+    RAM, at most 4 GiB, and with more than two workers half the RAM shared among them, so that together
+    they never hold more than half of it (``max_memory_mb`` overrides it)."""
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / _MB
     except (ValueError, OSError):
-        return DEFAULT_CAP_MB
-    return int(min(DEFAULT_CAP_MB, total / 4))
+        total = 4 * DEFAULT_CAP_MB
+    return int(min(DEFAULT_CAP_MB, total / (2 * max(2, workers))))
+
+
+def shared_cap(settings: dict[str, Any], workers: int) -> dict[str, int]:
+    """The override that sets an unset ``max_memory_mb`` for one of ``workers`` processes on this machine
+    (:func:`default_max_memory_mb`); empty for a task without the setting or a cap the user set."""
+    if "max_memory_mb" not in settings or settings["max_memory_mb"] is not None:
+        return {}
+    return {"max_memory_mb": default_max_memory_mb(workers)}
 
 
 def rss_mb(field: str = "VmRSS") -> float:

@@ -84,6 +84,7 @@ def _train(
     curves: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_accuracy": []}
     cap = _over_cap(n_params, latency, space.settings())
     memory = plan_batch(model, (1, 28, 28), cfg.train.batch_size, space.settings(), accumulate=False)
+    trial.set_user_attr("memory", memory.attrs())
     cap = cap or memory.reason
     if cap:
         raise context.pruned(trial, curves, cap)

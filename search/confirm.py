@@ -35,7 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 import objectives
 from objectives.allocator import keep_freed_memory, release_free_memory
 from objectives.confirm import RETRAINERS, SCHEMES, Replicate
-from objectives.memory import track_peak_rss
+from objectives.memory import shared_cap, track_peak_rss
 
 from . import reference as ref
 from .ensemble import save_predictions
@@ -303,7 +303,8 @@ def _run(job: tuple, workers: int, dataset: Any) -> None:
     threads = max(1, available_cores() // workers)
     context = mp.get_context("spawn")
     with _thread_env(threads):
-        procs = [context.Process(target=_work, args=job, kwargs={"threads": threads}) for _ in range(workers)]
+        share = {"threads": threads, "workers": workers}
+        procs = [context.Process(target=_work, args=job, kwargs=share) for _ in range(workers)]
         for proc in procs:
             proc.start()
     try:
@@ -328,9 +329,11 @@ def _work(
     device: str,
     *,
     threads: int | None,
+    workers: int = 1,
     dataset: Any = None,
 ) -> int:
-    """Train queued replicates until none is left; return how many this process trained."""
+    """Train queued replicates until none is left (one of ``workers`` processes); return how many this
+    process trained."""
     optuna.logging.set_verbosity(logging.WARNING)
     # replicates are claimed with ask()/tell(); a dead process's are recovered by the next confirm run
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
@@ -340,6 +343,7 @@ def _work(
     keep_freed_memory()  # as a search worker (objectives/allocator.py)
     settings = dict(study.user_attrs.get("settings", {}))
     dataset = dataset if dataset is not None else _load_checked(study, task, data)
+    settings.update(shared_cap(settings, workers))  # the workers share this machine's RAM
     cstudy = optuna.load_study(
         study_name=confirm_name, storage=get_storage(storage), sampler=optuna.samplers.RandomSampler()
     )

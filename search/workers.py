@@ -23,7 +23,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -91,6 +91,7 @@ class WorkerSpec:
     deadline: float | None = None
     timeout: float | None = None
     heartbeat_grace: int | None = None
+    workers: int = 1  # this run's workers on this machine: they share its RAM (the default memory cap)
 
 
 class TrialBudget:
@@ -125,6 +126,15 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def _share_ram(space: Any, workers: int) -> Any:
+    """``space`` with an unset memory cap resolved for one of ``workers`` processes on this machine."""
+    if "max_memory_mb" not in space.settings():
+        return space  # numpy-mlp: no cap, and no torch import
+    from objectives.memory import shared_cap
+
+    return space.with_overrides(shared_cap(space.settings(), workers), origin="this machine's RAM")
+
+
 def work(
     spec: WorkerSpec,
     budget: TrialBudget,
@@ -149,6 +159,7 @@ def work(
         handler.addFilter(_drop_interrupt_tracebacks)
     space = task.space.with_overrides(spec.space, origin="the study's stored space")
     data = dataset if dataset is not None else task.load_data(spec.data, space.settings())
+    space = _share_ram(space, spec.workers)
     if spec.fingerprint is not None and data.fingerprint != spec.fingerprint:
         raise objectives.DataError(
             f"this worker's data ({data.source}) has fingerprint {data.fingerprint}, but study "
@@ -236,6 +247,7 @@ def run_workers(
     """
     if n_workers < 1:
         raise ValueError(f"--workers must be at least 1, but got {n_workers}")
+    spec = replace(spec, workers=n_workers)
     if n_workers == 1:
         send = board.update if board.enabled else None  # no per-trial best-value query for a silent board
         work(spec, TrialBudget(n_trials), 0, send, dataset=dataset)

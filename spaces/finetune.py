@@ -133,7 +133,7 @@ SPACE = Space(
             "setting",
             None,
             check=_check_memory,
-            doc="peak-memory cap per trial (default: a quarter of RAM, at most 4096)",
+            doc="peak-memory cap per trial (default: RAM/4, at most 4096, shared by >2 workers)",
         ),
     ],
 )

@@ -3,12 +3,21 @@ accumulation keeps the batch, every trial records its peak RSS."""
 
 from __future__ import annotations
 
+import os
+
 import optuna
 import pytest
 
 from objectives import TrialContext, get_task
 from objectives.finetune import build_model, load_data
-from objectives.memory import MARGIN, activation_bytes_per_image, estimate_train_mb, plan_batch
+from objectives.memory import (
+    MARGIN,
+    activation_bytes_per_image,
+    default_max_memory_mb,
+    estimate_train_mb,
+    plan_batch,
+    shared_cap,
+)
 from spaces.finetune import FinetuneTrialConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -77,3 +86,18 @@ def test_memory_cap_prunes_an_over_memory_mynet_before_training(data_dir, tmp_pa
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert "exceeds max_memory_mb=32" in trial.user_attrs["prune_reason"]
     assert not trial.intermediate_values and trial.user_attrs["peak_rss_mb"] > 0
+
+
+def test_the_default_cap_shares_half_the_ram_among_more_than_two_workers() -> None:
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    assert default_max_memory_mb() == default_max_memory_mb(2) == int(min(4096, ram / 4))
+    for workers in (3, 4, 16, 64):
+        cap = default_max_memory_mb(workers)
+        assert cap == int(min(4096, ram / (2 * workers))) and cap * workers <= ram / 2
+    assert default_max_memory_mb(64) < default_max_memory_mb(1)  # below 4096 on any machine under 512 GiB
+
+
+def test_a_workers_shared_cap_leaves_a_cap_the_user_set_and_tasks_without_one_alone() -> None:
+    assert shared_cap({"max_memory_mb": None, "epochs": 3}, 8) == {"max_memory_mb": default_max_memory_mb(8)}
+    assert shared_cap({"max_memory_mb": 3000}, 8) == {}
+    assert shared_cap({"folds": 5}, 8) == {}

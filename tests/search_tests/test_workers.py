@@ -203,6 +203,21 @@ def test_the_retry_of_a_killed_mynet_trial_resumes_from_its_last_epoch(data_dir,
     assert not list(tmp_path.rglob("*.progress.pt")), "no progress file outlives its trial"
 
 
+def test_workers_on_one_machine_share_its_ram_under_the_default_memory_cap(data_dir, tmp_path) -> None:
+    from objectives.memory import default_max_memory_mb
+
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    tiny = ["--set", "stages=1", "--set", "channels=8", "--set", "epochs=1", "--set", "data_fraction=0.01"]
+    code, _, err = finish(start(
+        "run", "mynet", "--trials", "4", "--workers", "4", "--device", "cpu", "--pruner", "none",
+        "--no-baseline", "--data", str(data_dir), "--storage", storage, *tiny, "--quiet", cwd=tmp_path,
+    ))  # fmt: skip
+    assert code == 0, err
+    trials = optuna.load_study(study_name="mynet", storage=storage).trials
+    assert len(trials) == 4
+    assert {t.user_attrs["memory"]["cap_mb"] for t in trials} == {default_max_memory_mb(4)}
+
+
 def test_eight_workers_on_one_sqlite_file_lose_nothing(data_dir, tmp_path) -> None:
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     code, out, err = finish(
