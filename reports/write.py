@@ -76,8 +76,16 @@ def write_reports(
 
     from .analysis import StudyData
     from .pages import index_page, study_page
+    from .tables import is_confirmation
 
-    names = _study_names(storage, confirmations=False)  # a confirmation shows on its search study's page
+    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    confirmed = {s.study_name: s.user_attrs["confirm_of"] for s in summaries if is_confirmation(s)}
+    for name in set(studies or ()) & set(confirmed):  # a confirmation shows on its search study's page
+        raise ReportError(
+            f"study {name!r} is the confirmation of study {confirmed[name]!r}: its ranking is on that "
+            f"study's page (--study {confirmed[name]})"
+        )
+    names = [s.study_name for s in summaries if s.study_name not in confirmed]
     selected = _select(names, studies, storage_name)
     folder = output_folder(out)
     written = []
@@ -182,11 +190,8 @@ def storage_label(url: str) -> str:
         return "?"
 
 
-def _study_names(storage: optuna.storages.BaseStorage, *, confirmations: bool = True) -> list[str]:
-    from .tables import is_confirmation  # pandas: not at import (the CLI starts without it)
-
-    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
-    return [s.study_name for s in summaries if confirmations or not is_confirmation(s)]
+def _study_names(storage: optuna.storages.BaseStorage) -> list[str]:
+    return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
 
 
 def _select(names: list[str], studies: Sequence[str] | None, where: str) -> list[str]:

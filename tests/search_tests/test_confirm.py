@@ -127,6 +127,10 @@ def test_status_and_the_pages_show_the_confirmation_on_its_search_study(work, tm
     assert cli("report", "--storage", storage(work), "--out", str(tmp_path))[0] == 0
     assert sorted(p.name for p in tmp_path.glob("*.html")) == ["index.html", "study-numpy-mlp.html"]
     assert confirm_study_name("numpy-mlp") not in (tmp_path / "index.html").read_text()
+    asked = ("report", "--study", confirm_study_name("numpy-mlp"), "--storage", storage(work), "--out")
+    code, _, err = cli(*asked, str(tmp_path / "asked"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "(--study numpy-mlp)" in err, err
+    assert not (tmp_path / "asked").exists()
 
 
 def test_confirm_refits_the_winner_and_export_writes_it(work, data_dir, tmp_path) -> None:
