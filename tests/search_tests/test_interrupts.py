@@ -3,6 +3,7 @@ still stops the process, with its exit code and no "Exception ignored" on stderr
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +66,8 @@ def test_interrupts_a_signal_landing_in_a_weakref_callback_still_stops_the_proce
         capture_output=True,
         text=True,
         timeout=60,
+        # a test run in the background inherits an ignored SIGINT, which Python then keeps ignoring
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert result.returncode == code, result.stdout + result.stderr
     assert result.stdout.strip() == printed
