@@ -10,16 +10,24 @@ continues from the rung's weights under a fresh schedule spanning the remaining 
 The decisions are Optuna's :class:`~optuna.pruners.SuccessiveHalvingPruner` (asynchronous successive
 halving): the trial reports its validation accuracy once per rung, with ``step`` = the rung's epochs, and
 asks ``should_prune``; :class:`RungPruner` is that pruner carrying its plan, so the objective knows to
-train by rungs. This module imports no torch (the CLI builds pruners without it).
+train by rungs. With a ``cost_weight`` the pruner ranks a rung's trials by accuracy less ``cost_weight`` per
+doubling of their training seconds per epoch (the trial's ``epoch_seconds`` attribute): at equal accuracy the
+cheaper configuration is promoted, and the sampler learns from the trials that complete. This module imports
+no torch (the CLI builds pruners without it).
 """
 
 from __future__ import annotations
 
+import copy
+import math
 from dataclasses import dataclass
 
 import optuna
+from optuna.trial import FrozenTrial
 
-__all__ = ["RungPlan", "RungPruner"]
+__all__ = ["EPOCH_SECONDS_ATTR", "RungPlan", "RungPruner"]
+
+EPOCH_SECONDS_ATTR = "epoch_seconds"  # a rung's mean training seconds per epoch, set before its report
 
 
 @dataclass(frozen=True)
@@ -61,12 +69,30 @@ class RungPlan:
 class RungPruner(optuna.pruners.SuccessiveHalvingPruner):
     """Optuna's asynchronous successive halving over a :class:`RungPlan`, its trials training by rungs.
 
-    A trial is promoted from a rung when its value is in the top ``1 / factor`` of the values reported at
-    that rung so far (the first ones: when it is the best so far); ``bootstrap_count`` as in Optuna.
+    A trial is promoted from a rung when its score is in the top ``1 / factor`` of the scores reported at
+    that rung so far (the first ones: when it is the best so far); ``bootstrap_count`` as in Optuna. The score
+    is the rung's validation accuracy, less ``cost_weight * log2(epoch_seconds)`` when ``cost_weight`` is set
+    (Optuna's ``completed_rung_<k>`` system attributes then hold scores); a trial without the attribute is
+    scored by its accuracy alone.
     """
 
-    def __init__(self, plan: RungPlan, *, bootstrap_count: int = 0) -> None:
+    def __init__(self, plan: RungPlan, *, bootstrap_count: int = 0, cost_weight: float = 0.0) -> None:
+        if cost_weight < 0:
+            raise ValueError(f"cost_weight must be >= 0, got {cost_weight}")
         super().__init__(
             min_resource=plan.min_epochs, reduction_factor=plan.factor, bootstrap_count=bootstrap_count
         )
         self.plan = plan
+        self.cost_weight = cost_weight
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        seconds = trial.user_attrs.get(EPOCH_SECONDS_ATTR)
+        step = trial.last_step
+        if not self.cost_weight or not seconds or step is None:
+            return super().prune(study, trial)
+        scored = copy.copy(trial)  # Optuna compares (and records) the intermediate value at the last step
+        scored.intermediate_values = {
+            **trial.intermediate_values,
+            step: trial.intermediate_values[step] - self.cost_weight * math.log2(seconds),
+        }
+        return super().prune(study, scored)

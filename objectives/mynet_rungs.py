@@ -26,7 +26,7 @@ from nn_numpy import Diverged
 from spaces.mynet import MyNetTrialConfig
 
 from ._registry import TrialContext
-from .fidelity import RungPlan
+from .fidelity import EPOCH_SECONDS_ATTR, RungPlan
 from .mynet_validation import Validation
 from .resume import Resume
 from .torch_fit import EpochStats, fit
@@ -86,6 +86,7 @@ def train_by_rungs(
     if state is not None:
         records, first = list(state["rungs"]), int(state["rung"])
         for record in records:  # the pruner sees the rungs the predecessor passed (promoted then: not asked)
+            trial.set_user_attr(EPOCH_SECONDS_ATTR, _epoch_seconds(record))
             trial.report(record["val_accuracy"], record["epochs"])
             trial.should_prune()  # records the rung's value, so the next report is compared in the next rung
     model: nn.Module | None = None
@@ -139,12 +140,17 @@ def train_by_rungs(
         if index == len(rungs) - 1:
             trial.report(float(last.val_accuracy), rungs[index])
             break
+        trial.set_user_attr(EPOCH_SECONDS_ATTR, _epoch_seconds(records[-1]))  # a cost-aware pruner reads it
         try:
             context.report(trial, float(last.val_accuracy), rungs[index])
         except optuna.TrialPruned as exc:
             raise _pruned(trial, context, records, curves, mode, rungs[index], str(exc)) from None
     assert model is not None
     return RungsResult(model, records, _trial_curves(records))
+
+
+def _epoch_seconds(record: dict[str, Any]) -> float:
+    return round(record["train_seconds"] / max(1, record["trained_epochs"]), 4)
 
 
 def _trial_curves(records: list[dict[str, Any]]) -> dict[str, list[float]]:

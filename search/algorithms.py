@@ -11,8 +11,9 @@ from objectives.fidelity import RungPlan, RungPruner
 __all__ = ["PRUNERS", "SAMPLERS", "asha_rungs", "make_pruner", "make_sampler"]
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
-PRUNERS = ("rungs", "asha", "median", "hyperband", "none")
+PRUNERS = ("rungs", "rungs-cost", "asha", "median", "hyperband", "none")
 ASHA_REDUCTION = 3
+COST_WEIGHT = 0.01  # rungs-cost: a doubling of seconds per epoch must buy a point of rung accuracy
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -46,9 +47,10 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
     Raises:
         ValueError: for an unknown name.
     """
-    if name == "rungs":  # successive halving over complete short schedules (objectives/fidelity.py)
+    if name in ("rungs", "rungs-cost"):  # successive halving over complete short schedules (fidelity.py)
         # two rungs: a fifth of the budget, then the budget (1-epoch schedules rank poorly: README "Rungs")
-        return RungPruner(RungPlan(max_epochs, factor=ASHA_REDUCTION, min_epochs=max(1, max_epochs // 5)))
+        plan = RungPlan(max_epochs, factor=ASHA_REDUCTION, min_epochs=max(1, max_epochs // 5))
+        return RungPruner(plan, cost_weight=COST_WEIGHT if name == "rungs-cost" else 0.0)
     if name == "asha":  # successive halving over prefixes of the whole schedule
         return optuna.pruners.SuccessiveHalvingPruner(
             min_resource=_asha_min_resource(max_epochs), reduction_factor=ASHA_REDUCTION

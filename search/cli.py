@@ -446,7 +446,9 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study", help="study name (default: the task name)")
     parser.add_argument("--sampler", default="tpe", choices=SAMPLERS)
     parser.add_argument(
-        "--pruner", choices=PRUNERS, help="default: asha; numpy-mlp: none (its 5-fold trials are cheap)"
+        "--pruner",
+        choices=PRUNERS,
+        help="default: the task's (mynet: rungs, finetune: asha, numpy-mlp: none: 5-fold trials are cheap)",
     )
     parser.add_argument("--seed", type=int, help="sampler seed (reproducible studies)")
     parser.add_argument("--data", help="data path (default: download when possible, else bundled sample)")

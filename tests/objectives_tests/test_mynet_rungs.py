@@ -13,7 +13,7 @@ from rpz_resume import die_then_retry
 
 from models import MyNet
 from objectives import TrialContext
-from objectives.fidelity import RungPlan, RungPruner
+from objectives.fidelity import EPOCH_SECONDS_ATTR, RungPlan, RungPruner
 from objectives.mynet import load_data, load_model, objective
 from objectives.mynet_validation import Validation
 from objectives.torch_fit import accuracy, fit
@@ -62,6 +62,28 @@ def test_the_plan_ends_at_the_budget_and_optunas_halving_compares_each_rung_in_i
         RungPlan(9, min_epochs=10)
 
 
+def test_the_cost_aware_pruner_promotes_the_cheaper_of_two_near_equal_configurations() -> None:
+    def pruned(study: optuna.Study, accuracy: float, seconds: float | None) -> bool:
+        trial = study.ask()
+        if seconds is not None:
+            trial.set_user_attr(EPOCH_SECONDS_ATTR, seconds)
+        trial.report(accuracy, 1)  # RungPlan(9): rungs of 1, 3 and 9 epochs
+        return trial.should_prune()
+
+    for weight in (0.0, 0.01):
+        study = optuna.create_study(direction="maximize", pruner=RungPruner(RungPlan(9), cost_weight=weight))
+        assert not pruned(study, 0.80, 2.0), "the first trial is the best so far"
+        # 8 times the cost per epoch (3 doublings: 0.03 at weight 0.01) for 0.02 more accuracy
+        assert pruned(study, 0.82, 16.0) == (weight > 0)
+        assert not pruned(study, 0.84, 16.0), "0.84 - 0.03 still beats 0.80 - 0.01"
+        assert not pruned(study, 0.85, None), "without its cost a trial is scored by its accuracy"
+        scores = [t.system_attrs["completed_rung_0"] for t in study.trials]
+        assert scores[:2] == pytest.approx([0.80 - weight, 0.82 - 4 * weight]) and scores[3] == 0.85
+    assert make_pruner("rungs-cost", 9).cost_weight > 0 == make_pruner("rungs", 9).cost_weight
+    with pytest.raises(ValueError, match="cost_weight"):
+        RungPruner(PLAN, cost_weight=-1.0)
+
+
 @pytest.mark.parametrize("promotion", ["retrain", "continue"])
 @pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
 def test_every_rung_anneals_fully_and_a_promoted_trials_record_is_complete(
@@ -73,6 +95,9 @@ def test_every_rung_anneals_fully_and_a_promoted_trials_record_is_complete(
     assert [r["epochs"] for r in rungs] == [1, 2, 4] and list(trial.intermediate_values) == [1, 2, 4]
     trained = [1, 2, 4] if promotion == "retrain" else [1, 1, 2]
     assert [r["trained_epochs"] for r in rungs] == trained
+    below_top = rungs[-2]  # the cost a cost-aware pruner read at the last rung it decided
+    per_epoch = below_top["train_seconds"] / below_top["trained_epochs"]
+    assert trial.user_attrs[EPOCH_SECONDS_ATTR] == round(per_epoch, 4)
     assert [r["mode"] for r in rungs] == ["retrain", promotion, promotion]
     for rung, epochs in zip(rungs, trained, strict=True):
         assert all(len(values) == epochs for values in rung["curves"].values())
