@@ -149,8 +149,9 @@ def _train_by_rungs(
     """Successive halving over complete short schedules (:mod:`objectives.mynet_rungs`); the value is the
     top rung's final epoch on all the validation images."""
     plan = trial.study.pruner.plan
-    promotion = space.settings().get("promotion", "retrain")
-    # a promoted trial trains the top rung's epochs as one schedule: so do its refit and confirm replicates
+    promotion = space.settings().get("promotion", "retrain")  # what studies stored before the setting did
+    # a promoted trial's value is the top rung's epochs (re-trained as one schedule, or continued from the
+    # rung below: the same accuracy, bench/promotion.py); refit and confirm replicates train them as one
     cfg = replace(cfg, train=replace(cfg.train, epochs=plan.top))
     trial.set_user_attr("config", cfg.to_dict())
     trial.set_user_attr("val_full_epochs", plan.epochs)

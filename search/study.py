@@ -320,16 +320,32 @@ def _check_compatible(
         )
     settings = attrs.get("settings", {})
     if settings != space.settings():
-        raise StudyError(
-            f"study {name!r} was created with settings {settings}, not {space.settings()}; "
-            "settings cannot change within a study: start a new --study"
-        )
+        raise StudyError(f"study {name!r} {_settings_change(settings, space.settings())}")
     if attrs.get("data_fingerprint") != dataset.fingerprint:
         raise StudyError(
             f"study {name!r} was run on data {attrs.get('data_source')} (fingerprint "
             f"{attrs.get('data_fingerprint')}), but this data ({dataset.source}) has fingerprint "
             f"{dataset.fingerprint}; pass the study's --data or start a new --study"
         )
+
+
+def _settings_change(stored: dict[str, Any], requested: dict[str, Any]) -> str:
+    """What differs between a study's stored settings and this run's, and how to resume it (a default that
+    changed since the study was created shows up here too)."""
+    keys = [key for key in sorted({*stored, *requested}) if stored.get(key, ...) != requested.get(key, ...)]
+    shown = ", ".join(
+        f"{key}={stored[key]!r} (this run: {requested.get(key)!r})"
+        if key in stored
+        else f"no {key} (this run: {requested[key]!r})"
+        for key in keys
+    )
+    resume = " ".join(
+        f"--set {key}={str(stored[key]).lower() if isinstance(stored[key], bool) else stored[key]}"
+        for key in keys
+        if stored.get(key) is not None and key in requested
+    )
+    hint = f"pass {resume} to resume it, or start a new --study" if resume else "start a new --study"
+    return f"was created with {shown}; settings cannot change within a study: {hint}"
 
 
 def _write_metadata(

@@ -161,19 +161,24 @@ def test_a_pruned_trial_carries_its_rungs_and_reason(fashion, tmp_path) -> None:
     assert "checkpoint" not in bad.user_attrs
 
 
-def test_a_retry_continues_the_rung_its_dead_predecessor_was_in(fashion, tmp_path) -> None:
-    space = SPACE.with_overrides({**TINY, "dropout": 0.2})
+# retrain: epoch 3 exists only in the last rung (4 epochs), so the worker dies there after rungs of 1 and 2;
+# continue (rungs train 1, 1, 2 epochs): it dies at the 2-epoch rung's report, after that rung's one epoch
+@pytest.mark.parametrize(("promotion", "die_after", "saved"), [("retrain", 3, 3), ("continue", 2, 1)])
+def test_a_retry_continues_the_rung_its_dead_predecessor_was_in(
+    fashion, tmp_path, promotion, die_after, saved
+) -> None:
+    space = SPACE.with_overrides({**TINY, "dropout": 0.2, "promotion": promotion})
     reference_dir, retry_dir = tmp_path / "reference", tmp_path / "retry"
     reference_dir.mkdir(), retry_dir.mkdir()
     reference = optuna.create_study(direction="maximize", pruner=RungPruner(PLAN))
     reference.optimize(lambda t: objective(t, fashion, space, TrialContext(reference_dir, "cpu")), n_trials=1)
 
     study = optuna.create_study(direction="maximize", pruner=RungPruner(PLAN))
-    # epoch 3 of a rung exists only in the last rung (4 epochs): it dies there, after rungs of 1 and 2
-    _, retry = die_then_retry(study, lambda t, c: objective(t, fashion, space, c), retry_dir, die_after=3)
+    run = lambda t, c: objective(t, fashion, space, c)  # noqa: E731
+    _, retry = die_then_retry(study, run, retry_dir, die_after=die_after)
     expected = reference.trials[0]
     assert retry.state == optuna.trial.TrialState.COMPLETE
-    assert retry.user_attrs["resumed_from"] == {"trial": 0, "epoch": 3}
+    assert retry.user_attrs["resumed_from"] == {"trial": 0, "epoch": saved}  # the rung's own epochs
     assert retry.intermediate_values == expected.intermediate_values and retry.value == expected.value
 
     def without_time(rungs):

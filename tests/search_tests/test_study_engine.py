@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 
 from objectives import Task, TrialContext, register
 from search.algorithms import PRUNERS, SAMPLERS, asha_rungs, make_pruner, make_sampler
-from search.study import run_study
+from search.study import StudyError, run_study
 from spaces import Choice, FloatRange, Param, Space
 
 
@@ -63,6 +63,39 @@ BASELINE_TASK = register(
         baseline={"x": 0.25, "k": "b"},
     )
 )
+
+
+SETTING_TASK = register(
+    Task(
+        name="test-setting",
+        space=Space(
+            "test-setting",
+            [
+                Param("x", "float", FloatRange(0.0, 1.0), bounds=(0.0, 1.0)),
+                Param("mode", "setting", "a", check=lambda v: None if v in ("a", "b") else "must be a or b"),
+            ],
+        ),
+        metric="x",
+        direction="minimize",
+        load_data=lambda data, settings: _Data(),
+        objective=lambda trial, data, space, context: space.suggest(trial, "x"),
+        evaluate=lambda *args: {},
+        max_epochs=lambda space: 1,
+    )
+)
+
+
+def test_resuming_with_other_settings_names_what_changed_and_how_to_resume(tmp_path) -> None:
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    run_study("test-setting", storage=storage, n_trials=1, progress=False, overrides=["mode=b"])
+    with pytest.raises(StudyError) as error:  # e.g. a default that changed since the study was created
+        run_study("test-setting", storage=storage, n_trials=1, progress=False)
+    assert str(error.value) == (
+        "study 'test-setting' was created with mode='b' (this run: 'a'); settings cannot change within a "
+        "study: pass --set mode=b to resume it, or start a new --study"
+    )
+    summary = run_study("test-setting", storage=storage, n_trials=1, progress=False, overrides=["mode=b"])
+    assert summary.counts == {"COMPLETE": 2}, "resumed with the hint, nothing lost"
 
 
 def test_an_exception_fails_only_its_trial_and_the_worker_goes_on(tmp_path) -> None:

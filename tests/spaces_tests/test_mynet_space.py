@@ -74,7 +74,7 @@ def test_settings_round_trip_through_the_stored_space() -> None:
         "val_source": "additional",
         "val_images": 10000,
         "val_subset": 2000,
-        "promotion": "retrain",
+        "promotion": "continue",
         "precision": "auto",
         "refit_epochs": 30,
         "max_params": 100_000,
