@@ -3,15 +3,15 @@
 Usage: ``python bench/promotion.py [--storage URL --study S] [--configs 8] [--data PATH] [--workers 2]``
 
 The same configurations are promoted both ways, paired: each trains the first rung (3 epochs, a complete
-schedule) and then the top rung (15 epochs) either from a fresh initialisation (``retrain``, the default)
-or from the rung's weights under a fresh schedule of the 12 remaining epochs (``continue``), with the same
+schedule) and then the top rung (15 epochs) either from a fresh initialisation (``retrain``) or from the
+rung's weights under a fresh schedule of the 12 remaining epochs (``continue``, the default), with the same
 seed. The configurations are the ``--configs`` cheapest completed trials of a stored mynet study (the ones
-its pruner promoted), or, without ``--storage``, the space's baseline and seeded random draws. Both modes
-of one configuration run at once in ``--workers`` processes (one torch thread each), so a change in the
+its pruner promoted), or, without ``--storage``, the space's baseline and seeded random draws. Both modes of
+one configuration run at once in ``--workers`` processes (one torch thread each), so a change in the
 machine's load hits them alike. It prints per configuration the top rung's validation accuracy and the
 compute (training seconds of both rungs) of each mode, then the mean difference in accuracy, the Spearman
-correlation of the two modes' values, whether they pick the same best configuration, and the ratio of
-their compute.
+correlation of the two modes' values, whether they pick the same best configuration, and the ratio of their
+compute.
 
 CPU-heavy: 8 configurations are about 30-60 compute-minutes.
 """
@@ -31,12 +31,13 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from objectives import TrialContext  # noqa: E402
-from objectives.fidelity import RungPlan, RungPruner  # noqa: E402
+from objectives.fidelity import RungPruner  # noqa: E402
 from objectives.mynet import load_data, objective  # noqa: E402
-from spaces.mynet import BASELINE, SPACE  # noqa: E402
+from search.algorithms import make_pruner  # noqa: E402
+from spaces.mynet import BASELINE, SPACE, suggest  # noqa: E402
 
 MODES = ("retrain", "continue")
-PLAN = RungPlan(15, factor=3, min_epochs=3)  # make_pruner("rungs", 15)'s plan: rungs of 3 and 15 epochs
+PLAN = make_pruner("rungs", 15).plan  # the default search's rungs: 3 and 15 epochs
 
 
 class PromoteAll(RungPruner):
@@ -56,8 +57,6 @@ def stored_configs(storage: str, study_name: str, count: int) -> list[dict[str, 
 
 def drawn_configs(count: int, seed: int = 0) -> list[dict[str, Any]]:
     """The baseline and ``count - 1`` random draws of the default space."""
-    from spaces.mynet import suggest
-
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     draws = []
     for _ in range(count - 1):
