@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 import pytest
@@ -29,59 +30,37 @@ def _flaky_objective(trial: optuna.Trial, data: _Data, space: Space, context: Tr
     return x
 
 
-FLAKY = register(
-    Task(
-        name="test-flaky",
-        space=Space("test-flaky", [Param("x", "float", FloatRange(0.0, 1.0), bounds=(0.0, 1.0))]),
-        metric="x",
-        direction="minimize",
-        load_data=lambda data, settings: _Data(),
-        objective=_flaky_objective,
-        evaluate=lambda *args: {},
-        max_epochs=lambda space: 3,
+X = Param("x", "float", FloatRange(0.0, 1.0), bounds=(0.0, 1.0))
+
+
+def _register(name: str, params: list[Param], objective: Any, max_epochs: int = 1, **extra: Any) -> Task:
+    """An in-memory task minimising ``x`` (no data, no evaluation)."""
+    return register(
+        Task(
+            name=name,
+            space=Space(name, params),
+            metric="x",
+            direction="minimize",
+            load_data=lambda data, settings: _Data(),
+            objective=objective,
+            evaluate=lambda *args: {},
+            max_epochs=lambda space: max_epochs,
+            **extra,
+        )
     )
+
+
+FLAKY = _register("test-flaky", [X], _flaky_objective, max_epochs=3)
+BASELINE_TASK = _register(
+    "test-baseline",
+    [X, Param("k", "choice", Choice(("a", "b")), allowed=("a", "b"))],
+    lambda trial, data, space, context: space.suggest(trial, "x") + len(space.suggest(trial, "k")),
+    baseline={"x": 0.25, "k": "b"},
 )
-
-BASELINE_TASK = register(
-    Task(
-        name="test-baseline",
-        space=Space(
-            "test-baseline",
-            [
-                Param("x", "float", FloatRange(0.0, 1.0), bounds=(0.0, 1.0)),
-                Param("k", "choice", Choice(("a", "b")), allowed=("a", "b")),
-            ],
-        ),
-        metric="x",
-        direction="minimize",
-        load_data=lambda data, settings: _Data(),
-        objective=lambda trial, data, space, context: (
-            space.suggest(trial, "x") + len(space.suggest(trial, "k"))
-        ),
-        evaluate=lambda *args: {},
-        max_epochs=lambda space: 1,
-        baseline={"x": 0.25, "k": "b"},
-    )
-)
-
-
-SETTING_TASK = register(
-    Task(
-        name="test-setting",
-        space=Space(
-            "test-setting",
-            [
-                Param("x", "float", FloatRange(0.0, 1.0), bounds=(0.0, 1.0)),
-                Param("mode", "setting", "a", check=lambda v: None if v in ("a", "b") else "must be a or b"),
-            ],
-        ),
-        metric="x",
-        direction="minimize",
-        load_data=lambda data, settings: _Data(),
-        objective=lambda trial, data, space, context: space.suggest(trial, "x"),
-        evaluate=lambda *args: {},
-        max_epochs=lambda space: 1,
-    )
+SETTING_TASK = _register(
+    "test-setting",
+    [X, Param("mode", "setting", "a", check=lambda v: None if v in ("a", "b") else "must be a or b")],
+    lambda trial, data, space, context: space.suggest(trial, "x"),
 )
 
 
