@@ -21,7 +21,11 @@ minute and compute to each target (baseline / arm; ">" when only the arm reached
 the baseline's whole compute; "<" when only the baseline did, an upper bound using the arm's whole
 compute), and the oracle's ratio: what a search would get whose first trial were the cheapest completed
 trial any arm of the seed saw reach the target (its own compute, rungs included). No search of this space
-can count on more, so a target the baseline reaches early caps every arm's speed-up. ``--analyze``
+can count on more, so a target the baseline reaches early caps every arm's speed-up. When the baseline is
+``random:none``, one seed's random search is one draw of a geometric wait (its first trials reach a target
+by luck or not), so it also prints random search's *expected* compute to each target: its trials pooled over
+the seeds, in 4,000 random orders, and each arm's ratio to that median, with how often a random order got
+there sooner. ``--analyze``
 reports the studies already in ``--storage`` without running anything. The arms compare search algorithms,
 so none starts from the task's known-good baseline trial unless ``--baseline`` says so (``rpztune run``
 does by default).
@@ -40,6 +44,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 import torch
@@ -164,6 +169,63 @@ def cheapest(studies: list[optuna.Study], target: float) -> float | None:
     return min(costs, default=None)
 
 
+def random_orders(
+    studies: list[optuna.Study], target: float, orders: int = 4000
+) -> tuple[np.ndarray, int, int]:
+    """Compute until random search without pruning first reaches ``target``, in ``orders`` random orders of
+    the pooled finished trials of ``studies`` (the random arm's, every seed: each is an independent draw from
+    the space, so any order of them is a random search that could have run). An order that never reaches it
+    counts the pool's whole compute (a lower bound). Returns the sorted seconds, the pool's trials reaching
+    ``target`` and its size."""
+    trials = [t for study in studies for _, t in compute_curve(study.get_trials(deepcopy=False))]
+    cost = np.array([t.duration.total_seconds() for t in trials])
+    hit = np.array([t.state == TrialState.COMPLETE and t.value >= target for t in trials])
+    rng = np.random.default_rng(0)
+    reach = np.empty(orders)
+    for i in range(orders):
+        order = rng.permutation(len(trials))
+        first = np.flatnonzero(hit[order])
+        reach[i] = cost[order].cumsum()[first[0]] if first.size else cost.sum()
+    return np.sort(reach), int(hit.sum()), len(trials)
+
+
+def print_random_orders(
+    per_seed_rows: list[list[dict]], studies: list[optuna.Study], targets: list[float]
+) -> None:
+    """Each arm's compute to each target against random search's *expected* compute to it (the median over
+    random orders of the baseline arm's pooled trials, ``random_orders``) rather than one seed's draw: the
+    ratio per seed (``<``: an upper bound, the arm never reached it), its median and worst, and how often a
+    random order got there sooner than the arm did."""
+    print(
+        f"\nrandom search without pruning as an estimate: the {len(studies)} seeds' random-arm trials "
+        "pooled, in 4,000 random orders (compute to a target: median over the orders, 10-90 % range)"
+    )
+    for target in targets:
+        reach, hits, size = random_orders(studies, target)
+        median = float(np.median(reach))
+        low, high = np.percentile(reach, [10, 90]) / 60
+        print(
+            f"  {target}: {hits} of {size} pooled trials reach it; random search's compute to it "
+            f"{median / 60:.1f} min ({low:.1f}-{high:.1f})"
+        )
+        for arm in [r["arm"] for r in per_seed_rows[0][:-1]]:
+            cells, speedups = [], []
+            for rows in per_seed_rows:
+                row = next(r for r in rows if r["arm"] == arm)
+                mine = row["to_target"][target]
+                if mine is None:  # an upper bound: as if it reached the target with its last trial
+                    speedups.append(median / max(row["compute"], 1e-9))
+                    cells.append(f"<x{speedups[-1]:.1f} (not in {row['compute'] / 60:.1f} min)")
+                    continue
+                speedups.append(median / mine)
+                sooner = float(np.searchsorted(reach, mine)) / len(reach)
+                cells.append(f"x{speedups[-1]:.1f} ({mine / 60:.1f} min, random sooner in {sooner:.0%})")
+            bound = ">" if not hits else ""  # no pooled trial reaches it: random's figure is a lower bound
+            middle, worst = statistics.median(speedups), min(speedups)
+            each = "; ".join(cells)
+            print(f"    {arm}: median {bound}x{middle:.1f}, worst {bound}x{worst:.1f}; per seed {each}")
+
+
 def ratios(rows: list[dict], target: float) -> dict[str, tuple[float, float | None, str]]:
     """Per arm (all but the last, the baseline): trial-rate ratio, compute-to-target speed-up (baseline /
     arm; ``None`` when neither reached the target) and its mark: ``""`` exact, ``">"`` a lower bound (only
@@ -217,6 +279,8 @@ def main() -> None:
     )
     started = time.perf_counter()
     per_seed: list[dict[float, dict]] = []
+    seed_rows: list[list[dict]] = []
+    random_arm: list[optuna.Study] = []  # the baseline arm's studies when it is random search, unpruned
     for seed in seeds:
         if not args.analyze:
             run_arms(arms, seed, storage, folder, args)
@@ -228,6 +292,9 @@ def main() -> None:
         horizon = min(curve[-1][0] if curve else 0.0 for curve in totals)
         rows = [summarize(arm, study, targets, horizon) for arm, study in studies.items()]
         per_seed.append({target: ratios(rows, target) for target in targets})
+        seed_rows.append(rows)
+        if arms[-1][1:] == ("random", "none"):
+            random_arm.append(studies[arms[-1][0]])
         for target in targets:  # the oracle: the speed-up of drawing the cheapest trial that reached it first
             best, theirs = cheapest(list(studies.values()), target), rows[-1]["to_target"][target]
             per_seed[-1][target]["oracle"] = (
@@ -258,6 +325,8 @@ def main() -> None:
                 f"  compute to {target}: median x{median}, worst x{worst}; per seed {each} "
                 f"(>: only the arm reached it, <: only the baseline, -: neither)"
             )
+    if random_arm and len(arms) > 1:
+        print_random_orders(seed_rows, random_arm, targets)
     print(f"\ntotal wall {time.perf_counter() - started:.0f} s; studies kept in {storage}")
 
 
