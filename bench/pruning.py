@@ -57,6 +57,7 @@ from search import run_study  # noqa: E402
 from search.algorithms import asha_rungs  # noqa: E402
 
 TASK = "mynet"
+RANDOM_ORDERS = 4000  # orders of the pooled random trials behind random search's expected compute
 ARM_SEED_STRIDE = 100_000  # above any seed * 1000 + trial count: arms never share a sampler seed
 
 
@@ -170,7 +171,7 @@ def cheapest(studies: list[optuna.Study], target: float) -> float | None:
 
 
 def random_orders(
-    studies: list[optuna.Study], target: float, orders: int = 4000
+    studies: list[optuna.Study], target: float, orders: int = RANDOM_ORDERS
 ) -> tuple[np.ndarray, int, int]:
     """Compute until random search without pruning first reaches ``target``, in ``orders`` random orders of
     the pooled finished trials of ``studies`` (the random arm's, every seed: each is an independent draw from
@@ -197,8 +198,8 @@ def print_random_orders(
     ratio per seed (``<``: an upper bound, the arm never reached it), its median and worst, and how often a
     random order got there sooner than the arm did."""
     print(
-        f"\nrandom search without pruning as an estimate: the {len(studies)} seeds' random-arm trials "
-        "pooled, in 4,000 random orders (compute to a target: median over the orders, 10-90 % range)"
+        f"\nrandom search without pruning as an estimate: the {len(studies)} seeds' random trials pooled, "
+        f"in {RANDOM_ORDERS:,} random orders (compute to a target: median over the orders, 10-90 % range)"
     )
     for target in targets:
         reach, hits, size = random_orders(studies, target)
