@@ -175,10 +175,16 @@ def random_orders(
 ) -> tuple[np.ndarray, int, int]:
     """Compute until random search without pruning first reaches ``target``, in ``orders`` random orders of
     the pooled finished trials of ``studies`` (the random arm's, every seed: each is an independent draw from
-    the space, so any order of them is a random search that could have run). An order that never reaches it
-    counts the pool's whole compute (a lower bound). Returns the sorted seconds, the pool's trials reaching
-    ``target`` and its size."""
-    trials = [t for study in studies for _, t in compute_curve(study.get_trials(deepcopy=False))]
+    the space, so any order of them is a random search that could have run). A trial the bench's stop
+    interrupted is left out: counted, it would be a draw that cost compute and could not reach anything. An
+    order that never reaches it counts the pool's whole compute (a lower bound). Returns the sorted seconds,
+    the pool's trials reaching ``target`` and its size."""
+    trials = [
+        t
+        for study in studies
+        for _, t in compute_curve(study.get_trials(deepcopy=False))
+        if not str(t.user_attrs.get("fail_reason", "")).startswith("interrupted")
+    ]
     cost = np.array([t.duration.total_seconds() for t in trials])
     hit = np.array([t.state == TrialState.COMPLETE and t.value >= target for t in trials])
     rng = np.random.default_rng(0)
@@ -209,6 +215,7 @@ def print_random_orders(
             f"  {target}: {hits} of {size} pooled trials reach it; random search's compute to it "
             f"{median / 60:.1f} min ({low:.1f}-{high:.1f})"
         )
+        bound = ">" if not hits else ""  # no pooled trial reaches it: random's figure is a lower bound
         for arm in [r["arm"] for r in per_seed_rows[0][:-1]]:
             cells, speedups = [], []
             for rows in per_seed_rows:
@@ -220,8 +227,8 @@ def print_random_orders(
                     continue
                 speedups.append(median / mine)
                 sooner = float(np.searchsorted(reach, mine)) / len(reach)
-                cells.append(f"x{speedups[-1]:.1f} ({mine / 60:.1f} min, random sooner in {sooner:.0%})")
-            bound = ">" if not hits else ""  # no pooled trial reaches it: random's figure is a lower bound
+                sooner_text = f"random sooner in {sooner:.0%}"
+                cells.append(f"{bound}x{speedups[-1]:.1f} ({mine / 60:.1f} min, {sooner_text})")
             middle, worst = statistics.median(speedups), min(speedups)
             each = "; ".join(cells)
             print(f"    {arm}: median {bound}x{middle:.1f}, worst {bound}x{worst:.1f}; per seed {each}")
