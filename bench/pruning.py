@@ -25,7 +25,11 @@ can count on more, so a target the baseline reaches early caps every arm's speed
 ``random:none``, one seed's random search is one draw of a geometric wait (its first trials reach a target
 by luck or not), so it also prints random search's *expected* compute to each target: its trials pooled over
 the seeds, in 4,000 random orders, and each arm's ratio to that median, with how often a random order got
-there sooner. ``--analyze``
+there sooner; and the ceiling of any search that draws like random search and prunes at the default
+pruner's first rung: its compute to a target when the rung never errs (each other draw costs the rung's
+share of its trial's compute, the first draw to reach the target its whole), and when the screen is free.
+A search that learns where to draw (TPE after its start-up trials) can beat it; one that only prunes cannot.
+``--analyze``
 reports the studies already in ``--storage`` without running anything. The arms compare search algorithms,
 so none starts from the task's known-good baseline trial unless ``--baseline`` says so (``rpztune run``
 does by default).
@@ -54,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from objectives import get_task  # noqa: E402
 from search import run_study  # noqa: E402
-from search.algorithms import asha_rungs  # noqa: E402
+from search.algorithms import asha_rungs, make_pruner  # noqa: E402
 
 TASK = "mynet"
 RANDOM_ORDERS = 4000  # orders of the pooled random trials behind random search's expected compute
@@ -171,14 +175,16 @@ def cheapest(studies: list[optuna.Study], target: float) -> float | None:
 
 
 def random_orders(
-    studies: list[optuna.Study], target: float, orders: int = RANDOM_ORDERS
+    studies: list[optuna.Study], target: float, orders: int = RANDOM_ORDERS, screen: float = 1.0
 ) -> tuple[np.ndarray, int, int]:
     """Compute until random search without pruning first reaches ``target``, in ``orders`` random orders of
     the pooled finished trials of ``studies`` (the random arm's, every seed: each is an independent draw from
     the space, so any order of them is a random search that could have run). A trial the bench's stop
     interrupted is left out: counted, it would be a draw that cost compute and could not reach anything. An
-    order that never reaches it counts the pool's whole compute (a lower bound). Returns the sorted seconds,
-    the pool's trials reaching ``target`` and its size."""
+    order that never reaches it counts the pool's whole compute (a lower bound). With ``screen`` < 1 each
+    draw before the first hit costs only that share of its trial: a search drawing like random search whose
+    screen (a rung of that share of the epochs) tells without error which draws reach ``target``, and trains
+    only those to the end. Returns the sorted seconds, the pool's trials reaching ``target`` and its size."""
     trials = [
         t
         for study in studies
@@ -187,22 +193,36 @@ def random_orders(
     ]
     cost = np.array([t.duration.total_seconds() for t in trials])
     hit = np.array([t.state == TrialState.COMPLETE and t.value >= target for t in trials])
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(0)  # the same orders for every screen
     reach = np.empty(orders)
     for i in range(orders):
         order = rng.permutation(len(trials))
         first = np.flatnonzero(hit[order])
-        reach[i] = cost[order].cumsum()[first[0]] if first.size else cost.sum()
+        if not first.size:
+            reach[i] = cost.sum() * screen
+            continue
+        reach[i] = cost[order][: first[0]].sum() * screen + cost[order][first[0]]
     return np.sort(reach), int(hit.sum()), len(trials)
 
 
+def screen_share(studies: list[optuna.Study], pruner: str) -> float | None:
+    """The share of a trial's epochs that ``pruner``'s first rung trains, for the pooled trials' budget
+    (``None`` for a pruner without rungs)."""
+    trials = [t for study in studies for t in study.get_trials(deepcopy=False)]
+    top = max(t.user_attrs["config"]["train"]["epochs"] for t in trials if "config" in t.user_attrs)
+    plan = getattr(make_pruner(pruner, top), "plan", None)
+    return None if plan is None else plan.epochs[0] / top
+
+
 def print_random_orders(
-    per_seed_rows: list[list[dict]], studies: list[optuna.Study], targets: list[float]
+    per_seed_rows: list[list[dict]], studies: list[optuna.Study], targets: list[float], pruner: str
 ) -> None:
     """Each arm's compute to each target against random search's *expected* compute to it (the median over
     random orders of the baseline arm's pooled trials, ``random_orders``) rather than one seed's draw: the
     ratio per seed (``<``: an upper bound, the arm never reached it), its median and worst, and how often a
-    random order got there sooner than the arm did."""
+    random order got there sooner than the arm did. Then the ceiling of any search that draws like random
+    search and prunes at ``pruner``'s first rung: a screen there that never errs, and one that is free."""
+    share = screen_share(studies, pruner)
     print(
         f"\nrandom search without pruning as an estimate: the {len(studies)} seeds' random trials pooled, "
         f"in {RANDOM_ORDERS:,} random orders (compute to a target: median over the orders, 10-90 % range)"
@@ -217,21 +237,42 @@ def print_random_orders(
         )
         bound = ">" if not hits else ""  # no pooled trial reaches it: random's figure is a lower bound
         for arm in [r["arm"] for r in per_seed_rows[0][:-1]]:
-            cells, speedups = [], []
+            cells, speedups = [], []  # (speedup, mark) per seed
             for rows in per_seed_rows:
                 row = next(r for r in rows if r["arm"] == arm)
                 mine = row["to_target"][target]
                 if mine is None:  # an upper bound: as if it reached the target with its last trial
-                    speedups.append(median / max(row["compute"], 1e-9))
-                    cells.append(f"<x{speedups[-1]:.1f} (not in {row['compute'] / 60:.1f} min)")
+                    speedups.append((median / max(row["compute"], 1e-9), "<"))
+                    cells.append(f"<x{speedups[-1][0]:.1f} (not in {row['compute'] / 60:.1f} min)")
                     continue
-                speedups.append(median / mine)
+                speedups.append((median / mine, bound))
                 sooner = float(np.searchsorted(reach, mine)) / len(reach)
                 sooner_text = f"random sooner in {sooner:.0%}"
-                cells.append(f"{bound}x{speedups[-1]:.1f} ({mine / 60:.1f} min, {sooner_text})")
-            middle, worst = statistics.median(speedups), min(speedups)
-            each = "; ".join(cells)
-            print(f"    {arm}: median {bound}x{middle:.1f}, worst {bound}x{worst:.1f}; per seed {each}")
+                cells.append(f"{bound}x{speedups[-1][0]:.1f} ({mine / 60:.1f} min, {sooner_text})")
+            each, worst = "; ".join(cells), marked(min(speedups))
+            print(f"    {arm}: median {marked_median(speedups)}, worst {worst}; per seed {each}")
+        if share is not None and hits:
+            ceiling = [float(np.median(random_orders(studies, target, screen=s)[0])) for s in (share, 0.0)]
+            print(
+                f"    ceiling of a search drawing like random search: a screen at {share:.0%} of the epochs "
+                f"that never errs {ceiling[0] / 60:.1f} min (x{median / ceiling[0]:.1f}); "
+                f"a free one {ceiling[1] / 60:.1f} min (x{median / ceiling[1]:.1f})"
+            )
+
+
+def marked(value: tuple[float, str]) -> str:
+    """A speed-up with its bound mark: ``<x0.7`` (an upper bound), ``>x3.0`` (a lower bound), ``x2.1``."""
+    return f"{value[1]}x{value[0]:.1f}"
+
+
+def marked_median(values: list[tuple[float, str]]) -> str:
+    """The median of marked speed-ups; a bound when a middle value is one (an even count averages the two
+    middle values, and is a bound when they bound the same way, unknown ``?`` when they bound opposite)."""
+    ordered = sorted(values)
+    middle = ordered[(len(ordered) - 1) // 2 : len(ordered) // 2 + 1]
+    marks = {mark for _, mark in middle} - {""}
+    mark = "?" if len(marks) > 1 else marks.pop() if marks else ""
+    return marked((statistics.mean(v for v, _ in middle), mark))
 
 
 def ratios(rows: list[dict], target: float) -> dict[str, tuple[float, float | None, str]]:
@@ -334,7 +375,7 @@ def main() -> None:
                 f"(>: only the arm reached it, <: only the baseline, -: neither)"
             )
     if random_arm and len(arms) > 1:
-        print_random_orders(seed_rows, random_arm, targets)
+        print_random_orders(seed_rows, random_arm, targets, task.default_pruner)
     print(f"\ntotal wall {time.perf_counter() - started:.0f} s; studies kept in {storage}")
 
 
@@ -365,6 +406,7 @@ def run_arms(arms: list[tuple[str, str, str | None]], seed: int, storage: str, f
                 device="cpu",
                 threads=args.threads,
                 progress=False,
+                timed_trials=False,  # a slice stops new trials only: the arms run as one untimed study
             )
             print(
                 f"  seed {seed} round {round_number}/{args.rounds}, {label}: "

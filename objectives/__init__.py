@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 from typing import Any
 
+from ._registry import OutOfTime
 from ._registry import Task
 from ._registry import TaskError
 from ._registry import TrialContext
@@ -16,7 +17,16 @@ from ._registry import register
 from ._registry import task_names
 from .data import DataError
 
-__all__ = ["DataError", "Task", "TaskError", "TrialContext", "get_task", "register", "task_names"]
+__all__ = [
+    "DataError",
+    "OutOfTime",
+    "Task",
+    "TaskError",
+    "TrialContext",
+    "get_task",
+    "register",
+    "task_names",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -16,11 +16,16 @@ from spaces import Space
 if TYPE_CHECKING:
     from .resume import Resume  # imports torch: only torch tasks resume
 
-__all__ = ["Task", "TaskError", "TrialContext", "get_task", "register", "task_names"]
+__all__ = ["OutOfTime", "Task", "TaskError", "TrialContext", "get_task", "register", "task_names"]
 
 
 class TaskError(ValueError):
     """An unknown task name."""
+
+
+class OutOfTime(optuna.TrialPruned):
+    """A trial pruned before training because not even its first rung can end by the run's deadline: the
+    worker that drew it starts no more trials (drawing on would prune one configuration after another)."""
 
 
 @dataclass(frozen=True)
@@ -124,12 +129,15 @@ class TrialContext:
         return Resume.for_trial(trial, self.checkpoint_dir)
 
     @staticmethod
-    def pruned(trial: optuna.Trial, curves: dict[str, list[float]], reason: str) -> optuna.TrialPruned:
-        """Record a stopping trial's curves, epochs run and reason; the caller raises what it returns."""
+    def pruned(
+        trial: optuna.Trial, curves: dict[str, list[float]], reason: str, *, out_of_time: bool = False
+    ) -> optuna.TrialPruned:
+        """Record a stopping trial's curves, epochs run and reason; the caller raises what it returns
+        (:class:`OutOfTime` with ``out_of_time``)."""
         trial.set_user_attr("curves", curves)
         trial.set_user_attr("pruned_epoch", max((len(values) for values in curves.values()), default=0))
         trial.set_user_attr("prune_reason", reason)
-        return optuna.TrialPruned(reason)
+        return (OutOfTime if out_of_time else optuna.TrialPruned)(reason)
 
 
 def register(task: Task) -> Task:

@@ -22,6 +22,7 @@ from typing import Any
 
 import optuna
 import torch
+import torch.nn.functional as F
 from optuna.trial import FrozenTrial
 
 from models import MyNet
@@ -30,6 +31,7 @@ from spaces import Space
 from spaces.mynet import BASELINE, SPACE, MyNetTrialConfig, suggest
 
 from ._registry import Task, TrialContext, register
+from .augment import augment
 from .fashion import FashionSplit, fashion_split, load_fashion
 from .fidelity import RungPruner
 from .memory import plan_batch, track_peak_rss
@@ -37,6 +39,7 @@ from .mynet_rungs import train_by_rungs
 from .mynet_validation import Validation
 from .precision import autocast_dtype
 from .resume import Resume
+from .time_plan import seconds_per_image
 from .torch_fit import EpochStats, accuracy, cpu_latency_ms, cpu_state, fit, resolve_device, save_state
 
 __all__ = ["evaluate", "load_data", "max_epochs", "objective", "refit"]
@@ -172,6 +175,7 @@ def _train_by_rungs(
         context=context,
         resume=resume,
         seed=seed,
+        epoch_seconds=_epoch_estimate(trial, model, cfg, data, validation, seed, context),
     )
     top = result.rungs[-1]
     checkpoint = save_state(cpu_state(result.model), context.checkpoint_dir / f"trial-{trial.number:05d}.pt")
@@ -185,6 +189,33 @@ def _train_by_rungs(
     trial.set_user_attr("n_test", len(data.y_test))
     trial.set_user_attr("checkpoint", checkpoint.name)
     return float(top["val_accuracy"])
+
+
+def _epoch_estimate(
+    trial: optuna.Trial,
+    model: MyNet,
+    cfg: MyNetTrialConfig,
+    data: FashionSplit,
+    validation: Validation,
+    seed: int,
+    context: TrialContext,
+) -> float | None:
+    """Estimated seconds of one training epoch and its validation (``objectives.time_plan``), recorded as
+    the trial's ``epoch_estimate``; ``None`` without ``--timeout``."""
+    if context.seconds_left() is None:
+        return None
+    size = min(cfg.train.batch_size, len(data.y_train))
+    generator = torch.Generator(device=data.x_train.device).manual_seed(seed)
+
+    def train_batch() -> tuple[torch.Tensor, torch.Tensor]:
+        x = augment(data.x_train[:size].float().div_(255), cfg.augment, generator)
+        return x.contiguous(memory_format=torch.channels_last), data.y_train[:size]
+
+    probe = validation.x[:256].float().div_(255).contiguous(memory_format=torch.channels_last)
+    per_train, per_eval = seconds_per_image(model, train_batch, probe, F.cross_entropy)
+    seconds = per_train * len(data.y_train) + per_eval * len(validation.y)  # every epoch as a rung's last
+    trial.set_user_attr("epoch_estimate", round(seconds, 2))
+    return seconds
 
 
 def evaluate(

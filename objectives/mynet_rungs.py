@@ -7,6 +7,11 @@ validation images (a decision) and its other epochs on the subset (the curves), 
 epoch's accuracy with ``step`` = the rung's epochs and asks the pruner. The top rung's last epoch is the
 trial's value.
 
+With a ``--timeout`` a rung that would end after the run's deadline does not start
+(:func:`objectives.time_plan.rung_overruns`): the first on an estimate made before training, a promotion
+on the seconds per epoch the rung before measured. The trial ends pruned at the rung it reached; one that
+cannot even start ends :class:`objectives.OutOfTime`, and its worker starts no more trials.
+
 The training state is saved after every epoch with the rung it belongs to and the records of the rungs
 before it, so a retry of a trial whose worker died replays those rungs to the pruner and continues the rung
 it was in.
@@ -29,6 +34,7 @@ from ._registry import TrialContext
 from .fidelity import EPOCH_SECONDS_ATTR, RungPlan
 from .mynet_validation import Validation
 from .resume import Resume
+from .time_plan import rung_overruns
 from .torch_fit import EpochStats, fit
 
 __all__ = ["RungsResult", "train_by_rungs"]
@@ -57,6 +63,7 @@ def train_by_rungs(
     context: TrialContext,
     resume: Resume,
     seed: int,
+    epoch_seconds: float | None = None,
 ) -> RungsResult:
     """Train ``cfg`` through the rungs of ``plan`` until the pruner stops it or the top rung ends.
 
@@ -71,13 +78,16 @@ def train_by_rungs(
         context: The trial's context (reports, progress).
         resume: The trial's saved state; a retry continues the rung its predecessor was in.
         seed: The trial's seed.
+        epoch_seconds: The estimated seconds of an epoch before any rung measured one (``None``: the first
+            rung starts whatever the time left).
 
     Returns:
         The result once the top rung has ended.
 
     Raises:
-        optuna.TrialPruned: when the pruner stops the trial or training diverges; the trial's ``rungs``,
-            ``curves``, ``prune_reason`` and ``pruned_epoch`` (the rung's epochs) are recorded first.
+        optuna.TrialPruned: when the pruner stops the trial, training diverges or the next rung would end
+            after the deadline; the trial's ``rungs``, ``curves``, ``prune_reason`` and ``pruned_epoch``
+            (the epochs of the rung it reached) are recorded first.
     """
     rungs = plan.epochs
     records: list[dict[str, Any]] = []
@@ -108,6 +118,13 @@ def train_by_rungs(
             resume.save({**training, "rung": index, "rungs": records})
 
         own = state if state is not None and index == first else None
+        seconds = _epoch_seconds(records[-1]) if records else epoch_seconds
+        left = context.seconds_left()
+        done = len(own["history"]) if own is not None else 0
+        if seconds is not None and left is not None and (late := rung_overruns(seconds, left, epochs - done)):
+            raise _pruned(
+                trial, context, records, records[-1]["epochs"] if records else 0, late, before=not records
+            )
         for stats in own["history"] if own is not None else []:
             on_epoch(EpochStats(**stats))
         try:
@@ -122,8 +139,9 @@ def train_by_rungs(
                 resume=own,
                 save_progress=save,
             )
-        except Diverged as exc:
-            raise _pruned(trial, context, records, curves, mode, rungs[index], str(exc)) from None
+        except Diverged as exc:  # keep what the rung ran
+            diverged = {"epochs": rungs[index], "mode": mode, "curves": curves, "diverged": True}
+            raise _pruned(trial, context, [*records, diverged], rungs[index], str(exc)) from None
         last = result.history[-1]
         records.append(
             {
@@ -144,7 +162,7 @@ def train_by_rungs(
         try:
             context.report(trial, float(last.val_accuracy), rungs[index])
         except optuna.TrialPruned as exc:
-            raise _pruned(trial, context, records, curves, mode, rungs[index], str(exc)) from None
+            raise _pruned(trial, context, records, rungs[index], str(exc)) from None
     assert model is not None
     return RungsResult(model, records, _trial_curves(records))
 
@@ -155,8 +173,8 @@ def _epoch_seconds(record: dict[str, Any]) -> float:
 
 def _trial_curves(records: list[dict[str, Any]]) -> dict[str, list[float]]:
     """The curves of the training behind the last rung's weights: that rung's (retrain), or all rungs'
-    since the last re-training (continue)."""
-    start = max(i for i, record in enumerate(records) if record["mode"] == "retrain")
+    since the last re-training (continue); empty before the first rung."""
+    start = max((i for i, record in enumerate(records) if record["mode"] == "retrain"), default=len(records))
     return {key: [v for record in records[start:] for v in record["curves"][key]] for key in CURVE_KEYS}
 
 
@@ -164,15 +182,15 @@ def _pruned(
     trial: optuna.Trial,
     context: TrialContext,
     records: list[dict[str, Any]],
-    curves: dict[str, list[float]],
-    mode: str,
     epochs: int,
     reason: str,
+    *,
+    before: bool = False,
 ) -> optuna.TrialPruned:
-    if not records or records[-1]["epochs"] != epochs:  # diverged mid-rung: keep what it ran
-        records = [*records, {"epochs": epochs, "mode": mode, "curves": curves, "diverged": True}]
+    """The error stopping the trial, its record written (``before``: no rung fits the time left, so the
+    worker stops drawing, :class:`objectives.OutOfTime`)."""
     trial.set_user_attr("rungs", records)
     trial.set_user_attr("epochs_trained", sum(len(r["curves"]["train_loss"]) for r in records))
-    error = context.pruned(trial, _trial_curves(records), reason)
+    error = context.pruned(trial, _trial_curves(records), reason, out_of_time=before)
     trial.set_user_attr("pruned_epoch", epochs)
     return error

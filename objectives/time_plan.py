@@ -6,6 +6,10 @@ training micro-batch (forward, backward, augmentation) and an evaluation chunk o
 estimates an epoch as ``train images x s/image + evaluated images x s/image``. It then trains
 ``min(drawn epochs, floor(share x seconds left / epoch))`` epochs, its whole schedule compressed into them
 (as the fidelity rungs do), or is pruned before training with its reason when not even one epoch fits.
+
+A mynet trial's rungs keep their epochs (a rung compares trials trained alike), so a rung that would end after
+the deadline does not start (:func:`rung_overruns`): the trial stops where it is, pruned with its reason --
+before training on the estimate above, or at a promotion on the seconds per epoch its last rung measured.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["TimePlan", "plan_epochs", "seconds_per_image"]
+__all__ = ["TimePlan", "plan_epochs", "rung_overruns", "seconds_per_image"]
 
 SHARE = 0.9  # of the time left: the estimate is rough, and the checkpoint and storage writes follow
 
@@ -88,3 +92,16 @@ def plan_epochs(
     ``drawn_epochs``)."""
     fit = math.floor(share * max(0.0, seconds_left) / max(epoch_seconds, 1e-9))
     return TimePlan(min(drawn_epochs, fit), drawn_epochs, epoch_seconds, seconds_left)
+
+
+def rung_overruns(
+    epoch_seconds: float, seconds_left: float, epochs: int, *, share: float = SHARE
+) -> str | None:
+    """Why ``epochs`` more epochs at ``epoch_seconds`` each cannot end within ``share`` of the
+    ``seconds_left`` of the run's ``--timeout`` (``None`` when they can)."""
+    if plan_epochs(epoch_seconds, seconds_left, epochs, share=share).epochs >= epochs:
+        return None
+    return (
+        f"not enough time left: its next {epochs} epochs take about {epochs * epoch_seconds:.0f} s, "
+        f"{max(0.0, seconds_left):.0f} s of the run's --timeout remain"
+    )

@@ -493,7 +493,11 @@ def _add_worker(parser: argparse.ArgumentParser) -> None:
 
 def _add_execution(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", type=int, help="trials this invocation runs, across all its workers")
-    parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds: no trial starts after them, and mynet/finetune trials plan to end by then",
+    )
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument(
         "--threads", type=int, help="BLAS/torch threads per worker (default: cores // workers)"

@@ -90,6 +90,8 @@ class Execution:
         keep_top: Checkpoints kept, of the best completed trials.
         device: Torch device for torch tasks: ``auto``, ``cpu`` or ``cuda``.
         progress: Live per-worker lines (default: when stderr is a terminal).
+        timed_trials: Trials see ``timeout`` and plan to end by it (mynet's rungs, finetune's stages and
+            epochs); ``False``: it only stops new trials (a bench's slices of one longer run).
     """
 
     n_trials: int | None = None
@@ -100,6 +102,7 @@ class Execution:
     keep_top: int = 5
     device: str = "auto"
     progress: bool | None = None
+    timed_trials: bool = True
 
     def check(self) -> None:
         """Raises ``ValueError`` naming the first out-of-range setting."""
@@ -245,6 +248,7 @@ def _execute(
         threads=execution.threads or threads,  # an explicit --threads wins over the task's cap
         deadline=None if execution.timeout is None else time.time() + execution.timeout,
         timeout=execution.timeout,
+        timed_trials=execution.timed_trials,
         heartbeat_grace=study.user_attrs.get("heartbeat_grace"),
     )
     board = ProgressBoard(execution.workers, task.metric, enabled=execution.progress)

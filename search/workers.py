@@ -90,6 +90,7 @@ class WorkerSpec:
     threads: int | None = None
     deadline: float | None = None
     timeout: float | None = None
+    timed_trials: bool = True  # trials see the deadline (TrialContext); else it only stops new trials
     heartbeat_grace: int | None = None
     workers: int = 1  # this run's workers on this machine: they share its RAM (the default memory cap)
 
@@ -188,11 +189,12 @@ def work(
         metric=task.metric,
         progress=progress and progress.epoch,
         keeps=lambda trial, value: keeper.could_keep(value),
-        deadline=spec.deadline,
-        timeout=spec.timeout,
+        deadline=spec.deadline if spec.timed_trials else None,
+        timeout=spec.timeout if spec.timed_trials else None,
     )
     identity = worker_identity()
     current: dict[str, int] = {}  # the trial being run: its number and storage id
+    out_of_time: list[int] = []  # a trial whose first rung could not end by the deadline: draw no more
 
     def objective(trial: optuna.Trial) -> float:
         current.update(number=trial.number, id=trial._trial_id)
@@ -203,6 +205,9 @@ def work(
             progress.started(trial.number)
         try:
             return task.objective(trial, data, space, context)
+        except objectives.OutOfTime:
+            out_of_time.append(trial.number)
+            raise
         except (optuna.TrialPruned, optuna.exceptions.UpdateFinishedTrialError):
             raise  # the latter: another worker failed this trial meanwhile (see below)
         except Exception as exc:  # the trial fails (Optuna catches it); keep the reason with the trial
@@ -219,7 +224,7 @@ def work(
         callbacks.append(progress)
     ran = 0
     with watching_stale_trials(study):  # a dead machine's trial fails within the grace, not at our next trial
-        while (spec.deadline is None or time.time() < spec.deadline) and budget.claim():
+        while (spec.deadline is None or time.time() < spec.deadline) and not out_of_time and budget.claim():
             current.clear()
             try:
                 study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
