@@ -12,6 +12,7 @@ from ._registry import OutOfTime
 from ._registry import Task
 from ._registry import TaskError
 from ._registry import TrialContext
+from ._registry import WouldOverrun
 from ._registry import get_task
 from ._registry import register
 from ._registry import task_names
@@ -23,6 +24,7 @@ __all__ = [
     "Task",
     "TaskError",
     "TrialContext",
+    "WouldOverrun",
     "get_task",
     "register",
     "task_names",

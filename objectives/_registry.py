@@ -16,7 +16,16 @@ from spaces import Space
 if TYPE_CHECKING:
     from .resume import Resume  # imports torch: only torch tasks resume
 
-__all__ = ["OutOfTime", "Task", "TaskError", "TrialContext", "get_task", "register", "task_names"]
+__all__ = [
+    "OutOfTime",
+    "Task",
+    "TaskError",
+    "TrialContext",
+    "WouldOverrun",
+    "get_task",
+    "register",
+    "task_names",
+]
 
 
 class TaskError(ValueError):
@@ -26,6 +35,12 @@ class TaskError(ValueError):
 class OutOfTime(optuna.TrialPruned):
     """A trial pruned before training because not even its first rung can end by the run's deadline: the
     worker that drew it starts no more trials (drawing on would prune one configuration after another)."""
+
+
+class WouldOverrun(optuna.TrialPruned):
+    """A trial pruned before training because, though its first rung could end by the run's deadline, not
+    all its rungs can: only a finished trial can win. Its worker draws again (a cheaper configuration may
+    fit), and stops after a few such trials in a row (``search.workers.LATE_STARTS``)."""
 
 
 @dataclass(frozen=True)
@@ -130,14 +145,18 @@ class TrialContext:
 
     @staticmethod
     def pruned(
-        trial: optuna.Trial, curves: dict[str, list[float]], reason: str, *, out_of_time: bool = False
+        trial: optuna.Trial,
+        curves: dict[str, list[float]],
+        reason: str,
+        *,
+        error: type[optuna.TrialPruned] = optuna.TrialPruned,
     ) -> optuna.TrialPruned:
         """Record a stopping trial's curves, epochs run and reason; the caller raises what it returns
-        (:class:`OutOfTime` with ``out_of_time``)."""
+        (an ``error``: :class:`OutOfTime` or :class:`WouldOverrun` stop a timed trial before training)."""
         trial.set_user_attr("curves", curves)
         trial.set_user_attr("pruned_epoch", max((len(values) for values in curves.values()), default=0))
         trial.set_user_attr("prune_reason", reason)
-        return (OutOfTime if out_of_time else optuna.TrialPruned)(reason)
+        return error(reason)
 
 
 def register(task: Task) -> Task:

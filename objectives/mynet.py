@@ -39,7 +39,7 @@ from .mynet_rungs import train_by_rungs
 from .mynet_validation import Validation
 from .precision import autocast_dtype
 from .resume import Resume
-from .time_plan import seconds_per_image
+from .time_plan import EpochCost, seconds_per_image
 from .torch_fit import EpochStats, accuracy, cpu_latency_ms, cpu_state, fit, resolve_device, save_state
 
 __all__ = ["evaluate", "load_data", "max_epochs", "objective", "refit"]
@@ -175,7 +175,7 @@ def _train_by_rungs(
         context=context,
         resume=resume,
         seed=seed,
-        epoch_seconds=_epoch_estimate(trial, model, cfg, data, validation, seed, context),
+        estimate=_epoch_estimate(model, cfg, data, validation, seed, context),
     )
     top = result.rungs[-1]
     checkpoint = save_state(cpu_state(result.model), context.checkpoint_dir / f"trial-{trial.number:05d}.pt")
@@ -192,16 +192,15 @@ def _train_by_rungs(
 
 
 def _epoch_estimate(
-    trial: optuna.Trial,
     model: MyNet,
     cfg: MyNetTrialConfig,
     data: FashionSplit,
     validation: Validation,
     seed: int,
     context: TrialContext,
-) -> float | None:
-    """Estimated seconds of one training epoch and its validation (``objectives.time_plan``), recorded as
-    the trial's ``epoch_estimate``; ``None`` without ``--timeout``."""
+) -> EpochCost | None:
+    """The estimated seconds of a training epoch and of validating an image (``objectives.time_plan``);
+    ``None`` without ``--timeout``."""
     if context.seconds_left() is None:
         return None
     size = min(cfg.train.batch_size, len(data.y_train))
@@ -213,9 +212,7 @@ def _epoch_estimate(
 
     probe = validation.x[:256].float().div_(255).contiguous(memory_format=torch.channels_last)
     per_train, per_eval = seconds_per_image(model, train_batch, probe, F.cross_entropy)
-    seconds = per_train * len(data.y_train) + per_eval * len(validation.y)  # every epoch as a rung's last
-    trial.set_user_attr("epoch_estimate", round(seconds, 2))
-    return seconds
+    return EpochCost(per_train * len(data.y_train), per_eval)
 
 
 def evaluate(

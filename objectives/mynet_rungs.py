@@ -10,7 +10,10 @@ trial's value.
 With a ``--timeout`` a rung that would end after the run's deadline does not start
 (:func:`objectives.time_plan.rung_overruns`): the first on an estimate made before training, a promotion
 on the seconds per epoch the rung before measured. The trial ends pruned at the rung it reached; one that
-cannot even start ends :class:`objectives.OutOfTime`, and its worker starts no more trials.
+cannot even start ends :class:`objectives.OutOfTime`, and its worker starts no more trials. A new trial
+that could train its first rung but, on the estimate, not all its rungs ends :class:`objectives.WouldOverrun`
+before training (its worker draws again): only a finished trial can win, so the rung would be spent for
+nothing.
 
 The training state is saved after every epoch with the rung it belongs to and the records of the rungs
 before it, so a retry of a trial whose worker died replays those rungs to the pruner and continues the rung
@@ -30,11 +33,11 @@ from torch import nn
 from nn_numpy import Diverged
 from spaces.mynet import MyNetTrialConfig
 
-from ._registry import TrialContext
+from ._registry import OutOfTime, TrialContext, WouldOverrun
 from .fidelity import EPOCH_SECONDS_ATTR, RungPlan
 from .mynet_validation import Validation
 from .resume import Resume
-from .time_plan import rung_overruns
+from .time_plan import EpochCost, rung_overruns
 from .torch_fit import EpochStats, fit
 
 __all__ = ["RungsResult", "train_by_rungs"]
@@ -63,7 +66,7 @@ def train_by_rungs(
     context: TrialContext,
     resume: Resume,
     seed: int,
-    epoch_seconds: float | None = None,
+    estimate: EpochCost | None = None,
 ) -> RungsResult:
     """Train ``cfg`` through the rungs of ``plan`` until the pruner stops it or the top rung ends.
 
@@ -78,15 +81,17 @@ def train_by_rungs(
         context: The trial's context (reports, progress).
         resume: The trial's saved state; a retry continues the rung its predecessor was in.
         seed: The trial's seed.
-        epoch_seconds: The estimated seconds of an epoch before any rung measured one (``None``: the first
-            rung starts whatever the time left).
+        estimate: The estimated cost of an epoch before any rung measured one (``None``: the first rung
+            starts whatever the time left); recorded as the trial's ``epoch_estimate`` (the mean seconds
+            of its epochs, validation included).
 
     Returns:
         The result once the top rung has ended.
 
     Raises:
         optuna.TrialPruned: when the pruner stops the trial, training diverges or the next rung would end
-            after the deadline; the trial's ``rungs``, ``curves``, ``prune_reason`` and ``pruned_epoch``
+            after the deadline (:class:`objectives.OutOfTime`, :class:`objectives.WouldOverrun` before the
+            first rung); the trial's ``rungs``, ``curves``, ``prune_reason`` and ``pruned_epoch``
             (the epochs of the rung it reached) are recorded first.
     """
     rungs = plan.epochs
@@ -99,10 +104,21 @@ def train_by_rungs(
             trial.set_user_attr(EPOCH_SECONDS_ATTR, _epoch_seconds(record))
             trial.report(record["val_accuracy"], record["epochs"])
             trial.should_prune()  # records the rung's value, so the next report is compared in the next rung
+    trained = [
+        rungs[i] - (rungs[i - 1] if promotion == "continue" and i > 0 else 0) for i in range(len(rungs))
+    ]
+    # each rung's estimated seconds, validation included (none without an estimate)
+    planned = (
+        [] if estimate is None else [estimate.seconds(e, validation.validated_images(e)) for e in trained]
+    )
+    if planned:
+        trial.set_user_attr("epoch_estimate", round(sum(planned) / sum(trained), 2))
+    if state is None and (late := _late_start(planned, trained, context.seconds_left())):
+        raise _pruned(trial, context, [], 0, late[1], error=late[0])
     model: nn.Module | None = None
     for index in range(first, len(rungs)):
         mode = "retrain" if promotion == "retrain" or index == 0 else "continue"
-        epochs = rungs[index] - (rungs[index - 1] if mode == "continue" else 0)
+        epochs = trained[index]
         if mode == "retrain" or model is None:  # continue after a resume: the state holds the weights
             torch.manual_seed(seed)
             model = build()
@@ -118,13 +134,21 @@ def train_by_rungs(
             resume.save({**training, "rung": index, "rungs": records})
 
         own = state if state is not None and index == first else None
-        seconds = _epoch_seconds(records[-1]) if records else epoch_seconds
-        left = context.seconds_left()
-        done = len(own["history"]) if own is not None else 0
-        if seconds is not None and left is not None and (late := rung_overruns(seconds, left, epochs - done)):
-            raise _pruned(
-                trial, context, records, records[-1]["epochs"] if records else 0, late, before=not records
+        if records or own is not None:  # a new trial's first rung was checked before the loop
+            seconds = (
+                _epoch_seconds(records[-1]) if records else (planned[index] / epochs if planned else None)
             )
+            left = context.seconds_left()
+            done = len(own["history"]) if own is not None else 0
+            if (
+                seconds is not None
+                and left is not None
+                and (late := rung_overruns(seconds, left, epochs - done))
+            ):
+                error = optuna.TrialPruned if records else OutOfTime
+                raise _pruned(
+                    trial, context, records, records[-1]["epochs"] if records else 0, late, error=error
+                )
         for stats in own["history"] if own is not None else []:
             on_epoch(EpochStats(**stats))
         try:
@@ -167,6 +191,20 @@ def train_by_rungs(
     return RungsResult(model, records, _trial_curves(records))
 
 
+def _late_start(
+    planned: list[float], trained: list[int], left: float | None
+) -> tuple[type[optuna.TrialPruned], str] | None:
+    """Why a new trial does not start, from its rungs' ``planned`` seconds and ``trained`` epochs: its first
+    rung cannot end by the deadline (:class:`OutOfTime`), or not all its rungs can (:class:`WouldOverrun`)."""
+    if not planned or left is None:
+        return None
+    if late := rung_overruns(planned[0] / trained[0], left, trained[0]):
+        return OutOfTime, late
+    if late := rung_overruns(sum(planned) / sum(trained), left, sum(trained), finish=True):
+        return WouldOverrun, late
+    return None
+
+
 def _epoch_seconds(record: dict[str, Any]) -> float:
     return round(record["train_seconds"] / max(1, record["trained_epochs"]), 4)
 
@@ -185,12 +223,11 @@ def _pruned(
     epochs: int,
     reason: str,
     *,
-    before: bool = False,
+    error: type[optuna.TrialPruned] = optuna.TrialPruned,
 ) -> optuna.TrialPruned:
-    """The error stopping the trial, its record written (``before``: no rung fits the time left, so the
-    worker stops drawing, :class:`objectives.OutOfTime`)."""
+    """The ``error`` stopping the trial, its record written."""
     trial.set_user_attr("rungs", records)
     trial.set_user_attr("epochs_trained", sum(len(r["curves"]["train_loss"]) for r in records))
-    error = context.pruned(trial, _trial_curves(records), reason, out_of_time=before)
+    stop = context.pruned(trial, _trial_curves(records), reason, error=error)
     trial.set_user_attr("pruned_epoch", epochs)
-    return error
+    return stop

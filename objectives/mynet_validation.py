@@ -63,6 +63,12 @@ class Validation:
             return self.x, self.y
         return self.x[: self.subset], self.y[: self.subset]
 
+    def validated_images(self, epochs: int) -> int:
+        """Images validated over a schedule of ``epochs`` epochs whose last is a decision (a rung's)."""
+        if not 0 < self.subset < len(self.y):
+            return epochs * len(self.y)
+        return (epochs - 1) * self.subset + len(self.y)
+
 
 def decision_epochs(pruner: optuna.pruners.BasePruner, epochs: int) -> set[int]:
     """The epochs at which ``pruner`` compares a trial of ``epochs`` epochs with others, and the last one.

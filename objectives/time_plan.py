@@ -9,7 +9,9 @@ estimates an epoch as ``train images x s/image + evaluated images x s/image``. I
 
 A mynet trial's rungs keep their epochs (a rung compares trials trained alike), so a rung that would end after
 the deadline does not start (:func:`rung_overruns`): the trial stops where it is, pruned with its reason --
-before training on the estimate above, or at a promotion on the seconds per epoch its last rung measured.
+before training on the estimate above (:class:`EpochCost`), or at a promotion on the seconds per epoch its
+last rung measured. A new trial that could train its first rung but not finish all of them in time does not
+start either: only a finished trial can win, so its first rung would be spent for nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["TimePlan", "plan_epochs", "rung_overruns", "seconds_per_image"]
+__all__ = ["EpochCost", "TimePlan", "plan_epochs", "rung_overruns", "seconds_per_image"]
 
 SHARE = 0.9  # of the time left: the estimate is rough, and the checkpoint and storage writes follow
 
@@ -56,6 +58,18 @@ class TimePlan:
             "epoch_seconds": round(self.epoch_seconds, 1),
             "seconds_left": round(self.seconds_left, 1),
         }
+
+
+@dataclass(frozen=True)
+class EpochCost:
+    """Estimated seconds of one training epoch (``train``) and of validating one image (``per_image``)."""
+
+    train: float
+    per_image: float
+
+    def seconds(self, epochs: int, validated: int) -> float:
+        """Seconds of ``epochs`` training epochs that validate ``validated`` images in all."""
+        return epochs * self.train + validated * self.per_image
 
 
 def seconds_per_image(
@@ -95,13 +109,15 @@ def plan_epochs(
 
 
 def rung_overruns(
-    epoch_seconds: float, seconds_left: float, epochs: int, *, share: float = SHARE
+    epoch_seconds: float, seconds_left: float, epochs: int, *, share: float = SHARE, finish: bool = False
 ) -> str | None:
     """Why ``epochs`` more epochs at ``epoch_seconds`` each cannot end within ``share`` of the
-    ``seconds_left`` of the run's ``--timeout`` (``None`` when they can)."""
+    ``seconds_left`` of the run's ``--timeout`` (``None`` when they can); ``finish``: they are all the
+    trial's epochs, not just its next rung's."""
     if plan_epochs(epoch_seconds, seconds_left, epochs, share=share).epochs >= epochs:
         return None
+    what = f" to finish: its {epochs} epochs" if finish else f": its next {epochs} epochs"
     return (
-        f"not enough time left: its next {epochs} epochs take about {epochs * epoch_seconds:.0f} s, "
+        f"not enough time left{what} take about {epochs * epoch_seconds:.0f} s, "
         f"{max(0.0, seconds_left):.0f} s of the run's --timeout remain"
     )

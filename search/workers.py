@@ -65,6 +65,7 @@ __all__ = [
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _MAX_RESPAWNS_PER_WORKER = 3
+LATE_STARTS = 10  # new trials in a row too long to finish by the deadline: the worker stops drawing
 
 
 class WorkerError(RuntimeError):
@@ -195,6 +196,7 @@ def work(
     identity = worker_identity()
     current: dict[str, int] = {}  # the trial being run: its number and storage id
     out_of_time: list[int] = []  # a trial whose first rung could not end by the deadline: draw no more
+    late: list[int] = []  # trials in a row too long to finish by the deadline (objectives.WouldOverrun)
 
     def objective(trial: optuna.Trial) -> float:
         current.update(number=trial.number, id=trial._trial_id)
@@ -208,6 +210,11 @@ def work(
         except objectives.OutOfTime:
             out_of_time.append(trial.number)
             raise
+        except objectives.WouldOverrun:
+            late.append(trial.number)
+            if len(late) >= LATE_STARTS:
+                out_of_time.append(trial.number)
+            raise
         except (optuna.TrialPruned, optuna.exceptions.UpdateFinishedTrialError):
             raise  # the latter: another worker failed this trial meanwhile (see below)
         except Exception as exc:  # the trial fails (Optuna catches it); keep the reason with the trial
@@ -217,6 +224,8 @@ def work(
             trial.set_user_attr("fail_reason", f"interrupted ({exc or 'Ctrl-C'})")
             raise
         finally:
+            if late and late[-1] != trial.number:
+                late.clear()  # any other outcome breaks the run of late ones
             release_free_memory()
 
     callbacks: list[Any] = [keeper]

@@ -141,8 +141,8 @@ SPACE = Space(
 # epochs: 0.915); a refit trains the winner for `refit_epochs` (30). The 30-minute 2-worker study (seed 7,
 # 2026-12, promotion by re-training, bfloat16) ran 32 trials, 16 complete; its winner scored t10k 0.911 (0.916
 # after the 30-epoch refit), the baseline trial 0.899. With promotion by continuing and timed rungs, in
-# float32 on a CPU without AMX (2026-12-04): 28.9 min, 30 trials, 8 complete, winner t10k 0.901 against the
-# baseline trial's 0.892.
+# float32 on a CPU without AMX (2026-12-04), no trial starting that could not finish: 29.2 min, 36 trials,
+# 11 complete, winner t10k 0.906 against the baseline trial's 0.892 (README "Measured with today's default").
 # A new study's first trial (see Task.baseline): a small VGG (32-64-128, two 3x3 convs per stage, global
 # average pool) with Nesterov SGD, one-cycle and every augmentation. Trained alone for 30 epochs on the lab's
 # split (seed 0, 5.5 CPU-min) its last epoch scored 0.912 on the t10k test half.

@@ -1,20 +1,23 @@
-"""A timed mynet run ends by its deadline: a rung that would end after it does not start
-(objectives/time_plan.py ``rung_overruns``), on real FashionMNIST with a tiny network."""
+"""A timed mynet run ends by its deadline: a rung that would end after it does not start, nor a trial that
+could not finish all its rungs (objectives/time_plan.py ``rung_overruns``), on real FashionMNIST with a
+tiny network."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import optuna
 import pytest
 from rpz_mynet import TINY as SHARED_TINY
 
-from objectives import OutOfTime, TrialContext
+from objectives import OutOfTime, TrialContext, WouldOverrun
 from objectives.fidelity import RungPlan, RungPruner
 from objectives.mynet import load_data, objective
 from objectives.time_plan import rung_overruns
 from search import run_study
+from search.workers import LATE_STARTS
 from spaces.mynet import SPACE
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -35,6 +38,26 @@ def run_one(fashion, folder, context: TrialContext, **overrides) -> optuna.trial
     return study.trials[0]
 
 
+def run_timed(data_dir, tmp_path, settings: dict, *, n_trials: int, timeout: float, timed: bool = True):
+    """``rpztune run mynet`` with one worker on ``settings``; its trials."""
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    run_study(
+        "mynet",
+        storage=storage,
+        data=str(data_dir),
+        overrides=[f"{key}={json.dumps(value)}" for key, value in settings.items()],
+        baseline=False,
+        seed=0,
+        n_trials=n_trials,
+        timeout=timeout,
+        timed_trials=timed,
+        device="cpu",
+        threads=1,
+        progress=False,
+    )
+    return optuna.load_study(study_name="mynet", storage=storage).trials
+
+
 def test_a_rung_fits_when_its_epochs_end_within_the_share_of_the_time_left() -> None:
     assert rung_overruns(10.0, 100.0, 9) is None  # 90 s of 0.9 x 100 s
     late = rung_overruns(10.0, 100.0, 10)
@@ -43,6 +66,9 @@ def test_a_rung_fits_when_its_epochs_end_within_the_share_of_the_time_left() -> 
         == "not enough time left: its next 10 epochs take about 100 s, 100 s of the run's --timeout remain"
     )
     assert rung_overruns(10.0, -5.0, 1).endswith("0 s of the run's --timeout remain")
+    assert rung_overruns(10.0, 100.0, 15, finish=True).startswith(
+        "not enough time left to finish: its 15 epochs take about 150 s"
+    )
 
 
 def test_a_trial_whose_first_rung_cannot_end_in_time_is_pruned_before_training(fashion, tmp_path) -> None:
@@ -60,6 +86,26 @@ def test_a_trial_whose_first_rung_cannot_end_in_time_is_pruned_before_training(f
     assert all(values == [] for values in trial.user_attrs["curves"].values()), "nothing trained"
     assert trial.intermediate_values == {} and trial.user_attrs["pruned_epoch"] == 0
     assert list(tmp_path.iterdir()) == [], "no checkpoint, no progress file"
+
+
+def test_a_trial_that_could_not_finish_its_rungs_in_time_is_pruned_before_training(fashion, tmp_path) -> None:
+    context = TrialContext(
+        tmp_path, device="cpu", metric="val_accuracy", deadline=time.time() + 3, timeout=60
+    )
+    study = optuna.create_study(direction="maximize", pruner=RungPruner(RungPlan(200, factor=200)))
+    with pytest.raises(WouldOverrun):  # a 1-epoch rung fits in 3 s, 200 epochs do not: draw another
+        objective(study.ask(), fashion, SPACE.with_overrides(TINY), context)
+    study.tell(study.trials[0].number, state=optuna.trial.TrialState.PRUNED)
+    trial = study.trials[0]
+    estimate = trial.user_attrs["epoch_estimate"]
+    assert 0 < estimate < 2.7, "the first rung fitted"
+    taken = re.match(
+        r"not enough time left to finish: its 200 epochs take about (\d+) s, [0-3] s of",
+        trial.user_attrs["prune_reason"],
+    )
+    assert taken and abs(int(taken[1]) - 200 * estimate) <= 2, trial.user_attrs["prune_reason"]
+    assert trial.user_attrs["rungs"] == [] and trial.user_attrs["epochs_trained"] == 0
+    assert trial.intermediate_values == {} and list(tmp_path.iterdir()) == [], "nothing trained"
 
 
 @pytest.mark.parametrize("promotion", ["retrain", "continue"])
@@ -111,44 +157,33 @@ def test_a_run_can_stop_new_trials_at_its_timeout_without_timing_the_trials(
     data_dir, tmp_path, timed
 ) -> None:
     """bench/pruning.py runs an arm in slices of one untimed study: ``timed_trials=False``."""
-    storage = f"sqlite:///{tmp_path / 'studies.db'}"
-    overrides = [f"{key}={json.dumps(value)}" for key, value in TINY.items()]
-    run_study(
-        "mynet",
-        storage=storage,
-        data=str(data_dir),
-        overrides=overrides,
-        baseline=False,
-        seed=0,
-        n_trials=1,
-        timeout=600,
-        timed_trials=timed,
-        device="cpu",
-        threads=1,
-        progress=False,
-    )
-    (trial,) = optuna.load_study(study_name="mynet", storage=storage).trials
+    (trial,) = run_timed(data_dir, tmp_path, TINY, n_trials=1, timeout=600, timed=timed)
     assert trial.state == optuna.trial.TrialState.COMPLETE
     assert ("epoch_estimate" in trial.user_attrs) == timed
 
 
 def test_a_worker_stops_drawing_once_a_trial_cannot_start_in_the_time_left(data_dir, tmp_path) -> None:
-    storage = f"sqlite:///{tmp_path / 'studies.db'}"
     # 10,000 epochs: the first rung trains 2,000, far more than fit in the 30 s run
-    overrides = [f"{key}={json.dumps(value)}" for key, value in {**TINY, "epochs": 10_000}.items()]
-    run_study(
-        "mynet",
-        storage=storage,
-        data=str(data_dir),
-        overrides=overrides,
-        baseline=False,
-        seed=0,
-        n_trials=5,
-        timeout=30,
-        device="cpu",
-        threads=1,
-        progress=False,
-    )
-    (trial,) = optuna.load_study(study_name="mynet", storage=storage).trials  # not five
+    (trial,) = run_timed(data_dir, tmp_path, {**TINY, "epochs": 10_000}, n_trials=5, timeout=30)  # not five
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert trial.user_attrs["prune_reason"].startswith("not enough time left: its next 2000 epochs")
+
+
+def test_a_worker_stops_drawing_after_trials_in_a_row_that_could_not_finish(
+    data_dir, tmp_path, fashion
+) -> None:
+    # calibrate: the tiny network's estimated seconds per epoch, from a trial that cannot start at all
+    context = TrialContext(tmp_path, device="cpu", metric="val_accuracy", deadline=time.time(), timeout=60)
+    study = optuna.create_study(direction="maximize", pruner=RungPruner(RungPlan(100, min_epochs=20)))
+    with pytest.raises(OutOfTime):
+        objective(study.ask(), fashion, SPACE.with_overrides(TINY), context)
+    per_epoch = study.trials[0].user_attrs["epoch_estimate"]
+    # all its epochs take twice the 54 s a 60 s run's trial may use, its first rung (a fifth) well under
+    epochs = round(2 * 0.9 * 60 / per_epoch)
+    trials = run_timed(data_dir, tmp_path, {**TINY, "epochs": epochs}, n_trials=LATE_STARTS + 3, timeout=60)
+    assert len(trials) == LATE_STARTS, "it stopped drawing, long before the deadline"
+    for trial in trials:
+        assert trial.state == optuna.trial.TrialState.PRUNED and trial.user_attrs["epochs_trained"] == 0
+        assert trial.user_attrs["prune_reason"].startswith(
+            f"not enough time left to finish: its {epochs} epochs"
+        )
