@@ -32,7 +32,7 @@ def finetune(data: Path) -> None:
     import torch
 
     from models.finetune import FinetuneCfg
-    from objectives.finetune import _fit_model, build_model, load_data
+    from objectives.finetune.objective import _fit_model, build_model, load_data
     from spaces.finetune import FinetuneTrainConfig, FinetuneTrialConfig
 
     photos = load_data(str(data / "dogs_and_cats"), {})
@@ -99,7 +99,7 @@ def main() -> None:
     if args.worker:
         import torch
 
-        from objectives.allocator import keep_freed_memory
+        from objectives.training.allocator import keep_freed_memory
 
         keep_freed_memory()
         torch.set_num_threads(args.threads)

@@ -26,8 +26,8 @@ from optuna.trial import TrialState
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from search import run_study  # noqa: E402
-from search.confirm import confirm  # noqa: E402
-from search.refit import refit  # noqa: E402
+from search.selection.confirm import confirm  # noqa: E402
+from search.selection.refit import refit  # noqa: E402
 
 
 def main() -> None:

@@ -71,10 +71,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from objectives.folds import tie_broken_error  # noqa: E402
 from search import run_study  # noqa: E402
-from search.algorithms import make_pruner  # noqa: E402
-from search.export import export  # noqa: E402
-from search.storage import get_storage  # noqa: E402
-from search.winner import find_winner  # noqa: E402
+from search.delivery.export import export  # noqa: E402
+from search.engine.algorithms import make_pruner  # noqa: E402
+from search.engine.storage import get_storage  # noqa: E402
+from search.selection.winner import find_winner  # noqa: E402
 
 ANALYZE_TEST_ATTRS = {
     "numpy-mlp": ("test_error",),
@@ -221,8 +221,8 @@ def numpy_mlp(args, storage: str, seed: int) -> list[tuple[str, dict, float]]:
     """Per trial count: today's selection (``folds=1``, ASHA: the old defaults; the best trial's checkpoint
     is exported) vs the new default (5-fold CV, no pruner, then ``confirm`` of the top ``--top`` on 5 fresh
     folds and the refit of the confirmed winner, which export writes), each its own study."""
-    from search.confirm import confirm
-    from search.refit import refit
+    from search.selection.confirm import confirm
+    from search.selection.refit import refit
 
     rows, old_cpu, new_cpu = [], 0.0, 0.0
     old_name, new_name = f"np-old-s{seed}", f"np-new-s{seed}"
@@ -316,8 +316,8 @@ class PhotoTest:
     computed once per backbone state and resolution and each model's head is applied to them."""
 
     def __init__(self, folder: Path, copies: int = 2) -> None:
-        from objectives.photos import load_photos
-        from objectives.proxy import condition_bank
+        from objectives.finetune.photos import load_photos
+        from objectives.finetune.proxy import condition_bank
 
         photos = load_photos(folder)
         self.x, self.y = photos.x, photos.y
@@ -331,7 +331,7 @@ class PhotoTest:
 
         import torch
 
-        from objectives.proxy import proxy_score
+        from objectives.finetune.proxy import proxy_score
 
         model.eval()
         digest = hashlib.sha256()
@@ -361,9 +361,9 @@ def finetune(args, storage: str, seed: int) -> list[tuple[str, dict, float]]:
     ``--finetune-top`` and the baseline probe by 5-fold CV over the study's photos, then the refit of the
     confirmed winner on all of them, which export writes). Every complete trial, the confirmed winner and the
     refit are scored on the held-out photos."""
-    from objectives.finetune import load_model
-    from search.confirm import confirm
-    from search.refit import refit
+    from objectives.finetune.objective import load_model
+    from search.selection.confirm import confirm
+    from search.selection.refit import refit
 
     train, test_dir = split_photos(
         Path(args.data) / "dogs_and_cats", Path(args.workdir) / "photos", args.finetune_test
@@ -409,8 +409,8 @@ def mynet_cost(args: argparse.Namespace) -> None:
     import torch
 
     from models import MyNet, MyNetCfg
-    from objectives.mynet import load_data
-    from objectives.torch_fit import accuracy, fit
+    from objectives.mynet.objective import load_data
+    from objectives.training.fit import accuracy, fit
     from spaces.mynet import SPACE, AugmentConfig, TrainConfig
 
     torch.set_num_threads(1)

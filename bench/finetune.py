@@ -48,8 +48,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 import objectives  # noqa: E402
-from objectives.finetune import _fit_model, build_model, load_data  # noqa: E402
-from search.algorithms import make_pruner, make_sampler  # noqa: E402
+from objectives.finetune.objective import _fit_model, build_model, load_data  # noqa: E402
+from search.engine.algorithms import make_pruner, make_sampler  # noqa: E402
 from spaces.finetune import FinetuneTrialConfig  # noqa: E402
 
 BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")

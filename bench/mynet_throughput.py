@@ -5,7 +5,7 @@ Usage: ``python bench/mynet_throughput.py [--device auto|cpu|cuda] [--quick] [--
 The lab's loop is the lab's code: ``datasets.FashionMNIST(root, transform=ToTensor())`` (a PIL image per
 item), ``random_split`` into 9 % / 1 % / rest, ``DataLoader(batch_size=64, shuffle=True)``, an NCHW model,
 SGD and NLL, ``loss.item()`` every 100 batches, then a validation pass over a DataLoader with ``classify``.
-rpztune's loop is ``objectives.torch_fit.fit``: uint8 tensors already on the device, a shuffled index per
+rpztune's loop is ``objectives.training.fit.fit``: uint8 tensors already on the device, a shuffled index per
 batch, ``float() / 255`` there, a channels-last model, no per-step host synchronisation, validation in
 chunks of 1000. It prints, for images/s of one epoch (training + validation, best of the repeats):
 
@@ -35,9 +35,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from models import MyNet, MyNetCfg, classify  # noqa: E402
-from objectives.augment import augment  # noqa: E402
-from objectives.fashion import fashion_split, load_fashion  # noqa: E402
-from objectives.torch_fit import cpu_latency_ms, fit, resolve_device  # noqa: E402
+from objectives.mynet.data import fashion_split, load_fashion  # noqa: E402
+from objectives.training.augment import augment  # noqa: E402
+from objectives.training.fit import cpu_latency_ms, fit, resolve_device  # noqa: E402
 from spaces.mynet import AugmentConfig, TrainConfig  # noqa: E402
 
 BATCH = 64

@@ -39,9 +39,9 @@ from optuna.storages._cached_storage import _CachedStorage
 
 import nn_numpy
 import objectives
-import objectives.numpy_mlp as numpy_mlp_objective
-import search.checkpoints
-from search.study import run_study
+import objectives.numpy_mlp.objective as numpy_mlp_objective
+import search.engine.checkpoints
+from search.engine.study import run_study
 
 PARTS = ("training", "storage", "sampler", "pruner", "checkpoint", "set-up", "other")
 
@@ -161,7 +161,8 @@ def _instrument(timer: PartTimer) -> None:
     for cls in (optuna.pruners.SuccessiveHalvingPruner, optuna.pruners.NopPruner):
         timer.wrap(cls, "prune", "pruner")
     storages = [optuna.storages.RDBStorage, _CachedStorage]
-    write_behind = _try_import("search.write_behind")  # rpztune's own storage layer (absent from old trees)
+    # rpztune's own storage layer (absent from old trees)
+    write_behind = _try_import("search.engine.write_behind")
     if write_behind is not None:
         storages += [
             c for c in vars(write_behind).values() if isinstance(c, type) and issubclass(c, _CachedStorage)

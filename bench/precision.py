@@ -4,8 +4,8 @@ Usage: ``python bench/precision.py [--epochs 9] [--seeds 0,1] [--threads 1] [--d
 
 For every seed it trains the mynet baseline configuration (``spaces/mynet.py`` ``BASELINE``) on the lab's
 9 % split for ``--epochs`` epochs (one-cycle spanning them), once in float32 and once under bfloat16
-autocast (``objectives.precision.autocast_dtype``), alternating which goes first. It prints per run the
-seconds per training epoch, the accuracy on the 10,000 validation images and on t10k (both float32, as the
+autocast (``objectives.training.precision.autocast_dtype``), alternating which goes first. It prints per run
+the seconds per training epoch, the accuracy on the 10,000 validation images and on t10k (both float32, as the
 lab scores an export), then the speed ratio per seed and the accuracy differences. bfloat16 pays only on
 CPUs with AMX tiles (the ``auto`` precision uses it only there).
 """
@@ -25,9 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from models import MyNet  # noqa: E402
-from objectives.allocator import keep_freed_memory  # noqa: E402
-from objectives.mynet import load_data  # noqa: E402
-from objectives.torch_fit import accuracy, fit  # noqa: E402
+from objectives.mynet.objective import load_data  # noqa: E402
+from objectives.training.allocator import keep_freed_memory  # noqa: E402
+from objectives.training.fit import accuracy, fit  # noqa: E402
 from spaces.mynet import BASELINE, SPACE, suggest  # noqa: E402
 
 

@@ -31,9 +31,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from objectives import TrialContext  # noqa: E402
-from objectives.fidelity import RungPruner  # noqa: E402
-from objectives.mynet import load_data, objective  # noqa: E402
-from search.algorithms import make_pruner  # noqa: E402
+from objectives.mynet.objective import load_data, objective  # noqa: E402
+from objectives.mynet.pruner import RungPruner  # noqa: E402
+from search.engine.algorithms import make_pruner  # noqa: E402
 from spaces.mynet import BASELINE, SPACE, suggest  # noqa: E402
 
 MODES = ("retrain", "continue")

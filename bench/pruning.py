@@ -58,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from objectives import get_task  # noqa: E402
 from search import run_study  # noqa: E402
-from search.algorithms import asha_rungs, make_pruner  # noqa: E402
+from search.engine.algorithms import asha_rungs, make_pruner  # noqa: E402
 
 TASK = "mynet"
 RANDOM_ORDERS = 4000  # orders of the pooled random trials behind random search's expected compute

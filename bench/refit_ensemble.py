@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from nn_numpy import predict, stack_models  # noqa: E402
 from objectives import get_task  # noqa: E402
 from objectives.folds import stratified_folds  # noqa: E402
-from objectives.numpy_mlp import pool, start_fit  # noqa: E402
+from objectives.numpy_mlp.objective import pool, start_fit  # noqa: E402
 from spaces.numpy_mlp import NumpyMLPConfig  # noqa: E402
 
 _FOLD_SEED = 7_919  # objectives/confirm.py's partition offset: the confirmation's folds

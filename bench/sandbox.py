@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from search.sandbox import run_sandboxed  # noqa: E402
+from search.delivery.sandbox import run_sandboxed  # noqa: E402
 
 IMPORT = [sys.executable, "-I", "-c", "import numpy, torch"]
 

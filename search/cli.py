@@ -20,27 +20,26 @@ from typing import TYPE_CHECKING, Any
 
 import objectives
 from objectives import DataError, TaskError
-from objectives.allocator import keep_freed_memory
+from objectives.training.allocator import keep_freed_memory
 from reports.write import PLOTLYJS_MODES
-from spaces import SpaceError
-
-from .algorithms import PRUNERS, SAMPLERS
-from .sandbox import SandboxUnavailable
-from .storage import (
+from search.delivery.sandbox import SandboxUnavailable
+from search.engine.algorithms import PRUNERS, SAMPLERS
+from search.engine.storage import (
     DEFAULT_STORAGE,
     StorageError,
     check_writable,
     open_existing,
 )
-from .study import StudyError
-from .workers import WorkerError, exit_code, raise_on_sigterm
+from search.engine.study import StudyError
+from search.engine.workers import WorkerError, exit_code, raise_on_sigterm
+from spaces import SpaceError
 
 if TYPE_CHECKING:
     import optuna
 
-    from .study import RunSummary
-    from .validate import Limits, Report
-    from .winner import Winner
+    from search.delivery.validate import Limits, Report
+    from search.engine.study import RunSummary
+    from search.selection.winner import Winner
 
 __all__ = ["main"]
 
@@ -59,7 +58,7 @@ USER_ERRORS = (
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run (or resume) a study of TASK: --trials N adds N trials to it."""
-    from .study import run_study
+    from search.engine.study import run_study
 
     summary = run_study(
         args.task,
@@ -89,9 +88,9 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 
 
 def _confirm(args: argparse.Namespace, study: str, top: int, folds: int | None, seeds: int | None) -> int:
-    from .confirm import confirm
-    from .refit import refit
-    from .study import load_study
+    from search.engine.study import load_study
+    from search.selection.confirm import confirm
+    from search.selection.refit import refit
 
     result = confirm(
         args.storage, study, top=top, folds=folds, seeds=seeds, workers=args.workers, data=args.data,
@@ -123,7 +122,7 @@ def _confirm(args: argparse.Namespace, study: str, top: int, folds: int | None, 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Join an existing study (its task, space and data path come from the study) and run trials."""
-    from .study import join_study
+    from search.engine.study import join_study
 
     summary = join_study(args.study, storage=args.storage, data=args.data, **_execution(args))
     _print_summary(summary, args.storage)
@@ -222,8 +221,8 @@ def _widest(table: Any) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write the winner (or --trial N) of a study as the lab's files into --out (--standalone: no timm)."""
-    from .export import export
-    from .winner import find_winner
+    from search.delivery.export import export
+    from search.selection.winner import find_winner
 
     winner = find_winner(args.storage, args.study, args.trial, checkpoints=args.checkpoints)
     if args.ensemble is not None or args.tta != "none":
@@ -237,7 +236,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export_ensemble(args: argparse.Namespace, winner: Winner) -> int:
-    from .export.ensemble import export_ensemble
+    from search.delivery.export_ensemble import export_ensemble
 
     if args.ensemble is None:
         raise ValueError("--tta flip averages an ensemble's members over flips: give --ensemble K too")
@@ -282,8 +281,8 @@ _PARTS = ("orig_acc", "aug_acc", "new_acc")
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score the weights export writes for the winner (or --trial N): its stored refit's, else the trial's
     own (--trial-weights: always the trial's), on the test split of --data; print one JSON line."""
-    from .refit import find_refit
-    from .winner import evaluate, find_winner
+    from search.selection.refit import find_refit
+    from search.selection.winner import evaluate, find_winner
 
     winner = find_winner(args.storage, args.study, args.trial, checkpoints=args.checkpoints)
     refit = None if args.trial_weights else find_refit(winner)
@@ -298,7 +297,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_refit(args: argparse.Namespace) -> int:
     """Retrain the winner (or --trial N) of a study on its train + validation images (or --data-fraction F
     of the training images plus the validation images) for its best epoch count; export then uses it."""
-    from .refit import refit
+    from search.selection.refit import refit
 
     check_writable(args.storage, args.checkpoints)
     result = refit(
@@ -328,8 +327,8 @@ def cmd_refit(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     """Write the lab's submission zip (--out) from the winners of the numpy-mlp, mynet and finetune studies
     and an FCNet study (a short one is run when there is none), then validate it like `rpztune validate`."""
-    from .submit import build_submission
-    from .validate import validate
+    from search.delivery.submit import build_submission
+    from search.delivery.validate import validate
 
     submission = build_submission(
         args.storage,
@@ -354,13 +353,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """Check a submission zip as the upload system would use it: the lab's files at the root, then, unpacked
     in a fresh offline Python without rpztune, the numpy layers, MyNet, model.pt, classify, FinetuneNet and
     finetuned.pt; CPU times and sizes against the limits. Exit code 1 when a check fails."""
-    from .validate import validate
+    from search.delivery.validate import validate
 
     return _print_report(validate(args.zip, _limits(args)))
 
 
 def _limits(args: argparse.Namespace) -> Limits:
-    from .validate import Limits
+    from search.delivery.validate import Limits
 
     return Limits(
         zip_mb=args.max_zip_mb,
@@ -392,8 +391,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Write an HTML page per study and an index.html comparing all studies into --out (only reads the
     storage); --csv/--parquet write each study's trials and per-epoch curves tables instead."""
     from reports.write import storage_label, write_reports, write_tables
-
-    from .study import load_study, study_dir
+    from search.engine.study import load_study, study_dir
 
     storage = _existing_storage(args.storage)
     studies = None

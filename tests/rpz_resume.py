@@ -11,7 +11,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 
 from objectives import TrialContext
-from objectives.resume import progress_path
+from objectives.training.resume import progress_path
 
 
 class WorkerDied(Exception):

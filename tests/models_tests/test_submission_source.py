@@ -14,7 +14,7 @@ from models import FinetuneCfg, FinetuneNet, MyNet, MyNetCfg, submission_source
 from models import mynet as mynet_module
 from models._standalone import standalone_source
 from models.weights import resolve_weights
-from search.validate import third_party_imports
+from search.delivery.validate import third_party_imports
 
 NO_TIMM_PRELUDE = (
     "sys.modules['timm'] = None  # import timm fails: the file must not need it\n"

@@ -13,8 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = """
 import json, resource, numpy as np
-from objectives.allocator import keep_freed_memory, release_free_memory
-from objectives.memory import rss_mb
+from objectives.training.allocator import keep_freed_memory, release_free_memory
+from objectives.training.memory import rss_mb
 took = keep_freed_memory()
 faults = []
 for _ in range(6):  # a training step's pattern: a 64 MiB activation allocated, filled and freed

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from objectives.data import DataError
-from objectives.fashion import fashion_split, load_fashion
+from objectives.mnist import DataError
+from objectives.mynet.data import fashion_split, load_fashion
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from objectives.feature_cache import FeatureCache, weights_tag
+from objectives.finetune.feature_cache import FeatureCache, weights_tag
 
 
 def counting(value: float):

@@ -11,9 +11,9 @@ from rpz_resume import die_then_retry
 
 from models.finetune import FinetuneNet
 from objectives import TrialContext, get_task
-from objectives.finetune import load_data
-from objectives.photo_augment import augment_batch, make_mix, make_policy
-from objectives.proxy import proxy_score
+from objectives.finetune.augment import augment_batch, make_mix, make_policy
+from objectives.finetune.objective import load_data
+from objectives.finetune.proxy import proxy_score
 from spaces.finetune import AUGMENTS, FinetuneTrialConfig
 
 TASK = get_task("finetune")
@@ -73,7 +73,7 @@ def test_fine_tuning_with_augmentation_trains_the_unfrozen_stages(data, tmp_path
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.COMPLETE, trial.user_attrs
     assert trial.user_attrs["feature_cache"] == "unused"
-    from objectives.finetune import build_model
+    from objectives.finetune.objective import build_model
 
     cfg = FinetuneTrialConfig.from_dict(trial.user_attrs["config"])
     pretrained, _, _ = build_model(cfg, TASK.space.settings())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from objectives.proxy import CONDITIONS, condition_bank, proxy_score, proxy_weights
+from objectives.finetune.proxy import CONDITIONS, condition_bank, proxy_score, proxy_weights
 
 
 def test_proxy_score_weights_orig_aug_new_like_the_leaderboard() -> None:

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from objectives import TrialContext, get_task
-from objectives.finetune import load_data
-from objectives.finetune_stages import head_digest, is_staged
+from objectives.finetune.objective import load_data
+from objectives.finetune.stages import head_digest, is_staged
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TASK = get_task("finetune")

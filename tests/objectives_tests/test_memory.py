@@ -9,8 +9,8 @@ import optuna
 import pytest
 
 from objectives import TrialContext, get_task
-from objectives.finetune import build_model, load_data
-from objectives.memory import (
+from objectives.finetune.objective import build_model, load_data
+from objectives.training.memory import (
     MARGIN,
     activation_bytes_per_image,
     default_max_memory_mb,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from objectives.augment import augment, random_erase, random_flip, random_shift
+from objectives.training.augment import augment, random_erase, random_flip, random_shift
 from spaces.mynet import AugmentConfig
 
 

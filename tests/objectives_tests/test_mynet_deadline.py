@@ -13,11 +13,11 @@ import pytest
 from rpz_mynet import TINY as SHARED_TINY
 
 from objectives import OutOfTime, TrialContext, WouldOverrun
-from objectives.fidelity import RungPlan, RungPruner
-from objectives.mynet import load_data, objective
-from objectives.time_plan import rung_overruns
+from objectives.mynet.objective import load_data, objective
+from objectives.mynet.pruner import RungPlan, RungPruner
+from objectives.training.time_plan import rung_overruns
 from search import run_study
-from search.workers import LATE_STARTS
+from search.engine.workers import LATE_STARTS
 from spaces.mynet import SPACE
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -10,10 +10,11 @@ from rpz_mynet import TINY
 from rpz_resume import die_then_retry
 
 from models import MyNet, MyNetCfg
-from objectives import TrialContext, torch_fit
-from objectives.mynet import load_data, load_model, objective, refit
-from objectives.torch_fit import accuracy, fit
-from search.algorithms import asha_rungs, make_pruner
+from objectives import TrialContext
+from objectives.mynet.objective import load_data, load_model, objective, refit
+from objectives.training import fit as torch_fit
+from objectives.training.fit import accuracy, fit
+from search.engine.algorithms import asha_rungs, make_pruner
 from spaces.mynet import SCHEDULES, SPACE, AugmentConfig, TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks

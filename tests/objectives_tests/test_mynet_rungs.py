@@ -13,11 +13,11 @@ from rpz_resume import die_then_retry
 
 from models import MyNet
 from objectives import TrialContext
-from objectives.fidelity import EPOCH_SECONDS_ATTR, RungPlan, RungPruner
-from objectives.mynet import load_data, load_model, objective
-from objectives.mynet_validation import Validation
-from objectives.torch_fit import accuracy, fit
-from search.algorithms import make_pruner
+from objectives.mynet.objective import load_data, load_model, objective
+from objectives.mynet.pruner import EPOCH_SECONDS_ATTR, RungPlan, RungPruner
+from objectives.mynet.validation import Validation
+from objectives.training.fit import accuracy, fit
+from search.engine.algorithms import make_pruner
 from spaces.mynet import SPACE, MyNetTrialConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

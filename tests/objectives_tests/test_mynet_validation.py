@@ -6,9 +6,9 @@ import optuna
 import pytest
 import torch
 
-from objectives.fashion import fashion_split, load_fashion
-from objectives.mynet_validation import Validation, decision_epochs
-from search.algorithms import asha_rungs, make_pruner
+from objectives.mynet.data import fashion_split, load_fashion
+from objectives.mynet.validation import Validation, decision_epochs
+from search.engine.algorithms import asha_rungs, make_pruner
 from spaces.mynet import SPACE
 
 

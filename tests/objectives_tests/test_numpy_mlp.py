@@ -7,8 +7,8 @@ import pytest
 from nn_numpy import BCE, SGD, build_mlp, load_model, train
 from objectives import TrialContext
 from objectives.folds import pooled, stratified_folds, tie_broken_error
-from objectives.numpy_mlp import _fold_arrays, load_data, objective, pool, random_shift
-from search.algorithms import make_pruner
+from objectives.numpy_mlp.objective import _fold_arrays, load_data, objective, pool, random_shift
+from search.engine.algorithms import make_pruner
 from spaces.numpy_mlp import SPACE
 
 SMALL = {

@@ -13,7 +13,7 @@ from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
 from objectives import DataError
-from objectives.photos import find_photo_root, load_photos, safe_extract, seeded_split
+from objectives.finetune.photos import find_photo_root, load_photos, safe_extract, seeded_split
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from models import MyNet, MyNetCfg
-from objectives.precision import autocast_dtype
-from objectives.torch_fit import accuracy, fit
+from objectives.training.fit import accuracy, fit
+from objectives.training.precision import autocast_dtype
 from spaces.mynet import AugmentConfig, TrainConfig
 
 CFG = TrainConfig("sgd", 0.05, 0.9, 0.0, "onecycle", 32, epochs=2)

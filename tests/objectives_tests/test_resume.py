@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from objectives.resume import Resume, progress_path
+from objectives.training.resume import Resume, progress_path
 
 
 @pytest.mark.parametrize(

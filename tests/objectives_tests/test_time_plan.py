@@ -9,8 +9,8 @@ import optuna
 import pytest
 
 from objectives import TrialContext, get_task
-from objectives.finetune import load_data
-from objectives.time_plan import plan_epochs
+from objectives.finetune.objective import load_data
+from objectives.training.time_plan import plan_epochs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TASK = get_task("finetune")

@@ -9,7 +9,7 @@ import pytest
 from reports.analysis import StudyData
 from reports.pages import study_page
 from reports.trust import trust_section
-from search.winner import Estimate, choose_confirmed
+from search.selection.winner import Estimate, choose_confirmed
 
 # (val_error, test_error): two trials tie at the best value
 TRIALS = [(0.02, 0.05), (0.02, 0.03), (0.04, 0.04), (0.06, 0.08), (0.10, 0.09)]
@@ -55,7 +55,7 @@ def test_trust_section_shows_the_confirmed_ranking_with_its_spread(study) -> Non
 
 
 def test_trust_section_sets_the_winner_against_the_baseline(study) -> None:
-    from search.reference import compare
+    from search.selection.reference import compare
 
     base = Estimate(0, (0.030, 0.034, 0.032), epochs=9, complexity=5_000, search_value=0.02)
     best = Estimate(1, (0.020, 0.025, 0.021), epochs=9, complexity=5_000, search_value=0.02)

@@ -15,7 +15,7 @@ import pytest
 import rpz_cli
 import torch
 
-from search.checkpoints import CheckpointError, KeepTopCheckpoints, check_checkpoint
+from search.engine.checkpoints import CheckpointError, KeepTopCheckpoints, check_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,7 +97,7 @@ else:
 
 new = {"w": torch.full((1000,), 2.0)}
 if kind == "torch":
-    from objectives.torch_fit import save_state
+    from objectives.training.fit import save_state
     save_state(new, path)
 else:
     from nn_numpy import Linear, save_model

@@ -20,10 +20,10 @@ import pytest
 import rpz_cli
 
 from nn_numpy import load_model
-from objectives.confirm import REFIT_MEMBERS
+from objectives.replicate import REFIT_MEMBERS
 from search.cli import main
-from search.confirm import confirm_study_name, default_plan
-from search.winner import Estimate, choose_confirmed, find_winner
+from search.selection.confirm import confirm_study_name, default_plan
+from search.selection.winner import Estimate, choose_confirmed, find_winner
 
 # Fixed epochs and width, no pruning: 3 complete trials whose replicates train long enough to be killed.
 COMMON = ["--seed", "5", "--set", "epochs=40", "--set", "depth=1", "--set", "width=32", "--pruner", "none"]

@@ -16,10 +16,10 @@ import pytest
 import torch
 from PIL import Image
 
-from objectives.proxy import proxy_score
+from objectives.finetune.proxy import proxy_score
 from search.cli import main
-from search.reference import compare
-from search.winner import Estimate
+from search.selection.reference import compare
+from search.selection.winner import Estimate
 
 PROBE = ["freeze=linear", "augment=none", "mix=none", "backbone=tf_efficientnet_lite0", "epochs=3"]
 N_IMAGES, N_NEW = 120, 24
@@ -90,7 +90,7 @@ def test_finetune_confirm_cross_validates_all_photos_and_refits_the_winner(work,
 def test_finetune_folds_keep_predictions_that_give_each_proxy_and_a_flip_estimate(work) -> None:
     """Each replicate's saved ORIG/AUG probabilities give its accuracies (linear probes: through the head on
     cached features); the ensemble estimate pairs the top 2 per fold, with and without flip TTA."""
-    from search.ensemble import estimate_ensemble, predictions_file
+    from search.selection.ensemble import estimate_ensemble, predictions_file
 
     url = f"sqlite:///{work / 'studies.db'}"
     study = optuna.load_study(study_name="finetune", storage=url)
@@ -169,8 +169,8 @@ def test_compare_pairs_the_replicates_and_says_who_wins() -> None:
 def test_a_fine_tune_replicate_keeps_the_memory_cap(photos_dir) -> None:
     from types import SimpleNamespace
 
-    from objectives.confirm import Replicate, retrain_finetune
-    from objectives.finetune import load_data
+    from objectives.finetune.objective import load_data
+    from objectives.replicate import Replicate, retrain_finetune
 
     data = load_data(str(photos_dir), {"max_images": 20})
     config = {

@@ -23,10 +23,10 @@ from models.ensemble import AveragedEnsemble, pack_states
 from nn_numpy import standalone_source
 from reports import plot_training
 from search.cli import main
-from search.ensemble import estimate_ensemble, predictions_file
-from search.export.ensemble import export_ensemble, submission_ensembles
-from search.validate import validate
-from search.winner import find_winner
+from search.delivery.export_ensemble import export_ensemble, submission_ensembles
+from search.delivery.validate import validate
+from search.selection.ensemble import estimate_ensemble, predictions_file
+from search.selection.winner import find_winner
 from spaces.mynet import MyNetTrialConfig
 
 MYNET = [

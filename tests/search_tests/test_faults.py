@@ -20,8 +20,8 @@ from optuna.trial import TrialState
 from rpz_cli import finish, start
 
 from search.cli import main
-from search.recovery import worker_identity
-from search.storage import get_storage
+from search.engine.recovery import worker_identity
+from search.engine.storage import get_storage
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = ["--set", "epochs=3", "--set", "depth=0", "--quiet", "--threads", "1"]  # trials of tens of ms

@@ -12,7 +12,7 @@ import pytest
 import rpz_cli
 import torch
 
-from objectives.finetune import load_model
+from objectives.finetune.objective import load_model
 from search import evaluate, find_winner
 
 # Any socket use (a download, a hub check) prints a marker and fails; the tests assert the marker is absent.

@@ -9,9 +9,9 @@ import torch
 
 from models import FinetuneCfg, FinetuneNet
 from models.weights import resolve_weights
-from search.export import EXPORTERS, export
-from search.export.finetune import finetune_source
-from search.validate import third_party_imports
+from objectives.finetune.export import finetune_source
+from search.delivery.export import EXPORTERS, export
+from search.delivery.validate import third_party_imports
 
 CFG = FinetuneCfg(backbone="tf_efficientnet_lite0", resolution=128, head="mlp", hidden=32)
 SCRIPT = (

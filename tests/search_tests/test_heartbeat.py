@@ -10,10 +10,10 @@ import pytest
 from optuna.trial import TrialState
 
 from search.cli import main
-from search.heartbeat import apply_heartbeat, check_grace, taken_over, watching_stale_trials
-from search.recovery import worker_identity
-from search.storage import get_storage
-from search.write_behind import write_behind
+from search.engine.heartbeat import apply_heartbeat, check_grace, taken_over, watching_stale_trials
+from search.engine.recovery import worker_identity
+from search.engine.storage import get_storage
+from search.engine.write_behind import write_behind
 
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
 

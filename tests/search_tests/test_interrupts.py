@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # run in): without the redelivery Python prints "Exception ignored in: <function ...>" and goes on.
 SCRIPT = """
 import os, signal, sys, time, weakref
-from search.interrupts import exit_code, raise_on_sigterm, raise_once, redeliver_dropped_interrupts
+from search.engine.interrupts import exit_code, raise_on_sigterm, raise_once, redeliver_dropped_interrupts
 
 class Thing:
     pass

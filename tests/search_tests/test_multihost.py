@@ -25,8 +25,8 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 from rpz_netns import SUBNET, Network, missing_tools
 
-from search.heartbeat import interval_for
-from search.storage import get_storage
+from search.engine.heartbeat import interval_for
+from search.engine.storage import get_storage
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT = 55432  # inside the server's own namespace: no other server can hold it

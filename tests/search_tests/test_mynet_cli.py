@@ -11,9 +11,9 @@ import pytest
 import rpz_cli
 import torch
 
-from objectives.fashion import load_fashion
+from objectives.mynet.data import load_fashion
 from search import evaluate, export, find_winner
-from search.refit import refit
+from search.selection.refit import refit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks
 

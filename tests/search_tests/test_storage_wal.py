@@ -9,7 +9,7 @@ import sys
 
 import optuna
 
-from search.storage import check_writable, get_storage
+from search.engine.storage import check_writable, get_storage
 
 WORKER = """
 import sys, optuna

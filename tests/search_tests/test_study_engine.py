@@ -10,8 +10,8 @@ import pytest
 from optuna.trial import TrialState
 
 from objectives import Task, TrialContext, register
-from search.algorithms import PRUNERS, SAMPLERS, asha_rungs, make_pruner, make_sampler
-from search.study import StudyError, run_study
+from search.engine.algorithms import PRUNERS, SAMPLERS, asha_rungs, make_pruner, make_sampler
+from search.engine.study import StudyError, run_study
 from spaces import Choice, FloatRange, Param, Space
 
 

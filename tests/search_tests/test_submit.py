@@ -14,7 +14,7 @@ import pytest
 import rpz_cli
 
 from nn_numpy import standalone_source
-from search.validate import OPTIONAL_FILES, REQUIRED_FILES, Limits, validate
+from search.delivery.validate import OPTIONAL_FILES, REQUIRED_FILES, Limits, validate
 
 NUMPY = ["--set", "epochs=5", "--trials", "3", "--pruner", "none"]
 MYNET = [

@@ -22,9 +22,9 @@ from models._standalone import submission_source
 from models.finetune import FinetuneCfg
 from models.mynet import MyNetCfg
 from nn_numpy import standalone_source
-from search.sandbox import SandboxUnavailable
-from search.validate import REQUIRED_FILES, Limits
-from search.validate import validate as validate_library
+from search.delivery.sandbox import SandboxUnavailable
+from search.delivery.validate import REQUIRED_FILES, Limits
+from search.delivery.validate import validate as validate_library
 
 ROOT = Path(__file__).resolve().parents[2]
 # numpy_nn.py imports first: the hostile code runs there, before torch is needed.

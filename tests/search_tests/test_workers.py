@@ -16,8 +16,8 @@ import pytest
 from optuna.trial import TrialState
 from rpz_cli import finish, start
 
-from search.recovery import recover_orphans, trials_lost_with, worker_identity
-from search.storage import get_storage
+from search.engine.recovery import recover_orphans, trials_lost_with, worker_identity
+from search.engine.storage import get_storage
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = ["--set", "epochs=3", "--set", "depth=0", "--quiet"]  # trials of a few tens of milliseconds
@@ -204,7 +204,7 @@ def test_the_retry_of_a_killed_mynet_trial_resumes_from_its_last_epoch(data_dir,
 
 
 def test_workers_on_one_machine_share_its_ram_under_the_default_memory_cap(data_dir, tmp_path) -> None:
-    from objectives.memory import default_max_memory_mb
+    from objectives.training.memory import default_max_memory_mb
 
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     tiny = ["--set", "stages=1", "--set", "channels=8", "--set", "epochs=1", "--set", "data_fraction=0.01"]

@@ -7,9 +7,9 @@ from pathlib import Path
 import optuna
 import sqlalchemy
 
-from search.algorithms import make_pruner, make_sampler
-from search.storage import get_storage
-from search.write_behind import WriteBehindStorage, write_behind
+from search.engine.algorithms import make_pruner, make_sampler
+from search.engine.storage import get_storage
+from search.engine.write_behind import WriteBehindStorage, write_behind
 
 
 def _objective(trial: optuna.Trial) -> float:

@@ -1,0 +1,85 @@
+"""Export a numpy-mlp winner: ``numpy_nn.py``, its weights, the lab's two figures and ``winner.json``.
+The weights are the trial's refit (every training image, the confirmed epoch count) when one is stored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from nn_numpy import load_model, predict, standalone_source
+from objectives.files import atomic_copy, atomic_write_text
+from objectives.mnist import load_mnist, select_pair
+from reports import plot_classification, plot_training
+from search.selection.refit import find_refit
+from search.selection.winner import Winner
+
+__all__ = ["export_numpy_mlp"]
+
+_LOSS_LABELS = {"se": "MSE", "bce": "binary cross-entropy"}
+
+
+def export_numpy_mlp(winner: Winner, out: Path, data: str | None) -> list[Path]:
+    """``numpy_nn.py`` (standalone layers, ``load_model``), weights, the lab's figures, ``winner.json``."""
+    trial = winner.trial
+    written = [atomic_write_text(out / "numpy_nn.py", standalone_source())]
+    weights = out / "numpy_nn_weights.npz"
+    refit = find_refit(winner)
+    atomic_copy(winner.checkpoint if refit is None else refit[1], weights)
+    written.append(weights)
+
+    config = trial.user_attrs["config"]
+    curves = trial.user_attrs["curves"]
+    best_epoch = trial.user_attrs.get("best_epoch")
+    written.append(
+        plot_training(
+            {"validation": curves["val_loss"], "training": curves["train_loss"]},
+            out / "numpy_nn_training.png",
+            ylabel=_LOSS_LABELS.get(config["loss"], config["loss"]),
+            best_epoch=best_epoch,
+            title=f"{winner.study.study_name}: trial {trial.number}",
+        )
+    )
+
+    model, extras = load_model(weights)
+    classes = tuple(int(c) for c in extras["classes"])
+    images = load_mnist(data or winner.data)
+    x, y = select_pair(images.x_test, images.y_test, classes)
+    x_norm = ((x - float(extras["mean"])) / float(extras["std"])).astype(model[0].W.dtype)
+    predicted = (predict(model, x_norm) > 0.5).astype(np.int64).ravel()
+    test_error = float(np.mean(predicted != y.ravel()))
+    written.append(
+        plot_classification(
+            x.reshape(-1, 28, 28),
+            predicted,
+            y.ravel(),
+            [str(c) for c in classes],
+            out / "numpy_nn_classification.png",
+            title=f"NN classification: test error {test_error:.4f}",
+        )
+    )
+    if refit is None:
+        source = f"trial {trial.number}'s checkpoint (best epoch {best_epoch}); no refit stored"
+    else:
+        done = refit[0]
+        source = (
+            f"the refit of trial {trial.number} ({done['epochs']} epochs on {done['n_train']} images, "
+            f"{refit[1].name})"
+        )
+    print(f"numpy_nn_weights.npz: {source}; test_error {test_error:.4f} on {len(y)} test images")
+    summary = {
+        "study": winner.study.study_name,
+        "trial": trial.number,
+        "val_error": trial.value,
+        "best_epoch": best_epoch,
+        "weights": "trial" if refit is None else "refit",
+        "refit": None if refit is None else refit[0],
+        "test_error": test_error,
+        "n_test": int(len(y)),
+        "config": config,
+        "data_source": images.source,
+        "usage": "model, extras = numpy_nn.load_model('numpy_nn_weights.npz'); numpy_nn.predict(model, x)",
+    }
+    written.append(atomic_write_text(out / "winner.json", json.dumps(summary, indent=2) + "\n"))
+    return written

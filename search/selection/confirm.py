@@ -1,0 +1,380 @@
+"""Confirmation: re-train a study's top-K configurations on fresh folds or seeds, then pick the winner by a
+noise-aware rule (:data:`search.selection.winner.RULE`).
+
+Design: every re-training (a *replicate*: one configuration on one fold or seed) is one trial of a separate
+Optuna study ``<study>:confirm`` linked to the search study (study attributes ``confirm_of`` there and
+``confirm_study`` here). Replicates are enqueued as WAITING trials carrying their key (``confirm_key``:
+source trial, fold/seed, plan seed) and are taken with ``study.ask()``, which claims a WAITING trial
+atomically, so any number of processes or machines on the same storage share the queue like the search's
+workers. A killed run leaves its replicate RUNNING: the next run fails it (``recovery.recover_orphans``) and
+re-queues it, so confirmation resumes where it stopped, and a replicate counts once however often it ran.
+A separate study keeps the search study as it was: its best value, sampler history, pruner rungs, the
+``--keep-top`` checkpoints and its report never see values measured on other folds.
+
+The estimates (mean ± sd per configuration), the ranking, the winner and why it won are stored in the search
+study's attribute ``confirm``; ``export``, ``submit`` and ``evaluate`` then use that winner. The winner is
+refit on all training data when its task has a cheap refit (numpy-mlp: every training image for the
+confirmed epoch count; finetune: every photo); mynet's refit stays ``rpztune refit`` (minutes).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import multiprocessing as mp
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+import objectives
+from objectives.replicate import RETRAINERS, SCHEMES, Replicate
+from objectives.training.allocator import keep_freed_memory, release_free_memory
+from objectives.training.memory import shared_cap, track_peak_rss
+from search.engine.recovery import recover_orphans, worker_identity
+from search.engine.storage import get_storage
+from search.engine.study import StudyError, load_study, study_dir
+from search.engine.workers import _limit_threads, _thread_env, available_cores
+from search.selection import reference as ref
+from search.selection.ensemble import save_predictions
+from search.selection.winner import RULE, Estimate, choose_confirmed, complexity
+
+__all__ = ["CONFIRM_SUFFIX", "ConfirmResult", "confirm", "confirm_study_name", "default_plan", "estimates"]
+
+CONFIRM_SUFFIX = ":confirm"
+_DEFAULT = {"numpy-mlp": ("fold", 5), "finetune": ("fold", 5), "mynet": ("seed", 2)}
+_STALE_S = 120  # a RUNNING replicate that never recorded its worker (killed right after ask()) is given up
+
+
+@dataclass
+class ConfirmResult:
+    """A finished confirmation: the plan, how many replicates this run trained, the estimates and winner,
+    and the winner against the study's baseline (``search/reference.py``; ``None`` without one)."""
+
+    study: str
+    confirm_study: str
+    scheme: str
+    count: int
+    trained: int
+    ranking: list[Estimate]
+    winner: Estimate
+    reason: str
+    reference: dict[str, Any] | None = None
+
+
+def confirm_study_name(study_name: str) -> str:
+    """The Optuna study holding ``study_name``'s confirmation replicates."""
+    return study_name + CONFIRM_SUFFIX
+
+
+def default_plan(task: str, folds: int | None = None, seeds: int | None = None) -> tuple[str, int]:
+    """``("fold", F)`` or ``("seed", R)`` for ``task``: the asked one, else the task's default.
+
+    Raises:
+        ValueError: for both, a count below 2, or a scheme the task cannot confirm with.
+    """
+    if folds is not None and seeds is not None:
+        raise ValueError("give --folds or --seeds, not both")
+    scheme, count = _DEFAULT[task]
+    if folds is not None:
+        scheme, count = "fold", folds
+    if seeds is not None:
+        scheme, count = "seed", seeds
+    if count < 2:
+        raise ValueError(f"--{scheme}s must be at least 2 (a spread needs two replicates), got {count}")
+    if scheme not in SCHEMES[task]:
+        raise ValueError(f"{task} confirms over {' or '.join(s + 's' for s in SCHEMES[task])}, not {scheme}s")
+    return scheme, count
+
+
+def confirm(
+    storage: str,
+    study_name: str,
+    *,
+    top: int = 5,
+    folds: int | None = None,
+    seeds: int | None = None,
+    workers: int = 1,
+    data: str | None = None,
+    device: str = "auto",
+    log: Callable[[str], None] = lambda line: None,
+) -> ConfirmResult:
+    """Re-train the ``top`` best completed trials of a study on ``folds`` folds or ``seeds`` seeds (default
+    per task: 5 folds, mynet 2 seeds), store the estimates and the confirmed winner in the study.
+
+    Runs the replicates not done yet (resuming a killed confirmation); ``workers`` processes share them.
+
+    Raises:
+        StudyError: when the study is missing, not rpztune's, has no completed trial, or ``data`` differs.
+        ValueError: for a bad plan, ``top`` or ``workers``.
+    """
+    if top < 1:
+        raise ValueError(f"--top must be at least 1, got {top}")
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    study = load_study(storage, study_name)
+    attrs = study.user_attrs
+    if "task" not in attrs:
+        raise StudyError(f"study {study_name!r} was not made by rpztune (it has no task)")
+    task = objectives.get_task(attrs["task"])
+    if task.name not in RETRAINERS:
+        raise ValueError(f"no confirmation for task {task.name!r}")
+    scheme, count = default_plan(task.name, folds, seeds)
+    baseline = ref.reference_trial(study)
+    leaders = ref.with_reference(_leaders(study, top), baseline)
+    plan_seed = int(attrs.get("seed", 0))
+    data = data if data is not None else attrs.get("data")
+    dataset = _load_checked(study, task, data)
+
+    optuna.logging.set_verbosity(logging.WARNING)
+    cstudy = optuna.create_study(
+        study_name=confirm_study_name(study_name),
+        storage=get_storage(storage),
+        direction=task.direction,
+        load_if_exists=True,
+    )
+    cstudy.set_user_attr("confirm_of", study_name)
+    cstudy.set_user_attr("task", task.name)
+    cstudy.set_user_attr("metric", task.metric)
+    study.set_user_attr("confirm_study", cstudy.study_name)
+    _recover(cstudy)
+    queued = _enqueue_missing(cstudy, leaders, scheme, count, plan_seed)
+    numbers = ", ".join(str(t.number) for t in leaders)
+    extra = "" if baseline is None else f"; the baseline, trial {baseline.number}, is the reference"
+    log(
+        f"confirming the top {top} trials of {study_name!r} ({numbers}) over {count} {scheme}s{extra}: "
+        f"{queued} replicates to train"
+    )
+    done_before = len(cstudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if queued or cstudy.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        _run((storage, study_name, cstudy.study_name, data, device), workers, dataset)
+    trained = len(cstudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) - done_before
+
+    found = estimates(study, cstudy, leaders, scheme, count, plan_seed)
+    missing = [t.number for t in leaders if t.number not in {e.trial for e in found}]
+    if missing:
+        raise StudyError(
+            f"confirmation of {study_name!r} is incomplete: trials {missing} lack replicates (failed ones "
+            f"say why in {cstudy.study_name!r}); run rpztune confirm again"
+        )
+    winner, ranking, reason = choose_confirmed(found, task.direction)
+    base = None if baseline is None else next(e for e in found if e.trial == baseline.number)
+    versus = None if base is None else ref.compare(winner, base, task.direction, task.metric)
+    study.set_user_attr(
+        "confirm",
+        {
+            "study": cstudy.study_name,
+            "scheme": scheme,
+            "count": count,
+            "top": [t.number for t in leaders],
+            "estimates": [e.to_dict() for e in ranking],
+            "winner": winner.trial,
+            "reason": reason,
+            "reference": versus,
+            "parts": ref.replicate_parts(cstudy, [t.number for t in leaders], (scheme, count, plan_seed)),
+            "rule": RULE,
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        },
+    )
+    return ConfirmResult(
+        study_name, cstudy.study_name, scheme, count, trained, ranking, winner, reason, versus
+    )
+
+
+def estimates(
+    study: optuna.Study,
+    cstudy: optuna.Study,
+    leaders: list[FrozenTrial],
+    scheme: str,
+    count: int,
+    plan_seed: int,
+) -> list[Estimate]:
+    """The complete estimates of ``leaders`` under one plan: each replicate counted once (the first that
+    completed), a trial without all its replicates left out."""
+    values: dict[int, dict[int, dict[str, Any]]] = {}
+    for trial in cstudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        attrs = trial.user_attrs
+        if (attrs.get("scheme"), attrs.get("count"), attrs.get("plan_seed")) != (scheme, count, plan_seed):
+            continue
+        values.setdefault(int(attrs["confirm_of"]), {}).setdefault(
+            int(attrs["index"]), attrs | {"v": trial.value}
+        )
+    found = []
+    for leader in leaders:
+        reps = values.get(leader.number, {})
+        if len(reps) < count:
+            continue
+        ordered = [reps[i] for i in sorted(reps)]
+        found.append(
+            Estimate(
+                trial=leader.number,
+                values=tuple(float(r["v"]) for r in ordered),
+                epochs=int(statistics.median_high(int(r.get("best_epoch") or 1) for r in ordered)),
+                complexity=complexity(leader),
+                search_value=float(leader.value),
+            )
+        )
+    return found
+
+
+def _leaders(study: optuna.Study, top: int) -> list[FrozenTrial]:
+    complete = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "config" in t.user_attrs
+    ]
+    if not complete:
+        raise StudyError(f"study {study.study_name!r} has no completed trial to confirm")
+    sign = 1.0 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1.0
+    return sorted(complete, key=lambda t: (sign * t.value, t.number))[:top]
+
+
+def _key(trial: int, rep: Replicate) -> str:
+    return f"{trial}/{rep.key}/seed{rep.seed}"
+
+
+def _recover(cstudy: optuna.Study) -> None:
+    """Fail (and re-queue) the replicates of dead local processes; give up RUNNING ones without a worker."""
+    recover_orphans(cstudy)
+    storage = cstudy._storage
+    now = datetime.datetime.now()
+    for trial in cstudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if "worker" in trial.user_attrs or trial.datetime_start is None:
+            continue
+        if (now - trial.datetime_start).total_seconds() > _STALE_S:
+            try:
+                storage.set_trial_user_attr(
+                    trial._trial_id, "fail_reason", "killed before it recorded a worker"
+                )
+                storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass
+
+
+def _enqueue_missing(
+    cstudy: optuna.Study, leaders: list[FrozenTrial], scheme: str, count: int, seed: int
+) -> int:
+    """Queue every replicate of the plan that is neither done, queued nor running; return how many."""
+    live = {
+        t.user_attrs.get("confirm_key")
+        for t in cstudy.get_trials(deepcopy=False)
+        if t.state in (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
+    }
+    queued = 0
+    for leader in leaders:
+        for index in range(count):
+            rep = Replicate(scheme, index, count, seed)
+            if _key(leader.number, rep) in live:
+                continue
+            cstudy.enqueue_trial(
+                {},
+                user_attrs={
+                    "confirm_key": _key(leader.number, rep),
+                    "confirm_of": leader.number,
+                    "scheme": scheme,
+                    "index": index,
+                    "count": count,
+                    "plan_seed": seed,
+                    "config": leader.user_attrs["config"],
+                },
+            )
+            queued += 1
+    return queued
+
+
+def _load_checked(study: optuna.Study, task: objectives.Task, data: str | None) -> Any:
+    dataset = task.load_data(data, dict(study.user_attrs.get("settings", {})))
+    if dataset.fingerprint != study.user_attrs.get("data_fingerprint"):
+        raise StudyError(
+            f"study {study.study_name!r} was run on data {study.user_attrs.get('data_source')}, but "
+            f"{dataset.source} has another fingerprint; pass the study's --data"
+        )
+    return dataset
+
+
+def _run(job: tuple, workers: int, dataset: Any) -> None:
+    if workers == 1:
+        _work(*job, threads=None, dataset=dataset)
+        return
+    threads = max(1, available_cores() // workers)
+    context = mp.get_context("spawn")
+    with _thread_env(threads):
+        share = {"threads": threads, "workers": workers}
+        procs = [context.Process(target=_work, args=job, kwargs=share) for _ in range(workers)]
+        for proc in procs:
+            proc.start()
+    try:
+        for proc in procs:
+            proc.join()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the workers too (their running replicates are
+        for proc in procs:  # recovered by the next confirm run), never leave them training on their own
+            if proc.exitcode is None:
+                proc.terminate()
+        for proc in procs:
+            proc.join(30)
+            if proc.exitcode is None:
+                proc.kill()
+        raise
+
+
+def _work(
+    storage: str,
+    study_name: str,
+    confirm_name: str,
+    data: str | None,
+    device: str,
+    *,
+    threads: int | None,
+    workers: int = 1,
+    dataset: Any = None,
+) -> int:
+    """Train queued replicates until none is left (one of ``workers`` processes); return how many this
+    process trained."""
+    optuna.logging.set_verbosity(logging.WARNING)
+    # replicates are claimed with ask()/tell(); a dead process's are recovered by the next confirm run
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+    study = load_study(storage, study_name)
+    task = objectives.get_task(study.user_attrs["task"])
+    _limit_threads(threads or task.max_threads)  # numpy-mlp: one BLAS thread, as its search workers
+    keep_freed_memory()  # as a search worker (objectives/allocator.py)
+    settings = dict(study.user_attrs.get("settings", {}))
+    dataset = dataset if dataset is not None else _load_checked(study, task, data)
+    settings.update(shared_cap(settings, workers))  # the workers share this machine's RAM
+    cstudy = optuna.load_study(
+        study_name=confirm_name, storage=get_storage(storage), sampler=optuna.samplers.RandomSampler()
+    )
+    sources = {t.number: t for t in study.get_trials(deepcopy=False)}
+    retrain = RETRAINERS[task.name]
+    identity = worker_identity()
+    trained = 0
+    while cstudy.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        trial = cstudy.ask()
+        trial.set_user_attr("worker", {**identity, "trial": trial.number})
+        if "confirm_key" not in trial.user_attrs:  # another process took the last queued one first
+            trial.set_user_attr("fail_reason", "no replicate left in the queue")
+            cstudy.tell(trial, state=TrialState.FAIL)
+            break
+        attrs = trial.user_attrs
+        rep = Replicate(attrs["scheme"], int(attrs["index"]), int(attrs["count"]), int(attrs["plan_seed"]))
+        started = time.perf_counter()
+        try:
+            with track_peak_rss(trial):
+                record = retrain(sources[int(attrs["confirm_of"])], dataset, rep, settings, device)
+        except Exception as exc:  # one replicate fails; the others go on, and the next run retries it
+            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
+            cstudy.tell(trial, state=TrialState.FAIL)
+            continue
+        finally:
+            release_free_memory()
+        predictions = record.pop("predictions", None)
+        if predictions is not None:  # kept for ensembles (search/ensemble.py)
+            save_predictions(study_dir(storage, study_name), attrs["confirm_key"], predictions)
+        for name, value in record.items():
+            trial.set_user_attr(name, value)
+        trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
+        cstudy.tell(trial, record["value"])
+        trained += 1
+    return trained

@@ -1,0 +1,237 @@
+"""Ensembles of confirmed configurations: keep each confirmation replicate's held-out predictions, estimate
+what averaging the top K configurations gains over the confirmed winner, and find the members' weights.
+
+The estimate is paired and honest: every replicate (a fold for finetune, a seed on the fixed validation
+images for mynet) trains each confirmed configuration apart and predicts the *same* held-out images, so
+averaging the K members' probabilities per replicate gives the ensemble's held-out figure on that replicate,
+compared with the winner's own on the same images. Nothing here sees a test split. The members are the
+confirmed winner and the next K - 1 configurations of the confirmed ranking (best mean first). With flip
+test-time augmentation (finetune) the ORIG part averages each member over the photo and its left-right
+flip; AUG and NEW are scored without flips (their flipped copies are not kept: that would cost a backbone
+pass per copy).
+
+The predictions are files beside the study's checkpoints: ``confirm-predictions/<trial>-<replicate>.npz``
+(see ``objectives/held_out.py`` for their parts), written by ``rpztune confirm``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+
+from objectives.finetune.proxy import proxy_score
+from objectives.replicate import Replicate
+from search.engine.checkpoints import check_checkpoint, checkpoint_path
+
+__all__ = [
+    "PREDICTIONS_DIR",
+    "EnsembleEstimate",
+    "estimate_ensemble",
+    "member_weights",
+    "predictions_file",
+    "save_predictions",
+]
+
+PREDICTIONS_DIR = "confirm-predictions"
+ENSEMBLE_TASKS = ("mynet", "finetune")
+
+
+def predictions_file(folder: Path, confirm_key: str) -> Path:
+    """Where the held-out predictions of one replicate (``confirm_key``: ``trial/replicate/seed``) live."""
+    return folder / PREDICTIONS_DIR / (confirm_key.replace("/", "-") + ".npz")
+
+
+def save_predictions(folder: Path, confirm_key: str, predictions: dict[str, tuple[Any, Any]]) -> Path:
+    """Write one replicate's ``{part: (probabilities, labels)}`` atomically; return the file."""
+    path = predictions_file(folder, confirm_key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for part, (probs, labels) in predictions.items():
+        arrays[part] = np.asarray(probs, dtype=np.float32)
+        arrays[f"{part}_y"] = np.asarray(labels, dtype=np.int64)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+@dataclass(frozen=True)
+class EnsembleEstimate:
+    """The winner and the ensemble of ``members`` scored on the same held-out images, one value a replicate.
+
+    Args:
+        members: Trial numbers, the confirmed winner first.
+        scheme: ``"fold"`` or ``"seed"``.
+        single: The winner's figure per replicate (the task's metric, higher is better).
+        ensemble: The ensemble's figure per replicate.
+        flip: Whether the ensemble averaged left-right flips too (finetune's ORIG part).
+        metric: The figure's name.
+    """
+
+    members: tuple[int, ...]
+    scheme: str
+    single: tuple[float, ...]
+    ensemble: tuple[float, ...]
+    flip: bool
+    metric: str
+
+    @property
+    def gains(self) -> tuple[float, ...]:
+        """Ensemble minus winner, per replicate."""
+        return tuple(e - s for e, s in zip(self.ensemble, self.single, strict=True))
+
+    @property
+    def gain(self) -> float:
+        """Mean paired gain."""
+        return sum(self.gains) / len(self.gains)
+
+    @property
+    def gain_se(self) -> float:
+        """Standard error of the mean paired gain (0 for one replicate)."""
+        n = len(self.gains)
+        if n < 2:
+            return 0.0
+        return math.sqrt(sum((g - self.gain) ** 2 for g in self.gains) / (n - 1) / n)
+
+    @property
+    def helps(self) -> bool:
+        """The rule for using the ensemble: its mean paired gain over the replicates is positive."""
+        return self.gain > 0
+
+    def describe(self) -> str:
+        """One line: members, both figures and the paired gain ± se."""
+        what = f"ensemble of trials {', '.join(map(str, self.members))}" + (
+            " with flip TTA" if self.flip else ""
+        )
+        return (
+            f"{what}: held-out {self.metric} {np.mean(self.ensemble):.4f} vs the winner's "
+            f"{np.mean(self.single):.4f} on the same {len(self.single)} confirmation {self.scheme}s, "
+            f"paired gain {self.gain:+.4f} ± {self.gain_se:.4f} (mean ± se)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready record (``winner.json``)."""
+        return {
+            "members": list(self.members), "scheme": self.scheme, "metric": self.metric, "flip": self.flip,
+            "single": list(self.single), "ensemble": list(self.ensemble), "gain": self.gain,
+            "gain_se": self.gain_se, "helps": self.helps,
+        }  # fmt: skip
+
+
+def ensemble_members(study: optuna.Study, k: int) -> list[int]:
+    """The confirmed winner and the next ``k - 1`` trials of the confirmed ranking.
+
+    Raises:
+        ValueError: when ``k < 2``, the study is not confirmed, or fewer than ``k`` trials were confirmed.
+    """
+    if k < 2:
+        raise ValueError(f"--ensemble needs at least 2 members, got {k}")
+    record = study.user_attrs.get("confirm")
+    if not record:
+        raise ValueError(
+            f"--ensemble {k}: study {study.study_name!r} is not confirmed; run rpztune confirm "
+            f"--study {study.study_name} --top {k} first (the ensemble is chosen and scored on confirmation)"
+        )
+    ranked = [int(e["trial"]) for e in record["estimates"]]
+    if len(ranked) < k:
+        raise ValueError(
+            f"--ensemble {k}: study {study.study_name!r} has {len(ranked)} confirmed configuration(s), "
+            f"fewer than {k}; run rpztune confirm --study {study.study_name} --top {k}"
+        )
+    winner = int(record["winner"])
+    return [winner, *[t for t in ranked if t != winner][: k - 1]]
+
+
+def estimate_ensemble(study: optuna.Study, folder: Path, k: int, *, flip: bool = False) -> EnsembleEstimate:
+    """Score the ensemble of the top ``k`` confirmed configurations against the winner on every replicate.
+
+    Args:
+        study: A confirmed mynet or finetune study.
+        folder: The study's checkpoint folder (holding ``confirm-predictions/``).
+        k: Members.
+        flip: Average left-right flips too (finetune only).
+
+    Raises:
+        ValueError: for another task, ``flip`` with mynet, too few confirmed configurations, or missing
+            prediction files (naming one and how to get them).
+    """
+    task = study.user_attrs.get("task")
+    if task not in ENSEMBLE_TASKS:
+        raise ValueError(f"--ensemble is for {' and '.join(ENSEMBLE_TASKS)} studies, not {task}")
+    if flip and task != "finetune":
+        raise ValueError("--tta flip is for finetune (FashionMNIST classes are not left-right symmetric)")
+    members = ensemble_members(study, k)
+    record = study.user_attrs["confirm"]
+    scheme, count, seed = record["scheme"], int(record["count"]), int(study.user_attrs.get("seed", 0))
+    single, ensemble = [], []
+    for index in range(count):
+        rep = Replicate(scheme, index, count, seed)
+        loaded = [_load(folder, f"{trial}/{rep.key}/seed{rep.seed}", study.study_name) for trial in members]
+        single.append(_figure(task, [loaded[0]], flip=False))
+        ensemble.append(_figure(task, loaded, flip=flip))
+    metric = "accuracy" if task == "mynet" else "proxy (ORIG, AUG, NEW)"
+    return EnsembleEstimate(tuple(members), scheme, tuple(single), tuple(ensemble), flip, metric)
+
+
+def _load(folder: Path, key: str, study_name: str) -> dict[str, np.ndarray]:
+    path = predictions_file(folder, key)
+    if not path.is_file():
+        raise ValueError(
+            f"no held-out predictions {path} for replicate {key} of {study_name!r} (confirmed before rpztune "
+            "kept them, or elsewhere); delete the study's :confirm study and run rpztune confirm again"
+        )
+    with np.load(path) as arrays:
+        return {name: arrays[name] for name in arrays.files}
+
+
+def _mean(members: list[dict[str, np.ndarray]], part: str) -> tuple[np.ndarray, np.ndarray]:
+    labels = members[0][f"{part}_y"]
+    for other in members[1:]:
+        if not np.array_equal(other[f"{part}_y"], labels):
+            raise ValueError(f"the members' held-out {part} images differ; confirm them under one plan")
+    return np.mean([m[part] for m in members], axis=0), labels
+
+
+def _accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(probs.argmax(axis=1) == labels))
+
+
+def _figure(task: str, members: list[dict[str, np.ndarray]], *, flip: bool) -> float:
+    if task == "mynet":
+        return _accuracy(*_mean(members, "val"))
+    orig, labels = _mean(members, "orig")
+    if flip:
+        orig = (orig + _mean(members, "orig_flip")[0]) / 2
+    new = _accuracy(*_mean(members, "new")) if "new" in members[0] else None
+    return proxy_score(_accuracy(orig, labels), _accuracy(*_mean(members, "aug")), new)
+
+
+def member_weights(study: optuna.Study, folder: Path, trials: list[int]) -> list[tuple[Path, str]]:
+    """Each member's weights file (its refit when one is stored, else its own checkpoint) and a word for it.
+
+    Raises:
+        CheckpointError: when a member's checkpoint was not kept (``--keep-top``) or does not load.
+    """
+    all_trials = study.get_trials(deepcopy=False)
+    found = []
+    for number in trials:
+        refit = study.user_attrs.get(f"refit:{number}")
+        if refit and (folder / refit["checkpoint"]).is_file():
+            path, source = folder / refit["checkpoint"], "refit"
+        else:
+            path, source = checkpoint_path(folder, all_trials[number]), "trial"
+        what = f"ensemble member trial {number} of {study.study_name!r} (kept by --keep-top?)"
+        found.append((check_checkpoint(path, what=what), source))
+    return found
