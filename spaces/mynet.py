@@ -180,7 +180,7 @@ class TrainConfig:
         epochs: Epochs the schedule spans.
         label_smoothing: Label smoothing of the NLL loss.
         precision: ``"auto"``, ``"fp32"`` or ``"bf16"``: the autocast of training
-            (``objectives.precision.autocast_dtype``; the weights and validation stay float32).
+            (``objectives.training.precision.autocast_dtype``; the weights and validation stay float32).
     """
 
     optimizer: str
