@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.rpztune-installed
 DEMO_TRIALS ?= 100  # numpy-mlp trials (a fraction of a second each)
 
-.PHONY: demo demo-results test lint install
+.PHONY: demo demo-results test test-fast lint install
 
 # The mynet stand-in warning is printed once, by the first mynet run; the later demo commands stay quiet.
 STAND_IN_WARNED := RPZTUNE_STAND_IN_WARNED=make
@@ -52,10 +52,19 @@ demo-results:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# pytest in 2 processes (pytest-xdist); each test module runs whole in one of them, so a module's fixtures
+# (a study several of its tests read) are built once, and its tests never race each other.
+PYTEST := $(BIN)/python -m pytest -n 2 --dist loadfile
+
 # The tests use real services: a private PostgreSQL on loopback (stopped afterwards when the run started it),
-# a headless Chromium, and network namespaces for the multi-host test (as root).
+# a headless Chromium, and network namespaces for the multi-host test (as root). Under 15 minutes on 2 cores.
 test: lint
 	scripts/ensure-chromium.sh
 	scripts/ensure-bubblewrap.sh
 	scripts/ensure-netns-tools.sh
-	scripts/with-postgres.sh $(BIN)/python -m pytest
+	scripts/with-postgres.sh $(PYTEST)
+
+# Daily work: the tests not marked slow (pyproject.toml: none trains beyond a few seconds), under 2 minutes on
+# 2 cores; they need no PostgreSQL.
+test-fast: $(STAMP)
+	$(PYTEST) -m "not slow"

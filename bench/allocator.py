@@ -32,7 +32,7 @@ def finetune(data: Path) -> None:
     import torch
 
     from models.finetune import FinetuneCfg
-    from objectives.finetune.objective import _fit_model, build_model, load_data
+    from objectives.finetune.objective import build_model, fit_model, load_data
     from spaces.finetune import FinetuneTrainConfig, FinetuneTrialConfig
 
     photos = load_data(str(data / "dogs_and_cats"), {})
@@ -43,7 +43,7 @@ def finetune(data: Path) -> None:
     )
     torch.manual_seed(0)
     model, _, _ = build_model(cfg, {})
-    yield_timing(lambda: _fit_model(model, photos, cfg.train, lambda *a: None))
+    yield_timing(lambda: fit_model(model, photos, cfg.train, lambda *a: None))
 
 
 def mynet(data: Path) -> None:

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 import objectives  # noqa: E402
-from objectives.finetune.objective import _fit_model, build_model, load_data  # noqa: E402
+from objectives.finetune.objective import build_model, fit_model, load_data  # noqa: E402
 from search.engine.algorithms import make_pruner, make_sampler  # noqa: E402
 from spaces.finetune import FinetuneTrialConfig  # noqa: E402
 
@@ -84,7 +84,7 @@ def probe_seconds(data, resolution: int, epochs: int, root: Path) -> dict[str, f
     cfg = FinetuneTrialConfig.from_dict(study.trials[0].user_attrs["config"])
     started = time.perf_counter()
     model, _, _ = build_model(cfg, space.settings())
-    _fit_model(model, data, cfg.train, lambda *args: None)  # the frozen backbone runs on every batch
+    fit_model(model, data, cfg.train, lambda *args: None)  # the frozen backbone runs on every batch
     times["no cache"] = time.perf_counter() - started
     return times
 

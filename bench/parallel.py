@@ -35,12 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages._cached_storage import _CachedStorage
 
 import nn_numpy
 import objectives
 import objectives.numpy_mlp.objective as numpy_mlp_objective
 import search.engine.checkpoints
+from objectives.optuna_internals import CachedStorage  # noqa: E402
 from search.engine.study import run_study
 
 PARTS = ("training", "storage", "sampler", "pruner", "checkpoint", "set-up", "other")
@@ -160,12 +160,12 @@ def _instrument(timer: PartTimer) -> None:
             timer.wrap(cls, name, "sampler")
     for cls in (optuna.pruners.SuccessiveHalvingPruner, optuna.pruners.NopPruner):
         timer.wrap(cls, "prune", "pruner")
-    storages = [optuna.storages.RDBStorage, _CachedStorage]
+    storages = [optuna.storages.RDBStorage, CachedStorage]
     # rpztune's own storage layer (absent from old trees)
     write_behind = _try_import("search.engine.write_behind")
     if write_behind is not None:
         storages += [
-            c for c in vars(write_behind).values() if isinstance(c, type) and issubclass(c, _CachedStorage)
+            c for c in vars(write_behind).values() if isinstance(c, type) and issubclass(c, CachedStorage)
         ]
     for cls in dict.fromkeys(storages):
         for name, member in list(vars(cls).items()):

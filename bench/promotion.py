@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from objectives import TrialContext  # noqa: E402
 from objectives.mynet.objective import load_data, objective  # noqa: E402
-from objectives.mynet.pruner import RungPruner  # noqa: E402
+from objectives.rung_pruner import RungPruner  # noqa: E402
 from search.engine.algorithms import make_pruner  # noqa: E402
 from spaces.mynet import BASELINE, SPACE, suggest  # noqa: E402
 

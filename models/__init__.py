@@ -7,7 +7,8 @@ Names are imported on first use (lazy_loader, PEP 562), so ``models.mynet`` alon
 import lazy_loader
 
 _SUBMODULE_NAMES = {
-    "_standalone": ["pytorch_cnn_source", "submission_source"],
+    "_ensemble_source": ["ensemble_source"],
+    "_standalone": ["finetune_modules", "pytorch_cnn_source", "standalone_source", "submission_source"],
     "finetune": ["FINETUNE_CFG", "FinetuneCfg", "FinetuneNet"],
     "mynet": ["MYNET_CFG", "MyNet", "MyNetCfg", "classify"],
 }

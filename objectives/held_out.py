@@ -1,5 +1,5 @@
 """Held-out class probabilities of a confirmation replicate, kept so that ensembles of the confirmed
-configurations can be scored on the same held-out images (``search/ensemble.py``).
+configurations can be scored on the same held-out images (``search/selection/ensemble.py``).
 
 Each part maps to ``(probabilities [N, C] float32, labels [N] int64)``: mynet ``val`` (the study's
 validation images, its large holdout when it has one); finetune ``orig``, ``aug`` (the condition-bank copies),
@@ -9,17 +9,17 @@ test-time augmentation).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Predictions", "finetune_predictions", "probabilities"]
+__all__ = ["Predictions", "accuracy", "finetune_predictions", "mean_probabilities", "probabilities"]
 
 Predictions = dict[str, tuple[np.ndarray, np.ndarray]]
-_CHUNK = 500
+FEATURE_CHUNK = 500
 _NET_CHUNK = 32  # a whole FinetuneNet at 224 px: 128 images at a time held over 3 GB (bench/allocator.py)
 
 
@@ -28,7 +28,7 @@ def probabilities(
     x: torch.Tensor,
     *,
     prepare: Callable | None = None,
-    chunk_size: int = _CHUNK,
+    chunk_size: int = FEATURE_CHUNK,
 ) -> np.ndarray:
     """``softmax(forward(x))`` in chunks of ``chunk_size``, as float32 on the CPU (``prepare`` maps each
     chunk first)."""
@@ -71,3 +71,21 @@ def finetune_predictions(
     )
     out["orig_flip"] = (flipped, _labels(parts.y_val))
     return out
+
+
+def mean_probabilities(members: Sequence[dict[str, np.ndarray]], part: str) -> tuple[np.ndarray, np.ndarray]:
+    """The members' mean class probabilities on held-out ``part`` and its labels (kept prediction files).
+
+    Raises:
+        ValueError: when the members were scored on different images.
+    """
+    labels = members[0][f"{part}_y"]
+    for other in members[1:]:
+        if not np.array_equal(other[f"{part}_y"], labels):
+            raise ValueError(f"the members' held-out {part} images differ; confirm them under one plan")
+    return np.mean([m[part] for m in members], axis=0), labels
+
+
+def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    """The share of rows whose most probable class is the label."""
+    return float(np.mean(probs.argmax(axis=1) == labels))

@@ -1,4 +1,8 @@
-"""The task registry: one entry per searchable task (``numpy-mlp``, later ``mynet``, ``finetune``)."""
+"""The task registry: one :class:`Task` per searchable task (``numpy-mlp``, ``mynet``, ``finetune``).
+
+A task is one package under ``objectives/`` whose ``__init__`` builds its :class:`Task`, hooks included
+(:mod:`objectives.hooks`), and registers it, as timm's ``@register_model`` fills its registry; the engine
+looks a task up by name and asks it, never the other way round."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from objectives.hooks import Confirmation, Ensembling, Exporter, Refit
 from spaces import Space
 
 if TYPE_CHECKING:
@@ -58,13 +63,18 @@ class Task:
             ``optuna.TrialPruned`` when told, writes the best epoch's checkpoint into
             ``context.checkpoint_dir`` and names it in the trial's ``checkpoint`` user attribute.
         evaluate: ``(trial, checkpoint_path, data_path, settings) -> dict`` of test-split figures.
-        max_epochs: ``space -> int``, the largest epoch count a trial can report (pruners' budget).
+        max_epochs: ``space -> int``, the largest epoch count a trial can report (pruners' budget;
+            default: the largest ``epochs`` the space can draw).
         max_threads: Most BLAS/torch threads a worker should use (``None``: as many as it is given);
             small matrices run slower with more threads.
         baseline: Parameters of a known-good configuration, enqueued as a new study's first trial so the
             search starts from it (keys the space does not draw, or cannot reach, are left out); the pruner
             never stops it.
         default_pruner: The pruner a study gets when none is named (``"asha"``; numpy-mlp: ``"none"``).
+        confirmation: How it re-trains a configuration on fresh folds or seeds (``None``: no ``confirm``).
+        refit: How it retrains its winner on all its images (``None``: no ``refit``).
+        exporter: How it writes its winner as the lab's files (``None``: no ``export``).
+        ensembling: How it averages confirmed configurations (``None``: no ``--ensemble``).
     """
 
     name: str
@@ -74,19 +84,23 @@ class Task:
     load_data: Callable[[str | None, dict[str, Any]], Any]
     objective: Callable[[optuna.Trial, Any, Space, TrialContext], float]
     evaluate: Callable[[optuna.trial.FrozenTrial, Path, str | None, dict[str, Any]], dict[str, Any]]
-    max_epochs: Callable[[Space], int]
+    max_epochs: Callable[[Space], int] = lambda space: int(space.largest("epochs"))
     max_threads: int | None = None
     baseline: Mapping[str, Any] | None = None
     default_pruner: str = "asha"
+    confirmation: Confirmation | None = None
+    refit: Refit | None = None
+    exporter: Exporter | None = None
+    ensembling: Ensembling | None = None
 
 
 _TASKS: dict[str, Task] = {}
-# The built-in tasks register themselves when their module is first imported, so a process imports only
+# The built-in tasks register themselves when their package is first imported, so a process imports only
 # the task it runs (numpy-mlp needs no torch; mynet no timm) and the CLI starts without any of them.
 _BUILTIN = {
-    "numpy-mlp": "objectives.numpy_mlp.objective",
-    "mynet": "objectives.mynet.objective",
-    "finetune": "objectives.finetune.objective",
+    "numpy-mlp": "objectives.numpy_mlp",
+    "mynet": "objectives.mynet",
+    "finetune": "objectives.finetune",
 }
 
 

@@ -106,11 +106,11 @@ def _confirm(args: argparse.Namespace, study: str, top: int, folds: int | None, 
             + (" baseline" if estimate.trial == base else "")
         )
     print(f"winner: trial {result.winner.trial}: {result.reason}")
-    attrs = load_study(args.storage, study).user_attrs
+    task = objectives.get_task(load_study(args.storage, study).user_attrs["task"])
     if result.reference is not None:
         print(result.reference["line"])
-    if attrs["task"] == "mynet":
-        print(f"next: rpztune refit --study {study} (mynet: minutes), then rpztune export")
+    if task.refit is None or not task.refit.quick:
+        print(f"next: rpztune refit --study {study} ({task.name}: minutes), then rpztune export")
     else:
         done = refit(args.storage, study, result.winner.trial, data=args.data, checkpoints=args.checkpoints)
         print(

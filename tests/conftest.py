@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,17 @@ import torch
 from rpz_offline import NO_RPZTUNE_PRELUDE, OFFLINE_PRELUDE
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The modules whose tests are all slow first (real runs, services: the longest), then those with more
+    slow tests, each module's own order kept: ``make test`` runs each module whole in one of two processes
+    (``--dist loadfile``), taking modules in this order, so the long ones start early and the two processes
+    end together instead of one running the last long module alone."""
+    module = {item: item.nodeid.split("::")[0] for item in items}
+    slow = Counter(module[item] for item in items if item.get_closest_marker("slow"))
+    tests = Counter(module.values())
+    items.sort(key=lambda item: (slow[module[item]] < tests[module[item]], -slow[module[item]]))  # stable
 
 
 @pytest.fixture(scope="session")

@@ -11,12 +11,10 @@ from pathlib import Path
 
 import torch
 
-from models import finetune, prediction
-from models._standalone import finetune_modules, standalone_source
+from models import finetune, finetune_modules, prediction, standalone_source
 from objectives.files import atomic_copy, atomic_write_text
 from objectives.finetune.objective import load_model
-from search.selection.refit import find_refit
-from search.selection.winner import Winner
+from objectives.hooks import ExportJob
 from spaces.finetune import FinetuneTrialConfig
 
 __all__ = ["export_finetune", "finetune_source"]
@@ -52,30 +50,27 @@ def finetune_source(cfg: finetune.FinetuneCfg, *, plain_torch: bool = False) -> 
     )
 
 
-def export_finetune(winner: Winner, out: Path, data: str | None, *, plain_torch: bool = False) -> list[Path]:
+def export_finetune(job: ExportJob) -> list[Path]:
     """Write pytorch_cnn.py, finetuned.pt and winner.json; check that the weights load into the file's net
     and give the trained net's logits.
 
     Args:
-        winner: The study's winner.
-        out: The output folder.
-        data: Unused (the photos are not needed to export).
-        plain_torch: Write a ``pytorch_cnn.py`` that needs only torch (EfficientNet-Lite backbones only).
+        job: The export; with ``job.standalone`` the ``pytorch_cnn.py`` needs only torch (EfficientNet-Lite
+            backbones only). The photos are not needed to export.
 
     Raises:
         ValueError: when the checkpoint does not fit the file's architecture or their logits differ, or
             with ``plain_torch``, for a backbone that has no plain-torch version.
     """
-    trial = winner.trial
+    trial, out, plain_torch = job.trial, job.out, job.standalone
     cfg = FinetuneTrialConfig.from_dict(trial.user_attrs["config"])
     source = finetune_source(cfg.model, plain_torch=plain_torch)
     written = [atomic_write_text(out / "pytorch_cnn.py", source)]
-    refit = find_refit(winner)
-    written.append(atomic_copy(winner.checkpoint if refit is None else refit[1], out / "finetuned.pt"))
+    written.append(atomic_copy(job.weights, out / "finetuned.pt"))
     _check_file_net(out / "pytorch_cnn.py", load_model(trial, out / "finetuned.pt"), out / "finetuned.pt")
     attrs = trial.user_attrs
     summary = {
-        "study": winner.study.study_name,
+        "study": job.study_name,
         "trial": trial.number,
         "proxy": trial.value,
         "orig_acc": attrs.get("orig_acc"),
@@ -83,14 +78,14 @@ def export_finetune(winner: Winner, out: Path, data: str | None, *, plain_torch:
         "new_acc": attrs.get("new_acc"),
         "proxy_note": attrs.get("proxy_note"),
         "best_epoch": attrs.get("best_epoch"),
-        "weights": "trial" if refit is None else "refit",
-        "refit": None if refit is None else refit[0],
+        "weights": "trial" if job.refit is None else "refit",
+        "refit": job.refit,
         "weights_source": attrs.get("weights_source"),
         "n_params": attrs.get("n_params"),
         "config": attrs["config"],
         "needs_timm": not plain_torch,
-        "data_source": winner.study.user_attrs.get("data_source"),
-        "backbones": winner.study.user_attrs.get("backbones"),
+        "data_source": job.study_attrs.get("data_source"),
+        "backbones": job.study_attrs.get("backbones"),
         "classes": ["cat", "dog"],
         "usage": (
             "from pytorch_cnn import FinetuneNet, classify; model = FinetuneNet(); "
@@ -98,13 +93,8 @@ def export_finetune(winner: Winner, out: Path, data: str | None, *, plain_torch:
         ),
     }
     written.append(atomic_write_text(out / "winner.json", json.dumps(summary, indent=2) + "\n"))
-    if refit is None:
-        weights = f"trial {trial.number}'s checkpoint (best epoch {attrs.get('best_epoch')})"
-    else:
-        done = refit[0]
-        weights = f"the refit of trial {trial.number} ({done['epochs']} epochs on {done['n_train']} photos)"
     print(
-        f"finetuned.pt: {weights}; proxy "
+        f"finetuned.pt: {job.weights_source('photos')}; proxy "
         f"{trial.value:.4f} = ORIG {attrs.get('orig_acc')}, AUG {attrs.get('aug_acc')} "
         f"({attrs.get('proxy_note')})"
     )

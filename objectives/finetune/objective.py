@@ -35,20 +35,19 @@ from objectives.finetune.photos import Photos, load_photos, seeded_split
 from objectives.finetune.proxy import condition_bank, proxy_score, proxy_weights
 from objectives.finetune.stages import PROBE, Stage, assign_stage, load_probe_head, save_probe_head
 from objectives.mnist import DataError
-from objectives.mynet.objective import max_epochs
-from objectives.task import Task, TrialContext, register
+from objectives.task import TrialContext
 from objectives.training.fit import cpu_state, restore_training, save_state, training_state
 from objectives.training.memory import plan_batch, track_peak_rss
 from objectives.training.resume import Resume
 from objectives.training.time_plan import plan_epochs, seconds_per_image
 from spaces import Choice, Space
-from spaces.finetune import BASELINE, SPACE, FinetuneTrainConfig, FinetuneTrialConfig, suggest
+from spaces.finetune import FinetuneTrainConfig, FinetuneTrialConfig, suggest
 
 __all__ = ["FinetuneData", "build_model", "evaluate", "load_data", "load_model", "objective"]
 
 # Images per forward pass when evaluating or computing features: lite1 at 224 px held 3.3 GB evaluating 128
 # at a time, 1.5 GB at 32, no slower (bench/allocator.py's workload)
-_CHUNK = 32
+NET_CHUNK = 32
 _NO_DATA = (
     "the finetune task needs photos: --data FOLDER (an ImageFolder root with cat/ and dog/, a folder "
     "holding dogs_and_cats/, or the lab's dogs_and_cats.zip)"
@@ -150,8 +149,8 @@ def _train(
     micro_batch = None
     if not cfg.train.uses_cache:
         batch = min(cfg.train.batch_size, len(data.y_train))
-        # at most _CHUNK images per forward/backward: a step's time per image barely changes, its memory does
-        plan = plan_batch(model, tuple(data.x_train.shape[1:]), batch, settings, largest=_CHUNK)
+        # at most NET_CHUNK images per forward/backward: per-image time barely changes, its memory does
+        plan = plan_batch(model, tuple(data.x_train.shape[1:]), batch, settings, largest=NET_CHUNK)
         trial.set_user_attr("memory", plan.attrs())
         if plan.reason:
             raise context.pruned(trial, curves, plan.reason)
@@ -189,10 +188,10 @@ def _train(
         if cfg.train.uses_cache:
             features, hit = _features(model, data, cfg, source, state)
             trial.set_user_attr("feature_cache", "hit" if hit else "miss")
-            _fit_head(model.head, features, data, cfg.train, on_epoch, **loop)
+            fit_head(model.head, features, data, cfg.train, on_epoch, **loop)
         else:
             trial.set_user_attr("feature_cache", "unused")
-            _fit_model(model, data, cfg.train, on_epoch, micro_batch=micro_batch, **loop)
+            fit_model(model, data, cfg.train, on_epoch, micro_batch=micro_batch, **loop)
     except optuna.TrialPruned as exc:
         raise context.pruned(trial, curves, str(exc)) from None
     best_state = best["state"]
@@ -232,13 +231,13 @@ def _fit_time(
         return cfg, None
     else:
         policy = make_policy(cfg.train.augment, n=cfg.train.randaugment_n, magnitude=cfg.train.randaugment_m)
-        size = min(micro_batch, len(data.y_train), _CHUNK)  # per-image time barely changes; memory does
+        size = min(micro_batch, len(data.y_train), NET_CHUNK)  # per-image time barely changes; memory does
 
         def train_batch() -> tuple[torch.Tensor, torch.Tensor]:
-            return _float(augment_batch(data.x_train[:size], policy)), data.y_train[:size]
+            return to_float(augment_batch(data.x_train[:size], policy)), data.y_train[:size]
 
         per_train, per_eval = seconds_per_image(
-            model, train_batch, _float(data.x_val[:_CHUNK]), F.cross_entropy
+            model, train_batch, to_float(data.x_val[:NET_CHUNK]), F.cross_entropy
         )
         n_eval = len(data.y_val) + len(data.y_aug) + (0 if data.y_new is None else len(data.y_new))
         plan = plan_epochs(per_train * len(data.y_train) + per_eval * n_eval, seconds_left, cfg.train.epochs)
@@ -340,8 +339,8 @@ def _features(
             return {
                 name: torch.cat(
                     [
-                        model.forward_features(_float(x[i : i + _CHUNK]))
-                        for i in range(0, len(x), _CHUNK)
+                        model.forward_features(to_float(x[i : i + NET_CHUNK]))
+                        for i in range(0, len(x), NET_CHUNK)
                     ]
                 )
                 for name, x in parts.items()
@@ -353,7 +352,7 @@ def _features(
     )
 
 
-def _fit_head(
+def fit_head(
     head: nn.Module,
     features: dict[str, torch.Tensor],
     data: FinetuneData,
@@ -392,7 +391,7 @@ def _fit_head(
             save_progress(training_state(epoch, head, optimizer, scheduler))
 
 
-def _fit_model(
+def fit_model(
     model: FinetuneNet,
     data: FinetuneData,
     cfg: FinetuneTrainConfig,
@@ -421,7 +420,7 @@ def _fit_model(
             index = order[step * batch : (step + 1) * batch]
             optimizer.zero_grad(set_to_none=True)
             for part in index.split(micro_batch or batch):
-                x, y = _float(augment_batch(data.x_train[part], policy)), data.y_train[part]
+                x, y = to_float(augment_batch(data.x_train[part], policy)), data.y_train[part]
                 if mix is not None:
                     x, y = mix(x, y)
                 loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing) * (
@@ -466,7 +465,7 @@ def _optim(
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor), steps
 
 
-def _float(x: torch.Tensor) -> torch.Tensor:
+def to_float(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255)
 
 
@@ -476,25 +475,10 @@ def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     model.eval()
     try:
         with torch.inference_mode():
-            return torch.cat([model(_float(x[i : i + _CHUNK])) for i in range(0, len(x), _CHUNK)])
+            return torch.cat([model(to_float(x[i : i + NET_CHUNK])) for i in range(0, len(x), NET_CHUNK)])
     finally:
         model.train(was_training)
 
 
 def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     return float((logits.argmax(dim=1) == y).float().mean())
-
-
-register(
-    Task(
-        name="finetune",
-        space=SPACE,
-        metric="proxy",
-        direction="maximize",
-        load_data=load_data,
-        objective=objective,
-        evaluate=evaluate,
-        max_epochs=max_epochs,
-        baseline=BASELINE,
-    )
-)

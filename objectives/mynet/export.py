@@ -1,5 +1,6 @@
 """Export a mynet winner: ``pytorch_cnn.py`` (``MyNet()`` builds the winner), ``model.pt``, the lab's training
-figure and ``winner.json``. The weights are the trial's refit when one is stored (see ``search/refit.py``)."""
+figure and ``winner.json``. The weights are the trial's refit when one is stored (the engine's
+``search/selection/refit.py`` finds it)."""
 
 from __future__ import annotations
 
@@ -8,25 +9,23 @@ from pathlib import Path
 
 from models import pytorch_cnn_source
 from objectives.files import atomic_copy, atomic_write_text
+from objectives.hooks import ExportJob
 from objectives.mynet.data import load_fashion
 from objectives.mynet.objective import load_model
 from objectives.training.fit import accuracy
 from reports import plot_training
-from search.selection.refit import find_refit
-from search.selection.winner import Winner
 from spaces.mynet import MyNetTrialConfig
 
 __all__ = ["export_mynet"]
 
 
-def export_mynet(winner: Winner, out: Path, data: str | None) -> list[Path]:
+def export_mynet(job: ExportJob) -> list[Path]:
     """Write pytorch_cnn.py, model.pt (a stored refit's weights first), the lab's figure, winner.json."""
-    trial = winner.trial
+    trial, out = job.trial, job.out
     cfg = MyNetTrialConfig.from_dict(trial.user_attrs["config"])
-    refit = find_refit(winner)
     weights = out / "model.pt"
     written = [atomic_write_text(out / "pytorch_cnn.py", pytorch_cnn_source(cfg.model))]
-    written.append(atomic_copy(winner.checkpoint if refit is None else refit[1], weights))
+    written.append(atomic_copy(job.weights, weights))
 
     curves = trial.user_attrs["curves"]
     best_epoch = trial.user_attrs.get("best_epoch")
@@ -36,29 +35,22 @@ def export_mynet(winner: Winner, out: Path, data: str | None) -> list[Path]:
             out / "pytorch_cnn_training.png",
             ylabel="%",
             best_epoch=best_epoch,
-            title=f"{winner.study.study_name}: trial {trial.number}",
+            title=f"{job.study_name}: trial {trial.number}",
         )
     )
 
-    images = load_fashion(data or winner.data)
+    images = load_fashion(job.data or job.study_attrs.get("data"))
     test_accuracy = accuracy(load_model(trial, weights), images.x_test, images.y_test)
-    if refit is None:
-        source = f"trial {trial.number}'s checkpoint (best epoch {best_epoch}); no refit stored"
-    else:
-        record = refit[0]
-        source = (
-            f"the refit of trial {trial.number} ({record['epochs']} epochs on {record['n_train']} images, "
-            f"{refit[1].name})"
-        )
+    source = job.weights_source()
     tested = f"{len(images.y_test)} {images.test_name} images"
     print(f"model.pt: {source}; test_accuracy {test_accuracy:.4f} on {tested}")
     summary = {
-        "study": winner.study.study_name,
+        "study": job.study_name,
         "trial": trial.number,
         "val_accuracy": trial.value,
         "best_epoch": best_epoch,
-        "weights": "trial" if refit is None else "refit",
-        "refit": None if refit is None else refit[0],
+        "weights": "trial" if job.refit is None else "refit",
+        "refit": job.refit,
         "test_accuracy": test_accuracy,
         "n_test": len(images.y_test),
         "n_params": trial.user_attrs.get("n_params"),

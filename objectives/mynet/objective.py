@@ -28,10 +28,10 @@ from optuna.trial import FrozenTrial
 from models import MyNet
 from nn_numpy import Diverged
 from objectives.mynet.data import FashionSplit, fashion_split, load_fashion
-from objectives.mynet.pruner import RungPruner
 from objectives.mynet.rungs import train_by_rungs
 from objectives.mynet.validation import Validation
-from objectives.task import Task, TrialContext, register
+from objectives.rung_pruner import RungPruner
+from objectives.task import TrialContext
 from objectives.training.augment import augment
 from objectives.training.fit import (
     EpochStats,
@@ -47,9 +47,9 @@ from objectives.training.precision import autocast_dtype
 from objectives.training.resume import Resume
 from objectives.training.time_plan import EpochCost, seconds_per_image
 from spaces import Space
-from spaces.mynet import BASELINE, SPACE, MyNetTrialConfig, suggest
+from spaces.mynet import MyNetTrialConfig, suggest
 
-__all__ = ["evaluate", "load_data", "max_epochs", "objective", "refit"]
+__all__ = ["evaluate", "load_data", "objective", "refit"]
 
 LATENCY_BATCH = (64, 1, 28, 28)  # what max_latency_ms measures: one forward pass of 64 images
 
@@ -324,10 +324,6 @@ def refit(
     }
 
 
-def max_epochs(space: Space) -> int:
-    """The largest epoch count the space can draw (the pruners' budget)."""
-    return int(space.largest("epochs"))
-
 
 def _over_cap(n_params: int, latency_ms: float, settings: dict[str, Any]) -> str | None:
     if settings.get("max_params") is not None and n_params > settings["max_params"]:
@@ -336,19 +332,3 @@ def _over_cap(n_params: int, latency_ms: float, settings: dict[str, Any]) -> str
         cap = settings["max_latency_ms"]
         return f"CPU latency {latency_ms:.1f} ms per 64 images exceeds max_latency_ms={cap}"
     return None
-
-
-register(
-    Task(
-        name="mynet",
-        space=SPACE,
-        metric="val_accuracy",
-        direction="maximize",
-        load_data=load_data,
-        objective=objective,
-        evaluate=evaluate,
-        max_epochs=max_epochs,
-        baseline=BASELINE,
-        default_pruner="rungs",  # complete 3- and 15-epoch schedules; README "Rungs" has the measurements
-    )
-)

@@ -1,4 +1,4 @@
-"""Train one mynet configuration rung by rung (see :mod:`objectives.mynet.pruner`).
+"""Train one mynet configuration rung by rung (see :mod:`objectives.rung_pruner`).
 
 Each rung trains a complete schedule of its epochs -- from a fresh initialisation (``retrain``; every rung
 draws the trial's seed, so the top rung is the run a refit repeats) or from the previous rung's weights
@@ -31,8 +31,8 @@ import torch
 from torch import nn
 
 from nn_numpy import Diverged
-from objectives.mynet.pruner import EPOCH_SECONDS_ATTR, RungPlan
 from objectives.mynet.validation import Validation
+from objectives.rung_pruner import EPOCH_SECONDS_ATTR, RungPlan
 from objectives.task import OutOfTime, TrialContext, WouldOverrun
 from objectives.training.fit import EpochStats, fit
 from objectives.training.resume import Resume

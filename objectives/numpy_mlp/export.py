@@ -10,23 +10,21 @@ import numpy as np
 
 from nn_numpy import load_model, predict, standalone_source
 from objectives.files import atomic_copy, atomic_write_text
+from objectives.hooks import ExportJob
 from objectives.mnist import load_mnist, select_pair
 from reports import plot_classification, plot_training
-from search.selection.refit import find_refit
-from search.selection.winner import Winner
 
 __all__ = ["export_numpy_mlp"]
 
 _LOSS_LABELS = {"se": "MSE", "bce": "binary cross-entropy"}
 
 
-def export_numpy_mlp(winner: Winner, out: Path, data: str | None) -> list[Path]:
+def export_numpy_mlp(job: ExportJob) -> list[Path]:
     """``numpy_nn.py`` (standalone layers, ``load_model``), weights, the lab's figures, ``winner.json``."""
-    trial = winner.trial
+    trial, out = job.trial, job.out
     written = [atomic_write_text(out / "numpy_nn.py", standalone_source())]
     weights = out / "numpy_nn_weights.npz"
-    refit = find_refit(winner)
-    atomic_copy(winner.checkpoint if refit is None else refit[1], weights)
+    atomic_copy(job.weights, weights)
     written.append(weights)
 
     config = trial.user_attrs["config"]
@@ -38,13 +36,13 @@ def export_numpy_mlp(winner: Winner, out: Path, data: str | None) -> list[Path]:
             out / "numpy_nn_training.png",
             ylabel=_LOSS_LABELS.get(config["loss"], config["loss"]),
             best_epoch=best_epoch,
-            title=f"{winner.study.study_name}: trial {trial.number}",
+            title=f"{job.study_name}: trial {trial.number}",
         )
     )
 
     model, extras = load_model(weights)
     classes = tuple(int(c) for c in extras["classes"])
-    images = load_mnist(data or winner.data)
+    images = load_mnist(job.data or job.study_attrs.get("data"))
     x, y = select_pair(images.x_test, images.y_test, classes)
     x_norm = ((x - float(extras["mean"])) / float(extras["std"])).astype(model[0].W.dtype)
     predicted = (predict(model, x_norm) > 0.5).astype(np.int64).ravel()
@@ -59,22 +57,15 @@ def export_numpy_mlp(winner: Winner, out: Path, data: str | None) -> list[Path]:
             title=f"NN classification: test error {test_error:.4f}",
         )
     )
-    if refit is None:
-        source = f"trial {trial.number}'s checkpoint (best epoch {best_epoch}); no refit stored"
-    else:
-        done = refit[0]
-        source = (
-            f"the refit of trial {trial.number} ({done['epochs']} epochs on {done['n_train']} images, "
-            f"{refit[1].name})"
-        )
+    source = job.weights_source()
     print(f"numpy_nn_weights.npz: {source}; test_error {test_error:.4f} on {len(y)} test images")
     summary = {
-        "study": winner.study.study_name,
+        "study": job.study_name,
         "trial": trial.number,
         "val_error": trial.value,
         "best_epoch": best_epoch,
-        "weights": "trial" if refit is None else "refit",
-        "refit": None if refit is None else refit[0],
+        "weights": "trial" if job.refit is None else "refit",
+        "refit": job.refit,
         "test_error": test_error,
         "n_test": int(len(y)),
         "config": config,

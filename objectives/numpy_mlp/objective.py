@@ -36,9 +36,9 @@ from nn_numpy import (
 from objectives.folds import pooled, stratified_folds, tie_broken_error
 from objectives.mnist import DigitPair, binary_split, load_mnist, select_pair
 from objectives.numpy_mlp.fold_arrays import derived, read_only
-from objectives.task import Task, TrialContext, register
+from objectives.task import TrialContext
 from spaces import Space
-from spaces.numpy_mlp import SPACE, NumpyMLPConfig, suggest
+from spaces.numpy_mlp import NumpyMLPConfig, suggest
 
 __all__ = [
     "ConfigFit",
@@ -276,30 +276,6 @@ def random_shift(
     return shifted.reshape(batch, _SIDE * _SIDE)
 
 
-def max_epochs(space: Space) -> int:
-    """The largest epoch count the space can draw (the pruners' budget)."""
-    return int(space.largest("epochs"))
-
 
 def _error(model: list, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean((predict(model, x) > 0.5).astype(np.int64) != y))
-
-
-register(
-    Task(
-        name="numpy-mlp",
-        space=SPACE,
-        metric="val_error",
-        direction="minimize",
-        load_data=load_data,
-        objective=objective,
-        evaluate=evaluate,
-        max_epochs=max_epochs,
-        # Small matrices: a second BLAS thread gained 1.13x on a quiet 2-core machine and lost 4x on a busy
-        # one, while a second worker gains 1.8x (bench/parallel.py). An explicit --threads overrides this.
-        max_threads=1,
-        # Replayed on an unpruned 5-fold study (bench/fidelity.py --pruning, seed 0, 60 trials), ASHA
-        # stopped all 6 of the best tenth and median 4 of 6; a 5-fold trial costs about half a second.
-        default_pruner="none",
-    )
-)

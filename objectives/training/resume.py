@@ -20,6 +20,7 @@ import optuna
 import sqlalchemy
 import torch
 
+from objectives.optuna_internals import trial_id
 from objectives.training.fit import save_state
 
 __all__ = ["Resume", "predecessors", "progress_path"]
@@ -77,7 +78,7 @@ class Resume:
         The source is also stored as the trial's ``resumed_from`` user attribute, and a load failure as
         ``resume_error``; either way the trial runs.
         """
-        history = predecessors(trial.storage.get_trial_system_attrs(trial._trial_id))
+        history = predecessors(trial.storage.get_trial_system_attrs(trial_id(trial)))
         resume = cls(progress_path(checkpoint_dir, trial.number))
         resume.stale = [progress_path(checkpoint_dir, number) for number in history]
         if not history:

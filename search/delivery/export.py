@@ -1,37 +1,20 @@
-"""Export a study's winner as the lab's files; one exporter module per task."""
+"""Export a study's winner as the lab's files: the weights to export (its refit first), then its task's
+exporter (:class:`objectives.hooks.Exporter`)."""
 
 from __future__ import annotations
 
-import importlib
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from objectives.files import atomic_write_text
+from objectives.hooks import ExportJob
+from search.selection.refit import find_refit
 
 if TYPE_CHECKING:
     from search.selection.winner import Winner
 
-__all__ = ["EXPORTERS", "TIMM_TASKS", "export"]
-
-
-def _lazy(module: str, name: str) -> Callable[..., list[Path]]:
-    # The exporter's module (torch, timm, matplotlib) is imported when a winner of its task is exported.
-    def exporter(*args: object, **kwargs: object) -> list[Path]:
-        return getattr(importlib.import_module(module, __name__), name)(*args, **kwargs)
-
-    exporter.__name__ = name
-    return exporter
-
-
-# exporter(winner, out, data) -> paths written; those of TIMM_TASKS also take plain_torch=.
-EXPORTERS: dict[str, Callable[..., list[Path]]] = {
-    "numpy-mlp": _lazy(".numpy_mlp", "export_numpy_mlp"),
-    "mynet": _lazy(".mynet", "export_mynet"),
-    "finetune": _lazy(".finetune", "export_finetune"),
-}
-TIMM_TASKS = ("finetune",)
+__all__ = ["export"]
 
 
 def export(
@@ -50,17 +33,25 @@ def export(
         ValueError: when the study's task has no exporter, or (``standalone``) its backbone has no
             plain-torch version.
     """
-    exporter = EXPORTERS.get(winner.task.name)
+    exporter = winner.task.exporter
     if exporter is None:
-        raise ValueError(f"no exporter for task {winner.task.name!r}; exporters: {', '.join(EXPORTERS)}")
+        raise ValueError(f"task {winner.task.name!r} has no exporter")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if winner.task.name in TIMM_TASKS:
-        written = exporter(winner, out, data, plain_torch=standalone)
-    else:
-        if standalone:
-            print(f"--standalone ignored: the {winner.task.name} files need no timm already")
-        written = exporter(winner, out, data)
+    if standalone and not exporter.standalone:
+        print(f"--standalone ignored: the {winner.task.name} files need no timm already")
+    refit = find_refit(winner)
+    job = ExportJob(
+        study_name=winner.study.study_name,
+        trial=winner.trial,
+        study_attrs=dict(winner.study.user_attrs),
+        weights=winner.checkpoint if refit is None else refit[1],
+        refit=None if refit is None else refit[0],
+        data=data or winner.data,
+        out=out,
+        standalone=standalone and exporter.standalone,
+    )
+    written = exporter.write(job)
     _record_selection(winner, out / "winner.json")
     return written
 

@@ -20,11 +20,10 @@ from typing import Any
 
 import torch
 
-from models._ensemble_source import ensemble_source
+from models import ensemble_source
 from models.ensemble import AveragedEnsemble, pack_states
 from objectives.files import atomic_write_text
-from objectives.finetune import objective as finetune_objective
-from objectives.mynet import objective as mynet_objective
+from objectives.hooks import Ensembling
 from objectives.training.fit import cpu_latency_ms, save_state
 from search.engine.study import study_dir
 from search.selection.ensemble import EnsembleEstimate, estimate_ensemble, member_weights
@@ -32,8 +31,6 @@ from search.selection.winner import Winner
 
 __all__ = ["EnsembleExport", "export_ensemble", "packed_ensemble", "submission_ensembles"]
 
-_WEIGHTS = {"mynet": "model.pt", "finetune": "finetuned.pt"}
-_SHAPES = {"mynet": (100, 1, 28, 28), "finetune": (100, 3, 96, 96)}
 _MAX_DIFF = 1e-4
 
 
@@ -57,11 +54,10 @@ def packed_ensemble(
     Raises:
         CheckpointError: when a member's weights were not kept or do not load.
     """
-    task = winner.task.name
-    objective = mynet_objective if task == "mynet" else finetune_objective
+    load_model = _hooks(winner).load_model
     all_trials = winner.study.get_trials(deepcopy=False)
     weights = member_weights(winner.study, folder, trials)
-    nets = [objective.load_model(all_trials[t], path) for t, (path, _) in zip(trials, weights, strict=True)]
+    nets = [load_model(all_trials[t], path) for t, (path, _) in zip(trials, weights, strict=True)]
     cfgs = [net.cfg for net in nets]
     ensemble = AveragedEnsemble(nets, flip=flip).eval()
     return cfgs, ensemble, [source for _, source in weights], nets
@@ -98,22 +94,19 @@ def export_ensemble(
             f"--ensemble {k}: confirmation shows no gain, so no ensemble is written: {estimate.describe()}; "
             "export without --ensemble writes the winner alone"
         )
-    task = winner.task.name
+    hooks = _hooks(winner)
     folder = (
         winner.checkpoint.parent if checkpoints is None else study_dir(storage, study.study_name, checkpoints)
     )
     cfgs, ensemble, sources, nets = packed_ensemble(winner, list(estimate.members), folder, flip=flip)
-    if task == "mynet":
-        source = ensemble_source(mynet_cfgs=cfgs)
-    else:
-        source = ensemble_source(finetune_cfgs=cfgs, flip=flip, plain_torch=plain_torch)
+    source = hooks.source(cfgs, flip, plain_torch)
     out.mkdir(parents=True, exist_ok=True)
-    weights = out / _WEIGHTS[task]
+    weights = out / hooks.weights_name
     written = [atomic_write_text(out / "pytorch_cnn.py", source)]
     written.append(save_state(pack_states([net.state_dict() for net in nets]), weights))
-    _check_file(out / "pytorch_cnn.py", task, ensemble, weights)
-    single_ms = cpu_latency_ms(nets[0], _SHAPES[task])
-    ensemble_ms = cpu_latency_ms(ensemble, _SHAPES[task])
+    _check_file(out / "pytorch_cnn.py", hooks, ensemble, weights)
+    single_ms = cpu_latency_ms(nets[0], hooks.input_shape)
+    ensemble_ms = cpu_latency_ms(ensemble, hooks.input_shape)
     summary: dict[str, Any] = {
         "study": study.study_name,
         "trial": winner.trial.number,
@@ -123,28 +116,19 @@ def export_ensemble(
         "configs": [
             t.user_attrs["config"] for t in (study.get_trials(deepcopy=False)[m] for m in estimate.members)
         ],
-        "needs_timm": task == "finetune" and not plain_torch,
+        "needs_timm": hooks.needs_timm(plain_torch),
         "usage": (
-            f"from pytorch_cnn import {'MyNet' if task == 'mynet' else 'FinetuneNet'}, classify; "
-            f"model = {'MyNet' if task == 'mynet' else 'FinetuneNet'}(); "
+            f"from pytorch_cnn import {hooks.class_name}, classify; model = {hooks.class_name}(); "
             f"model.load_state_dict(torch.load('{weights.name}', weights_only=True)); classify(model, x)"
         ),
     }
-    if task == "mynet":
-        from objectives.mynet.data import load_fashion
-        from objectives.training.fit import accuracy
-
-        images = load_fashion(winner.data)
-        summary |= {
-            "test_accuracy": accuracy(ensemble, images.x_test, images.y_test),
-            "single_test_accuracy": accuracy(nets[0], images.x_test, images.y_test),
-            "n_test": len(images.y_test),
-        }
+    if hooks.test_figures is not None:
+        summary |= hooks.test_figures(ensemble, nets[0], winner.data)
     written.append(atomic_write_text(out / "winner.json", json.dumps(summary, indent=2) + "\n"))
     return EnsembleExport(written, estimate, single_ms, ensemble_ms, sources)
 
 
-def _check_file(path: Path, task: str, ensemble: AveragedEnsemble, weights: Path) -> None:
+def _check_file(path: Path, hooks: Ensembling, ensemble: AveragedEnsemble, weights: Path) -> None:
     """Import the written file, build the lab's class with no argument, load ``weights`` strictly, and
     compare its output with ``ensemble``'s (the mean of the members' softmax) on random images."""
     name = "_rpztune_exported_ensemble"
@@ -155,11 +139,11 @@ def _check_file(path: Path, task: str, ensemble: AveragedEnsemble, weights: Path
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-        model = (module.MyNet if task == "mynet" else module.FinetuneNet)()
+        model = getattr(module, hooks.class_name)()
     finally:
         del sys.modules[name]
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))  # strict
-    x = torch.rand(4, *_SHAPES[task][1:], generator=torch.Generator().manual_seed(0))
+    x = torch.rand(4, *hooks.input_shape[1:], generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         expected, got = ensemble.eval()(x), model.eval()(x)
     diff = (got - expected).abs().max().item()
@@ -199,7 +183,7 @@ def submission_ensembles(
     notes: dict[str, str] = {}
     flipped = False
     for task, winner in winners.items():
-        use_flip = flip and task == "finetune"
+        use_flip = flip and _hooks(winner).flip is None
         estimate = estimate_ensemble(
             winner.study, study_dir(storage, winner.study.study_name), k, flip=use_flip
         )
@@ -211,7 +195,7 @@ def submission_ensembles(
         log(f"{task}: {estimate.describe()}: used")
         cfgs[task] = members
         flipped = flipped or use_flip
-        name = _WEIGHTS[task]
+        name = _hooks(winner).weights_name
         files[name] = save_state(pack_states([net.state_dict() for net in nets]), work / name)
         notes[name] = f"an ensemble of trials {list(estimate.members)} ({', '.join(sources)} weights)"
     mynet_cfgs = cfgs.get("mynet") or ([_config(winners["mynet"])] if "mynet" in winners else None)
@@ -223,8 +207,10 @@ def submission_ensembles(
 
 
 def _config(winner: Winner) -> Any:
-    from spaces.finetune import FinetuneTrialConfig
-    from spaces.mynet import MyNetTrialConfig
+    return _hooks(winner).model_config(winner.trial.user_attrs["config"])
 
-    spaces = {"mynet": MyNetTrialConfig, "finetune": FinetuneTrialConfig}
-    return spaces[winner.task.name].from_dict(winner.trial.user_attrs["config"]).model
+
+def _hooks(winner: Winner) -> Ensembling:
+    if winner.task.ensembling is None:
+        raise ValueError(f"--ensemble: a {winner.task.name} study has no ensembles")
+    return winner.task.ensembling

@@ -23,7 +23,7 @@ from typing import Any
 
 import optuna
 
-from models._standalone import submission_source
+from models import submission_source
 from reports import plot_training
 from search.delivery.export import export
 from search.delivery.export_ensemble import submission_ensembles

@@ -6,7 +6,7 @@ import warnings
 
 import optuna
 
-from objectives.mynet.pruner import RungPlan, RungPruner
+from objectives.rung_pruner import RungPlan, RungPruner
 
 __all__ = ["PRUNERS", "SAMPLERS", "asha_rungs", "make_pruner", "make_sampler"]
 
@@ -47,7 +47,7 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
     Raises:
         ValueError: for an unknown name.
     """
-    if name in ("rungs", "rungs-cost"):  # successive halving over complete short schedules (fidelity.py)
+    if name in ("rungs", "rungs-cost"):  # objectives/rung_pruner.py
         # two rungs: a fifth of the budget, then the budget (1-epoch schedules rank poorly: README "Rungs")
         plan = RungPlan(max_epochs, factor=ASHA_REDUCTION, min_epochs=max(1, max_epochs // 5))
         return RungPruner(plan, cost_weight=COST_WEIGHT if name == "rungs-cost" else 0.0)

@@ -19,9 +19,9 @@ from collections.abc import Iterator
 
 import optuna
 from optuna.storages import RDBStorage, fail_stale_trials
-from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
+from objectives.optuna_internals import heartbeat_enabled, study_storage
 from search.engine.storage import GRACE_PERIOD_S as DEFAULT_GRACE_S
 
 __all__ = [
@@ -61,7 +61,7 @@ def taken_over(study: optuna.Study, trial_id: int | None) -> bool:
     reach the storage within the grace (a lost connection), so the trial was re-queued and runs elsewhere."""
     if trial_id is None:
         return False
-    storage = study._storage
+    storage = study_storage(study)
     storage = getattr(storage, "_backend", storage)  # the stored state, not a cache of this worker's own
     return storage.get_trial(trial_id).state == TrialState.FAIL
 
@@ -69,8 +69,8 @@ def taken_over(study: optuna.Study, trial_id: int | None) -> bool:
 @contextlib.contextmanager
 def watching_stale_trials(study: optuna.Study) -> Iterator[None]:
     """While the block runs, fail and re-queue ``study``'s stale trials every heartbeat interval."""
-    storage = study._storage
-    if not is_heartbeat_enabled(storage):
+    storage = study_storage(study)
+    if not heartbeat_enabled(storage):
         yield
         return
     stop = threading.Event()

@@ -19,6 +19,8 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from objectives.optuna_internals import study_storage, trial_id
+
 __all__ = [
     "MAX_RETRY",
     "alive_here",
@@ -65,7 +67,7 @@ def recover_orphans(study: optuna.Study, *, pids: set[int] | None = None) -> lis
         The numbers of the trials that were failed.
     """
     host = socket.gethostname()
-    storage = study._storage
+    storage = study_storage(study)
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = _worker_here(trial)
@@ -78,12 +80,12 @@ def recover_orphans(study: optuna.Study, *, pids: set[int] | None = None) -> lis
             continue
         reason = f"worker process {pid} on {host} died while running this trial"
         try:
-            storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
-            if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+            storage.set_trial_user_attr(trial_id(trial), "fail_reason", reason)
+            if not storage.set_trial_state_values(trial_id(trial), TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # it finished (or another worker failed it) meanwhile
-        retry_callback()(study, storage.get_trial(trial._trial_id))
+        retry_callback()(study, storage.get_trial(trial_id(trial)))
         failed.append(trial.number)
     return failed
 

@@ -30,6 +30,7 @@ from typing import Any
 import optuna
 
 import objectives
+from objectives.optuna_internals import trial_id
 from objectives.training.allocator import keep_freed_memory, release_free_memory
 from search.engine.algorithms import make_pruner, make_sampler
 from search.engine.checkpoints import KeepTopCheckpoints
@@ -198,10 +199,10 @@ def work(
     late: list[int] = []  # trials in a row too long to finish by the deadline (objectives.WouldOverrun)
 
     def objective(trial: optuna.Trial) -> float:
-        current.update(number=trial.number, id=trial._trial_id)
+        current.update(number=trial.number, id=trial_id(trial))
         trial.set_user_attr("worker", {**identity, "trial": trial.number})
         if isinstance(storage, WriteBehindStorage):
-            storage.flush(trial._trial_id)  # recovery finds a dead worker's trial by this: write it now
+            storage.flush(trial_id(trial))  # recovery finds a dead worker's trial by this: write it now
         if progress is not None:
             progress.started(trial.number)
         try:
@@ -221,6 +222,9 @@ def work(
             raise
         except KeyboardInterrupt as exc:  # Optuna fails the trial and re-raises
             trial.set_user_attr("fail_reason", f"interrupted ({exc or 'Ctrl-C'})")
+            # The run ends with the command's one line: Optuna's "Trial N failed with value None." warning
+            # (logged without the traceback the filter below drops) is noise. The next work() resets it.
+            optuna.logging.set_verbosity(optuna.logging.ERROR)
             raise
         finally:
             if late and late[-1] != trial.number:

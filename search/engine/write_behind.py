@@ -29,10 +29,10 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.storages import RDBStorage
-from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
-from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
+from objectives.optuna_internals import CachedStorage, StudyInfo, create_scoped_session, rdb_models
+from objectives.optuna_internals import trial_id as id_of
 from search.engine.recovery import alive_here
 
 __all__ = ["MAX_DELAY_S", "REFRESH_S", "WriteBehindStorage", "write_behind"]
@@ -63,7 +63,7 @@ def write_behind(
     return storage
 
 
-class WriteBehindStorage(_CachedStorage):
+class WriteBehindStorage(CachedStorage):
     """Optuna's cached RDB storage, with this process's running trials kept in memory and written behind.
 
     Args:
@@ -123,12 +123,12 @@ class WriteBehindStorage(_CachedStorage):
         trial = self._backend._create_new_trial(study_id, template_trial)
         with self._lock:
             if study_id not in self._studies:
-                self._studies[study_id] = _StudyInfo()
+                self._studies[study_id] = StudyInfo()
             self._add_trials_to_cache(study_id, [trial])
         if template_trial is None:  # study.ask(); a template is a trial queued for later (or any worker)
-            self._own[trial._trial_id] = copy.deepcopy(trial)
-            self._since[trial._trial_id] = time.monotonic()
-        return trial._trial_id
+            self._own[id_of(trial)] = copy.deepcopy(trial)
+            self._since[id_of(trial)] = time.monotonic()
+        return id_of(trial)
 
     def set_trial_param(
         self, trial_id: int, param_name: str, param_value_internal: float, distribution: BaseDistribution
@@ -180,7 +180,7 @@ class WriteBehindStorage(_CachedStorage):
         trials = super().get_all_trials(study_id, deepcopy=deepcopy, states=states)
         if self._own:  # a copy: the caller's list must not change when the trial does
             own = self._own
-            trials = [_copy(own[t._trial_id]) if t._trial_id in own else t for t in trials]
+            trials = [_copy(own[id_of(t)]) if id_of(t) in own else t for t in trials]
         return trials
 
     def _read_trials_from_remote_storage(self, study_id: int) -> None:
@@ -215,10 +215,10 @@ class WriteBehindStorage(_CachedStorage):
         pending = self._pending.pop(trial_id, None)
         if pending is None:
             return
-        from optuna.storages._rdb import models  # SQLAlchemy's ORM: not for processes that never write
+        models = rdb_models()
 
         rdb = self._backend
-        with _create_scoped_session(rdb.scoped_session) as session:
+        with create_scoped_session(rdb.scoped_session) as session:
             if not _UPSERT:  # an SQLite older than 3.24: Optuna's own statements, a few per value
                 _write_each(rdb, session, trial_id, pending)
                 return
@@ -262,8 +262,7 @@ def _upsert(session: Any, model: Any, unique: tuple[str, ...], rows: list[dict[s
 
 
 def _write_each(rdb: RDBStorage, session: Any, trial_id: int, pending: _Pending) -> None:
-    from optuna.storages._rdb import models
-
+    models = rdb_models()
     for step, value in pending.intermediate.items():
         rdb._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
     for model, attrs in (

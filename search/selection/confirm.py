@@ -33,7 +33,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 import objectives
-from objectives.replicate import RETRAINERS, SCHEMES, Replicate
+from objectives.optuna_internals import study_storage, trial_id
+from objectives.replicate import Replicate
 from objectives.training.allocator import keep_freed_memory, release_free_memory
 from objectives.training.memory import shared_cap, track_peak_rss
 from search.engine.recovery import recover_orphans, worker_identity
@@ -47,7 +48,6 @@ from search.selection.winner import RULE, Estimate, choose_confirmed, complexity
 __all__ = ["CONFIRM_SUFFIX", "ConfirmResult", "confirm", "confirm_study_name", "default_plan", "estimates"]
 
 CONFIRM_SUFFIX = ":confirm"
-_DEFAULT = {"numpy-mlp": ("fold", 5), "finetune": ("fold", 5), "mynet": ("seed", 2)}
 _STALE_S = 120  # a RUNNING replicate that never recorded its worker (killed right after ask()) is given up
 
 
@@ -72,7 +72,9 @@ def confirm_study_name(study_name: str) -> str:
     return study_name + CONFIRM_SUFFIX
 
 
-def default_plan(task: str, folds: int | None = None, seeds: int | None = None) -> tuple[str, int]:
+def default_plan(
+    task: objectives.Task, folds: int | None = None, seeds: int | None = None
+) -> tuple[str, int]:
     """``("fold", F)`` or ``("seed", R)`` for ``task``: the asked one, else the task's default.
 
     Raises:
@@ -80,15 +82,18 @@ def default_plan(task: str, folds: int | None = None, seeds: int | None = None) 
     """
     if folds is not None and seeds is not None:
         raise ValueError("give --folds or --seeds, not both")
-    scheme, count = _DEFAULT[task]
+    if task.confirmation is None:
+        raise ValueError(f"task {task.name!r} has no confirmation")
+    schemes = task.confirmation.schemes
+    scheme, count = task.confirmation.default
     if folds is not None:
         scheme, count = "fold", folds
     if seeds is not None:
         scheme, count = "seed", seeds
     if count < 2:
         raise ValueError(f"--{scheme}s must be at least 2 (a spread needs two replicates), got {count}")
-    if scheme not in SCHEMES[task]:
-        raise ValueError(f"{task} confirms over {' or '.join(s + 's' for s in SCHEMES[task])}, not {scheme}s")
+    if scheme not in schemes:
+        raise ValueError(f"{task.name} confirms over {' or '.join(s + 's' for s in schemes)}, not {scheme}s")
     return scheme, count
 
 
@@ -122,9 +127,7 @@ def confirm(
     if "task" not in attrs:
         raise StudyError(f"study {study_name!r} was not made by rpztune (it has no task)")
     task = objectives.get_task(attrs["task"])
-    if task.name not in RETRAINERS:
-        raise ValueError(f"no confirmation for task {task.name!r}")
-    scheme, count = default_plan(task.name, folds, seeds)
+    scheme, count = default_plan(task, folds, seeds)
     baseline = ref.reference_trial(study)
     leaders = ref.with_reference(_leaders(study, top), baseline)
     plan_seed = int(attrs.get("seed", 0))
@@ -239,7 +242,7 @@ def _key(trial: int, rep: Replicate) -> str:
 def _recover(cstudy: optuna.Study) -> None:
     """Fail (and re-queue) the replicates of dead local processes; give up RUNNING ones without a worker."""
     recover_orphans(cstudy)
-    storage = cstudy._storage
+    storage = study_storage(cstudy)
     now = datetime.datetime.now()
     for trial in cstudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if "worker" in trial.user_attrs or trial.datetime_start is None:
@@ -247,9 +250,9 @@ def _recover(cstudy: optuna.Study) -> None:
         if (now - trial.datetime_start).total_seconds() > _STALE_S:
             try:
                 storage.set_trial_user_attr(
-                    trial._trial_id, "fail_reason", "killed before it recorded a worker"
+                    trial_id(trial), "fail_reason", "killed before it recorded a worker"
                 )
-                storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                storage.set_trial_state_values(trial_id(trial), TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass
 
@@ -347,7 +350,7 @@ def _work(
         study_name=confirm_name, storage=get_storage(storage), sampler=optuna.samplers.RandomSampler()
     )
     sources = {t.number: t for t in study.get_trials(deepcopy=False)}
-    retrain = RETRAINERS[task.name]
+    retrain = task.confirmation.replicate
     identity = worker_identity()
     trained = 0
     while cstudy.get_trials(deepcopy=False, states=(TrialState.WAITING,)):

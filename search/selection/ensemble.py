@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from objectives.finetune.proxy import proxy_score
+import objectives
 from objectives.replicate import Replicate
 from search.engine.checkpoints import check_checkpoint, checkpoint_path
 
@@ -40,7 +40,6 @@ __all__ = [
 ]
 
 PREDICTIONS_DIR = "confirm-predictions"
-ENSEMBLE_TASKS = ("mynet", "finetune")
 
 
 def predictions_file(folder: Path, confirm_key: str) -> Path:
@@ -167,11 +166,12 @@ def estimate_ensemble(study: optuna.Study, folder: Path, k: int, *, flip: bool =
         ValueError: for another task, ``flip`` with mynet, too few confirmed configurations, or missing
             prediction files (naming one and how to get them).
     """
-    task = study.user_attrs.get("task")
-    if task not in ENSEMBLE_TASKS:
-        raise ValueError(f"--ensemble is for {' and '.join(ENSEMBLE_TASKS)} studies, not {task}")
-    if flip and task != "finetune":
-        raise ValueError("--tta flip is for finetune (FashionMNIST classes are not left-right symmetric)")
+    task = objectives.get_task(str(study.user_attrs.get("task")))
+    hooks = task.ensembling
+    if hooks is None:
+        raise ValueError(f"--ensemble: a {task.name} study has no ensembles")
+    if flip and hooks.flip is not None:
+        raise ValueError(f"--tta flip does not apply to {task.name}: {hooks.flip}")
     members = ensemble_members(study, k)
     record = study.user_attrs["confirm"]
     scheme, count, seed = record["scheme"], int(record["count"]), int(study.user_attrs.get("seed", 0))
@@ -179,10 +179,9 @@ def estimate_ensemble(study: optuna.Study, folder: Path, k: int, *, flip: bool =
     for index in range(count):
         rep = Replicate(scheme, index, count, seed)
         loaded = [_load(folder, f"{trial}/{rep.key}/seed{rep.seed}", study.study_name) for trial in members]
-        single.append(_figure(task, [loaded[0]], flip=False))
-        ensemble.append(_figure(task, loaded, flip=flip))
-    metric = "accuracy" if task == "mynet" else "proxy (ORIG, AUG, NEW)"
-    return EnsembleEstimate(tuple(members), scheme, tuple(single), tuple(ensemble), flip, metric)
+        single.append(hooks.figure([loaded[0]], False))
+        ensemble.append(hooks.figure(loaded, flip))
+    return EnsembleEstimate(tuple(members), scheme, tuple(single), tuple(ensemble), flip, hooks.metric)
 
 
 def _load(folder: Path, key: str, study_name: str) -> dict[str, np.ndarray]:
@@ -194,28 +193,6 @@ def _load(folder: Path, key: str, study_name: str) -> dict[str, np.ndarray]:
         )
     with np.load(path) as arrays:
         return {name: arrays[name] for name in arrays.files}
-
-
-def _mean(members: list[dict[str, np.ndarray]], part: str) -> tuple[np.ndarray, np.ndarray]:
-    labels = members[0][f"{part}_y"]
-    for other in members[1:]:
-        if not np.array_equal(other[f"{part}_y"], labels):
-            raise ValueError(f"the members' held-out {part} images differ; confirm them under one plan")
-    return np.mean([m[part] for m in members], axis=0), labels
-
-
-def _accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(probs.argmax(axis=1) == labels))
-
-
-def _figure(task: str, members: list[dict[str, np.ndarray]], *, flip: bool) -> float:
-    if task == "mynet":
-        return _accuracy(*_mean(members, "val"))
-    orig, labels = _mean(members, "orig")
-    if flip:
-        orig = (orig + _mean(members, "orig_flip")[0]) / 2
-    new = _accuracy(*_mean(members, "new")) if "new" in members[0] else None
-    return proxy_score(_accuracy(orig, labels), _accuracy(*_mean(members, "aug")), new)
 
 
 def member_weights(study: optuna.Study, folder: Path, trials: list[int]) -> list[tuple[Path, str]]:

@@ -1,10 +1,9 @@
 """Refit a study's winner: retrain its configuration on its training and validation images (or more).
 
-Per task: mynet retrains on its training + validation images for the trial's best epoch count (its
-schedule spanning them); numpy-mlp on every training image (train + validation) and finetune on every
-photo, each for the *confirmed* epoch count (the median best epoch of its confirmation replicates, see
-``search/confirm.py``; the trial's own best epoch when it was not confirmed). numpy-mlp's refit is a
-``refit-NNNNN.npz`` like its trial checkpoints.
+How is the task's own (:class:`objectives.hooks.Refit`): mynet retrains on its training + validation images
+for the trial's best epoch count (its schedule spanning them); numpy-mlp on every training image and
+finetune on every photo, each for the *confirmed* epoch count (the median best epoch of its confirmation
+replicates, see ``search/selection/confirm.py``; the trial's own best epoch when it was not confirmed).
 
 A refit is stored *with the study it refits*: its state dict goes beside the trial checkpoints as
 ``refit-NNNNN.pt`` (NNNNN: the trial number) and the study gets a user attribute ``refit:N`` holding the
@@ -16,24 +15,18 @@ A refit has no validation images left, so it is never ranked against trials; ref
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import objectives
-from objectives import replicate as confirm_objectives
-from objectives.mynet import objective as mynet
+from objectives.hooks import RefitRequest
 from objectives.training.fit import resolve_device
 from search.engine.checkpoints import check_checkpoint
 from search.engine.study import StudyError, study_dir
 from search.selection.winner import Winner, find_trial
 
-__all__ = ["REFITTERS", "RefitResult", "find_refit", "refit", "refit_key"]
-
-Refitter = Callable[..., dict[str, Any]]
-REFITTERS: dict[str, Refitter] = {"mynet": mynet.refit, **confirm_objectives.REFITTERS}
-_SUFFIX = {"numpy-mlp": ".npz"}
+__all__ = ["RefitResult", "find_refit", "refit", "refit_key"]
 
 
 @dataclass(frozen=True)
@@ -72,8 +65,8 @@ def refit(
             (default: the study's ``data_fraction``, i.e. train + validation).
         device: ``auto``, ``cpu`` or ``cuda``.
         seed: Default: the trial's own seed.
-        epochs: mynet: the refit's epochs (default: the study's ``refit_epochs`` setting, at least the
-            trial's best epoch; a study without the setting: the trial's).
+        epochs: The refit's epochs, where the task lets a user set them (mynet; default: the study's
+            ``refit_epochs`` setting, at least the trial's best epoch).
 
     Raises:
         StudyError: when the study, trial or checkpoint is missing, or ``data`` is not the study's data.
@@ -81,11 +74,13 @@ def refit(
     """
     study, trial = find_trial(storage, study_name, trial_number)
     task = objectives.get_task(str(study.user_attrs["task"]))
-    refitter = REFITTERS.get(task.name)
+    refitter = task.refit
     if refitter is None:
-        raise ValueError(f"no refit for task {task.name!r}; refit supports: {', '.join(REFITTERS)}")
-    if data_fraction is not None and task.name != "mynet":
-        raise ValueError(f"--data-fraction is for mynet; a {task.name} refit trains on all its images")
+        raise ValueError(f"task {task.name!r} has no refit")
+    for option, value in (("data_fraction", data_fraction), ("epochs", epochs)):
+        if value is not None and option not in refitter.options:
+            flag = "--" + option.replace("_", "-")
+            raise ValueError(f"{flag} does not apply to a {task.name} refit: {refitter.fixed}")
     if data_fraction is not None and not 0 < data_fraction < 1:
         raise ValueError(f"--data-fraction must lie in (0, 1), got {data_fraction}")
     resolve_device(device)
@@ -100,22 +95,16 @@ def refit(
         )
     folder = study_dir(storage, study_name, checkpoints)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"refit-{trial.number:05d}{_SUFFIX.get(task.name, '.pt')}"
-    if task.name == "mynet":
-        best = int(trial.user_attrs.get("best_epoch") or 0)
-        epochs = epochs or max(best, int(settings.get("refit_epochs") or best))
-        record = refitter(
-            trial, dataset, path, data_fraction=data_fraction, device=device, seed=seed, epochs=epochs
-        )
-    else:
-        if epochs is not None:
-            raise ValueError(f"--epochs is for mynet; a {task.name} refit trains its confirmed epochs")
-        seed = int(trial.user_attrs.get("seed", trial.number)) if seed is None else seed
-        epochs = confirmed_epochs(study.user_attrs.get("confirm"), trial.number)
-        epochs = epochs or int(trial.user_attrs.get("best_epoch") or trial.user_attrs["config"]["epochs"])
-        extra = {"settings": settings} if task.name == "finetune" else {}
-        record = refitter(trial, dataset, path, epochs=epochs, seed=seed, **extra)
-        record |= {"trial": trial.number, "device": "cpu", "confirmed_epochs": epochs}
+    path = folder / f"refit-{trial.number:05d}{refitter.suffix}"
+    request = RefitRequest(
+        epochs=epochs,
+        confirmed_epochs=confirmed_epochs(study.user_attrs.get("confirm"), trial.number),
+        seed=seed,
+        data_fraction=data_fraction,
+        device=device,
+        settings=settings,
+    )
+    record = refitter.train(trial, dataset, path, request)
     record["created"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     key = refit_key(trial.number)
     study.set_user_attr(key, record)

@@ -15,6 +15,7 @@ def model() -> FinetuneNet:
     return FinetuneNet(FinetuneCfg(backbone="tf_efficientnet_lite0", resolution=128, head="mlp", hidden=32))
 
 
+@pytest.mark.slow
 def test_finetune_net_maps_96px_images_to_two_logits(model) -> None:
     model.eval()
     x = torch.rand(3, 3, 96, 96)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import MYNET_CFG, MyNet, MyNetCfg, classify, pytorch_cnn_source
+from models import MYNET_CFG, MyNet, MyNetCfg, classify, pytorch_cnn_source, standalone_source
 from models import mynet as mynet_module
-from models._standalone import standalone_source
 
 LAYOUTS = {
     "default": MyNetCfg(),
@@ -70,6 +69,7 @@ def test_classify_predicts_in_eval_mode_and_restores_the_mode() -> None:
     assert torch.equal(first, model.eval()(x).argmax(dim=1))
 
 
+@pytest.mark.slow
 def test_pytorch_cnn_source_runs_alone_and_builds_the_given_architecture(tmp_path, run_standalone) -> None:
     cfg = MyNetCfg(channels=(4, 8, 8), convs_per_stage=2, downsample="stride", hidden=(16,), head="avg")
     (tmp_path / "pytorch_cnn.py").write_text(pytorch_cnn_source(cfg))

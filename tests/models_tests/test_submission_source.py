@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import FinetuneCfg, FinetuneNet, MyNet, MyNetCfg, submission_source
+from models import FinetuneCfg, FinetuneNet, MyNet, MyNetCfg, standalone_source, submission_source
 from models import mynet as mynet_module
-from models._standalone import standalone_source
 from models.weights import resolve_weights
 from search.delivery.validate import third_party_imports
 
@@ -51,6 +50,7 @@ def trained_finetune_net(cfg: FinetuneCfg) -> FinetuneNet:
     return model.eval()
 
 
+@pytest.mark.slow
 def test_plain_torch_submission_runs_without_timm_and_matches_the_timm_nets(tmp_path, run_standalone) -> None:
     (tmp_path / "pytorch_cnn.py").write_text(submission_source(MYNET_CFG, FINETUNE_CFG, plain_torch=True))
     mynet, digits = save_probe(tmp_path)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # trains to measure the allocator (4 s)
+
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = """
 import json, resource, numpy as np

@@ -9,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from rpz_offline import OFFLINE_PRELUDE
+
+pytestmark = pytest.mark.slow  # real data files and a failed download, through the real command (4-6 s each)
 
 ROOT = Path(__file__).resolve().parents[2]
 _MAIN = "from search.cli import main\nsys.exit(main(sys.argv[1:]))\n"

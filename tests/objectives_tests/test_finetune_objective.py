@@ -45,6 +45,7 @@ def test_load_data_splits_80_20_and_builds_the_aug_bank(data) -> None:
     assert data.classes == ["cat", "dog"] and data.x_new is None
 
 
+@pytest.mark.slow
 def test_linear_probe_reuses_cached_features_and_stores_the_proxy_parts(data, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("RPZTUNE_CACHE", str(tmp_path / "cache"))  # empty, whatever other tests cached
     only_lite0 = ["tf_efficientnet_lite0", "no_such_net"]  # a name without weights is skipped, with why
@@ -68,6 +69,7 @@ def test_linear_probe_reuses_cached_features_and_stores_the_proxy_parts(data, tm
     assert float(orig) == pytest.approx(second.user_attrs["orig_acc"])
 
 
+@pytest.mark.slow
 def test_fine_tuning_with_augmentation_trains_the_unfrozen_stages(data, tmp_path) -> None:
     study = run(data, tmp_path, {"freeze": "last_k", "freeze_k": 1, "augment": "trivial", "epochs": 1})
     trial = study.trials[0]
@@ -87,6 +89,7 @@ def test_fine_tuning_with_augmentation_trains_the_unfrozen_stages(data, tmp_path
 
 
 @pytest.mark.parametrize("training", [{"freeze": "linear", "augment": "none"}, {"augment": "trivial"}])
+@pytest.mark.slow
 def test_a_retry_resumes_its_dead_predecessor_and_ends_as_an_uninterrupted_run(data, tmp_path, training):
     overrides = {**FAST, "freeze": "last_k", "freeze_k": 1, "epochs": 3, **training}
     space = TASK.space.with_overrides(overrides)
@@ -105,6 +108,7 @@ def test_a_retry_resumes_its_dead_predecessor_and_ends_as_an_uninterrupted_run(d
     assert kept == ["trial-00001.pt"], "progress files are gone"
 
 
+@pytest.mark.slow
 def test_new_data_adds_the_new_part_with_the_leaderboard_weights(photos_dir, tmp_path) -> None:
     new = tmp_path / "new"
     for name in ("cat", "dog"):

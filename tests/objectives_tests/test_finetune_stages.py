@@ -37,6 +37,7 @@ def test_finetune_stages_are_on_only_when_the_space_draws_probes_and_fine_tuning
     assert not is_staged(TASK.space.with_overrides({"stages": False}))
 
 
+@pytest.mark.slow
 def test_finetune_stages_hand_the_probe_head_to_fine_tuning(data, tmp_path) -> None:
     space = TASK.space.with_overrides(SMALL)
     # a pruner that stops every trial it is asked about: neither probes nor staged fine-tune trials ask

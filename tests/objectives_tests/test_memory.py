@@ -57,6 +57,7 @@ def test_memory_over_cap_configuration_is_pruned_with_its_reason_before_training
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_memory_cap_keeps_the_batch_through_gradient_accumulation(data, tmp_path) -> None:
     cfg = FinetuneTrialConfig.from_dict({"model": {k: FULL[k] for k in ("backbone", "resolution", "head")},
                                          "train": {"freeze": "full"}})  # fmt: skip

@@ -35,6 +35,7 @@ def run_trial(fashion, tmp_path, **overrides) -> optuna.trial.FrozenTrial:
     return study.trials[0]
 
 
+@pytest.mark.slow
 def test_objective_reports_every_epoch_and_keeps_the_final_epochs_weights(fashion, tmp_path) -> None:
     trial = run_trial(fashion, tmp_path)
     assert trial.state == optuna.trial.TrialState.COMPLETE
@@ -54,6 +55,7 @@ def test_objective_reports_every_epoch_and_keeps_the_final_epochs_weights(fashio
     assert not list(tmp_path.glob(".*")), "no temporary file is left behind"
 
 
+@pytest.mark.slow
 def test_same_trial_seed_reproduces_the_curves(fashion, tmp_path) -> None:
     first = run_trial(fashion, tmp_path, augment_flip=True, augment_erase=0.3, dropout=0.2, epochs=2)
     second = run_trial(fashion, tmp_path, augment_flip=True, augment_erase=0.3, dropout=0.2, epochs=2)
@@ -69,6 +71,7 @@ def test_objective_validates_on_the_labs_split_when_asked(data_dir, tmp_path) ->
     assert accuracy(model, lab.x_val, lab.y_val) == pytest.approx(trial.value)
 
 
+@pytest.mark.slow
 def test_objective_validates_all_images_at_asha_rungs_and_the_last_epoch_a_subset_elsewhere(
     fashion, tmp_path
 ) -> None:
@@ -116,6 +119,7 @@ def test_every_optimizer_and_schedule_lowers_the_training_loss(fashion, optimize
     assert len(losses) == 3 and losses[-1] < losses[0] and result.best_epoch == 3
 
 
+@pytest.mark.slow
 def test_refit_trains_on_train_and_validation_for_the_best_epoch_count(fashion, tmp_path) -> None:
     trial = run_trial(fashion, tmp_path)
     record = refit(trial, fashion, tmp_path / "refit.pt", device="cpu")
@@ -129,6 +133,7 @@ def test_refit_trains_on_train_and_validation_for_the_best_epoch_count(fashion, 
         refit(trial, fashion, tmp_path / "x.pt", data_fraction=0.995, device="cpu")
 
 
+@pytest.mark.slow
 def test_a_retry_resumes_its_dead_predecessor_and_ends_as_an_uninterrupted_run(fashion, tmp_path) -> None:
     space = SPACE.with_overrides({**TINY, **SMALL_DATA, "augment_flip": True, "dropout": 0.2})
     reference_dir, retry_dir = tmp_path / "reference", tmp_path / "retry"
@@ -179,6 +184,7 @@ def test_the_step_schedule_divides_the_lr_by_10_at_half_way_and_again_at_three_q
     assert lrs[20:30] == pytest.approx([0.02] * 10) and lrs[30:] == pytest.approx([0.002] * 10)
 
 
+@pytest.mark.slow
 def test_refit_spans_its_schedule_over_the_epochs_it_runs(fashion, tmp_path) -> None:
     # A winner whose best epoch is 2 of 4: stopping its 4-epoch one-cycle there would leave the peak rate
     # (the warm-up ends at a quarter); a 2-epoch schedule is half-way, 0.75 of the peak, at epoch 2's start.

@@ -14,8 +14,8 @@ from rpz_resume import die_then_retry
 from models import MyNet
 from objectives import TrialContext
 from objectives.mynet.objective import load_data, load_model, objective
-from objectives.mynet.pruner import EPOCH_SECONDS_ATTR, RungPlan, RungPruner
 from objectives.mynet.validation import Validation
+from objectives.rung_pruner import EPOCH_SECONDS_ATTR, RungPlan, RungPruner
 from objectives.training.fit import accuracy, fit
 from search.engine.algorithms import make_pruner
 from spaces.mynet import SPACE, MyNetTrialConfig
@@ -164,6 +164,7 @@ def test_a_pruned_trial_carries_its_rungs_and_reason(fashion, tmp_path) -> None:
 # retrain: epoch 3 exists only in the last rung (4 epochs), so the worker dies there after rungs of 1 and 2;
 # continue (rungs train 1, 1, 2 epochs): it dies at the 2-epoch rung's report, after that rung's one epoch
 @pytest.mark.parametrize(("promotion", "die_after", "saved"), [("retrain", 3, 3), ("continue", 2, 1)])
+@pytest.mark.slow
 def test_a_retry_continues_the_rung_its_dead_predecessor_was_in(
     fashion, tmp_path, promotion, die_after, saved
 ) -> None:

@@ -23,6 +23,7 @@ def test_precision_names_resolve_and_a_wrong_one_is_refused() -> None:
         autocast_dtype("fp16", torch.device("cpu"))
 
 
+@pytest.mark.slow
 def test_bf16_training_keeps_float32_weights_and_validates_in_float32() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (256, 1, 28, 28), dtype=torch.uint8, generator=g)

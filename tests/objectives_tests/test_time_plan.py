@@ -31,6 +31,7 @@ def test_plan_epochs_fits_the_share_of_the_time_left() -> None:
     assert late.epochs == 0 and "not enough time left" in late.reason
 
 
+@pytest.mark.slow
 def test_a_late_run_fine_tunes_its_leading_probe_and_prunes_what_cannot_finish(photos_dir, tmp_path) -> None:
     data = load_data(str(photos_dir), {**TASK.space.settings(), "max_images": 60})
     space = TASK.space.with_overrides(SMALL)

@@ -46,6 +46,7 @@ def test_dashboard_missing_tells_how_to_install(tmp_path, monkeypatch) -> None:
     assert not (tmp_path / "studies.db").exists()
 
 
+@pytest.mark.slow
 def test_dashboard_serves_the_storage_over_http(report_storage, tmp_path) -> None:
     try:
         import optuna_dashboard  # noqa: F401

@@ -24,6 +24,8 @@ import pytest
 
 from reports import write_reports
 
+pytestmark = pytest.mark.slow  # a headless Chromium (2.3 s to start) and 1.4-4 s per page
+
 ARTIFACTS = Path(__file__).resolve().parents[1] / "browser-artifacts"
 FLAGS = [
     "--headless",

@@ -53,6 +53,7 @@ def main_error(*args: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_report_cli_writes_a_page_per_study_and_an_index_reading_only(
     report_storage, hostile, tmp_path
 ) -> None:
@@ -139,6 +140,7 @@ def test_report_cli_missing_storage_is_not_created(tmp_path, monkeypatch) -> Non
     assert not (tmp_path / "missing.db").exists()
 
 
+@pytest.mark.slow
 def test_report_cli_on_a_real_numpy_mlp_study(data_dir, tmp_path) -> None:
     run = ["run", "numpy-mlp", "--trials", "4", "--seed", "1", "--set", "epochs=3", "--quiet"]
     ok(rpztune(*run, "--data", str(data_dir), cwd=tmp_path))
@@ -148,6 +150,7 @@ def test_report_cli_on_a_real_numpy_mlp_study(data_dir, tmp_path) -> None:
     assert "train_loss" in page and "val_loss" in page and "widths" in page
 
 
+@pytest.mark.slow
 def test_report_cli_on_a_real_mynet_study(data_dir, tmp_path) -> None:
     # mynet keeps epochs under config["train"] and records test_accuracy (not test_error).
     tiny = ["--set", "epochs=3", "--set", "data_fraction=0.01", "--set", "stages=1", "--set", "channels=8"]

@@ -54,6 +54,7 @@ def test_keep_top_ignores_pruned_trials_and_never_deletes_the_best_on_a_tie(tmp_
     assert len(list(tmp_path.glob("trial-*.pt"))) == 1
 
 
+@pytest.mark.slow
 def test_keep_top_through_the_real_command_leaves_k_checkpoints(data_dir, tmp_path) -> None:
     args = ["run", "numpy-mlp", "--data", str(data_dir), "--trials", "5", "--seed", "1", "--pruner", "none"]
     args += ["--set", "epochs=3", "--keep-top", "2", "--quiet"]
@@ -130,6 +131,7 @@ def _first_weight(kind: str, path: Path) -> float:
 
 @pytest.mark.parametrize("kind", ["torch", "numpy"])
 @pytest.mark.parametrize("stage", ["mid-write", "before-rename"])
+@pytest.mark.slow
 def test_a_writer_killed_mid_checkpoint_leaves_the_old_checkpoint_intact(tmp_path, stage, kind) -> None:
     path = _old_checkpoint(kind, tmp_path)
     old_bytes = path.read_bytes()

@@ -19,6 +19,8 @@ import pytest
 import rpz_cli
 from optuna.trial import TrialState
 
+pytestmark = pytest.mark.slow  # real rpztune runs in subprocesses (2-26 s each, a 12 s study shared)
+
 
 def rpztune(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     return rpz_cli.rpztune(*args, cwd=cwd, check=check)

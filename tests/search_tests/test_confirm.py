@@ -20,7 +20,8 @@ import pytest
 import rpz_cli
 
 from nn_numpy import load_model
-from objectives.replicate import REFIT_MEMBERS
+from objectives import get_task
+from objectives.numpy_mlp.replicate import REFIT_MEMBERS
 from search.cli import main
 from search.selection.confirm import confirm_study_name, default_plan
 from search.selection.winner import Estimate, choose_confirmed, find_winner
@@ -100,6 +101,7 @@ def work(data_dir, tmp_path_factory) -> Path:
     return work
 
 
+@pytest.mark.slow
 def test_confirm_resumes_after_sigkill_with_every_estimate_complete_once(work) -> None:
     killed = json.loads(work.joinpath("killed.json").read_text())
     done_before = {key for state, key in killed if state == "COMPLETE"}
@@ -117,6 +119,7 @@ def test_confirm_resumes_after_sigkill_with_every_estimate_complete_once(work) -
         assert estimate["sd"] == pytest.approx(np.std(estimate["values"], ddof=1))
 
 
+@pytest.mark.slow
 def test_status_and_the_pages_show_the_confirmation_on_its_search_study(work, tmp_path) -> None:
     code, out, _ = cli("status", "--storage", storage(work))
     winner = optuna.load_study(study_name="numpy-mlp", storage=storage(work)).user_attrs["confirm"]["winner"]
@@ -133,6 +136,7 @@ def test_status_and_the_pages_show_the_confirmation_on_its_search_study(work, tm
     assert not (tmp_path / "asked").exists()
 
 
+@pytest.mark.slow
 def test_confirm_refits_the_winner_and_export_writes_it(work, data_dir, tmp_path) -> None:
     study = optuna.load_study(study_name="numpy-mlp", storage=storage(work))
     record = study.user_attrs["confirm"]
@@ -164,6 +168,7 @@ def test_confirm_refits_the_winner_and_export_writes_it(work, data_dir, tmp_path
     assert code == 0 and own["weights"] == "trial" and own["trial"] == winner
 
 
+@pytest.mark.slow
 def test_find_winner_takes_the_confirmed_winner_not_the_best_value(work) -> None:
     study = optuna.load_study(study_name="numpy-mlp", storage=storage(work))
     winner = find_winner(storage(work), "numpy-mlp")
@@ -190,13 +195,15 @@ def test_choose_confirmed_keeps_the_best_mean_when_the_gap_exceeds_the_spread() 
 
 
 def test_default_plan_refuses_folds_for_mynet_and_single_replicates() -> None:
-    assert default_plan("numpy-mlp") == ("fold", 5) and default_plan("mynet") == ("seed", 2)
+    mlp, mynet, finetune = (get_task(name) for name in ("numpy-mlp", "mynet", "finetune"))
+    assert default_plan(mlp) == ("fold", 5) and default_plan(mynet) == ("seed", 2)
     with pytest.raises(ValueError, match="mynet confirms over seeds"):
-        default_plan("mynet", folds=3)
+        default_plan(mynet, folds=3)
     with pytest.raises(ValueError, match="at least 2"):
-        default_plan("finetune", seeds=1)
+        default_plan(finetune, seeds=1)
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_confirm_workers_too(data_dir, tmp_path) -> None:
     run = ["run", "numpy-mlp", "--trials", "2", "--data", str(data_dir), *COMMON, "--quiet"]
     assert cli(*run, "--storage", storage(tmp_path))[0] == 0

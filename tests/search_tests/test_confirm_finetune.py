@@ -61,6 +61,7 @@ def work(photos_dir, tmp_path_factory) -> Path:
     return work
 
 
+@pytest.mark.slow
 def test_finetune_confirm_cross_validates_all_photos_and_refits_the_winner(work, tmp_path) -> None:
     url = f"sqlite:///{work / 'studies.db'}"
     study = optuna.load_study(study_name="finetune", storage=url)
@@ -87,6 +88,7 @@ def test_finetune_confirm_cross_validates_all_photos_and_refits_the_winner(work,
     assert head and not all(torch.equal(own[k], refitted[k]) for k in head)  # retrained, not copied
 
 
+@pytest.mark.slow
 def test_finetune_folds_keep_predictions_that_give_each_proxy_and_a_flip_estimate(work) -> None:
     """Each replicate's saved ORIG/AUG probabilities give its accuracies (linear probes: through the head on
     cached features); the ensemble estimate pairs the top 2 per fold, with and without flip TTA."""
@@ -109,6 +111,7 @@ def test_finetune_folds_keep_predictions_that_give_each_proxy_and_a_flip_estimat
     print(f"tiny finetune study: {plain.describe()}; {flipped.describe()}")
 
 
+@pytest.mark.slow
 def test_new_photos_enter_every_replicate_with_the_leaderboard_weights(work) -> None:
     url = f"sqlite:///{work / 'studies.db'}"
     record = optuna.load_study(study_name="finetune", storage=url).user_attrs["confirm"]
@@ -126,6 +129,7 @@ def test_new_photos_enter_every_replicate_with_the_leaderboard_weights(work) -> 
         assert parts["new_acc"][0] == pytest.approx(sum(a["new_acc"] for a in mine) / 5)
 
 
+@pytest.mark.slow
 def test_the_baseline_is_confirmed_beside_the_top_k_as_the_reference(work, tmp_path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(work, copy)
@@ -170,7 +174,8 @@ def test_a_fine_tune_replicate_keeps_the_memory_cap(photos_dir) -> None:
     from types import SimpleNamespace
 
     from objectives.finetune.objective import load_data
-    from objectives.replicate import Replicate, retrain_finetune
+    from objectives.finetune.replicate import retrain_finetune
+    from objectives.replicate import Replicate
 
     data = load_data(str(photos_dir), {"max_images": 20})
     config = {

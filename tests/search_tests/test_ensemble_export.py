@@ -17,8 +17,7 @@ import optuna
 import pytest
 import torch
 
-from models import FinetuneCfg, FinetuneNet, MyNet, MyNetCfg
-from models._ensemble_source import ensemble_source
+from models import FinetuneCfg, FinetuneNet, MyNet, MyNetCfg, ensemble_source
 from models.ensemble import AveragedEnsemble, pack_states
 from nn_numpy import standalone_source
 from reports import plot_training
@@ -77,6 +76,7 @@ def _run_packed(tmp_path, run_standalone, source: str, nets: list, name: str, sh
     return result.stdout.split()
 
 
+@pytest.mark.slow
 def test_packed_mynet_builds_without_arguments_and_averages_its_members_softmax(tmp_path, run_standalone):
     torch.manual_seed(0)
     nets = [MyNet(cfg) for cfg in MEMBERS]
@@ -87,6 +87,7 @@ def test_packed_mynet_builds_without_arguments_and_averages_its_members_softmax(
     assert float(rest[1]) < 1e-5 and rest[2] == "True"
 
 
+@pytest.mark.slow
 def test_packed_finetune_with_flip_averages_the_image_and_its_mirror(tmp_path, run_standalone):
     torch.manual_seed(0)
     nets = [FinetuneNet(cfg) for cfg in LITE]
@@ -122,6 +123,7 @@ def _study(work: Path) -> optuna.Study:
     return optuna.load_study(study_name="mynet", storage=f"sqlite:///{work / 'studies.db'}")
 
 
+@pytest.mark.slow
 def test_confirmation_keeps_held_out_predictions_that_reproduce_each_replicate(work) -> None:
     study = _study(work)
     replicates = optuna.load_study(study_name="mynet:confirm", storage=f"sqlite:///{work / 'studies.db'}")
@@ -140,6 +142,7 @@ def test_confirmation_keeps_held_out_predictions_that_reproduce_each_replicate(w
     print(f"tiny mynet study: {estimate.describe()}")
 
 
+@pytest.mark.slow
 def test_export_refuses_too_few_confirmed_or_no_gain_with_one_line(work, tmp_path) -> None:
     url = f"sqlite:///{work / 'studies.db'}"
     code, out, err = cli("export", "--study", "mynet", "--out", str(tmp_path / "a"), "--ensemble", "3",
@@ -149,7 +152,7 @@ def test_export_refuses_too_few_confirmed_or_no_gain_with_one_line(work, tmp_pat
     )
     code, _, err = cli("export", "--study", "mynet", "--out", str(tmp_path / "a"), "--tta", "flip",
                        "--ensemble", "2", "--storage", url)  # fmt: skip
-    assert code == 2 and "--tta flip is for finetune" in err
+    assert code == 2 and "--tta flip does not apply to mynet: FashionMNIST classes" in err
     # a runner-up that predicts exactly like the winner: the ensemble gains nothing, so export refuses
     copy = tmp_path / "copy"
     shutil.copytree(work, copy)
@@ -174,6 +177,7 @@ def test_export_refuses_too_few_confirmed_or_no_gain_with_one_line(work, tmp_pat
     assert lines and lines[0].startswith("mynet: the winner alone, confirmation shows no gain")
 
 
+@pytest.mark.slow
 def test_export_writes_the_ensemble_when_confirmation_shows_a_gain(work, tmp_path) -> None:
     url = f"sqlite:///{work / 'studies.db'}"
     study = _study(work)
@@ -196,6 +200,7 @@ def test_export_writes_the_ensemble_when_confirmation_shows_a_gain(work, tmp_pat
         assert code == 2 and "confirmation shows no gain" in err
 
 
+@pytest.mark.slow
 def test_an_ensemble_submission_passes_validate_in_the_sandbox(work, tmp_path) -> None:
     """The packed MyNet of the real study (written regardless of its gain) with an untrained two-member
     FinetuneNet with flip TTA, in a zip with the lab's other files."""

@@ -4,6 +4,7 @@ signals), and nothing lost."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -91,6 +92,7 @@ def rpztune_with(prefix: list[str], *args: str, cwd: Path) -> subprocess.Complet
 
 
 @pytest.mark.parametrize("damage", ["text", "truncated"])
+@pytest.mark.slow
 def test_faults_a_damaged_sqlite_file_is_one_line_from_every_command(
     damage, good_db, data_dir, tmp_path, capsys
 ) -> None:
@@ -112,6 +114,7 @@ def test_faults_a_damaged_sqlite_file_is_one_line_from_every_command(
     assert db.read_bytes() == before, "the damaged file is left as it was"
 
 
+@pytest.mark.slow
 def test_faults_three_runs_creating_one_fresh_database_at_once_all_succeed(data_dir, tmp_path) -> None:
     args = ["run", "numpy-mlp", "--trials", "1", "--data", str(data_dir), "--set", "epochs=2", *QUICK]
     procs = [start(*args, cwd=tmp_path) for _ in range(3)]
@@ -136,6 +139,7 @@ def wait_running(storage: str, n: int, proc: subprocess.Popen) -> None:
 
 
 @pytest.mark.parametrize(("workers", "target"), [(1, "group"), (2, "group"), (2, "parent")])
+@pytest.mark.slow
 def test_faults_sigterm_fails_the_running_trials_and_exits_143(workers, target, data_dir, tmp_path) -> None:
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     proc = start(
@@ -160,26 +164,66 @@ def test_faults_sigterm_fails_the_running_trials_and_exits_143(workers, target, 
     ]
 
 
+def _status(pid: int, field: str) -> str:
+    for row in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if row.startswith(f"{field}:"):
+            return row.split(":", 1)[1].strip()
+    raise KeyError(field)
+
+
+def _has(mask: str, sig: signal.Signals) -> bool:
+    return bool(int(mask, 16) >> (sig - 1) & 1)
+
+
+def freeze_starting_workers(parent: subprocess.Popen, n: int, frozen: list[int]) -> None:
+    """Stop (SIGSTOP) ``parent``'s first ``n`` worker processes the moment they exist (into ``frozen``), and
+    check that each is stopped with Ctrl-C still blocked, i.e. still importing: a worker starts with SIGINT
+    and SIGTERM blocked and unblocks them only once its imports are done (search/engine/workers.py
+    ``_child_main``), a third of a second after its start on a quiet machine."""
+    children = Path(f"/proc/{parent.pid}/task/{parent.pid}/children")
+    deadline = time.time() + 120
+    while len(frozen) < n:
+        if parent.poll() is not None or time.time() > deadline:
+            pytest.fail(f"{n} workers never spawned; exit {parent.poll()}")
+        for pid in map(int, children.read_text().split()):
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if pid not in frozen and b"spawn_main" in command:  # a worker after exec (not the tracker)
+                os.kill(pid, signal.SIGSTOP)
+                frozen.append(pid)
+        time.sleep(0.001)
+    for pid in frozen:
+        while not _status(pid, "State").startswith("T"):
+            time.sleep(0.001)
+        assert _has(_status(pid, "SigBlk"), signal.SIGINT), f"worker {pid} had ended its imports when stopped"
+
+
+@pytest.mark.slow
 def test_faults_ctrl_c_while_workers_import_is_one_line(data_dir, tmp_path) -> None:
     proc = start("run", "numpy-mlp", "--workers", "2", "--trials", "200", "--data", str(data_dir), *QUICK,
                  cwd=tmp_path)  # fmt: skip
-    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
-    deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None:
-        if len(children.read_text().split()) >= 2:  # the workers (and the resource tracker) were spawned
-            break
-        time.sleep(0.01)
-    else:
-        pytest.fail("the workers were never spawned")
-    time.sleep(1.5)  # into the workers' imports (seconds of torch and optuna), not their exec
-    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    workers: list[int] = []
+    try:
+        freeze_starting_workers(proc, 2, workers)
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        for pid in workers:  # it waits in each worker until its imports are done
+            pending = int(_status(pid, "ShdPnd"), 16) | int(_status(pid, "SigPnd"), 16)
+            assert _has(f"{pending:x}", signal.SIGINT), f"worker {pid}: the Ctrl-C is not pending"
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)  # no run left behind by a failed test
+        raise
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
     code, _, err = finish(proc)
     assert code == 130, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert "interrupted" in err
     if (tmp_path / "studies.db").exists():
-        found = trials(f"sqlite:///{tmp_path / 'studies.db'}")
-        assert not [t for t in found if t.state == TrialState.RUNNING]
+        assert trials(f"sqlite:///{tmp_path / 'studies.db'}") == [], "no trial started"
 
 
 def photo_folder(photos_dir: Path, root: Path, classes: dict[str, int]) -> Path:
@@ -208,6 +252,7 @@ def test_faults_finetune_needs_two_classes_with_photos(
     assert not db.exists(), "refused before the storage is written"
 
 
+@pytest.mark.slow
 def test_faults_a_read_only_database_is_readable_and_refuses_a_run(good_db, data_dir, tmp_path) -> None:
     db = tmp_path / "studies.db"
     shutil.copy(good_db, db)
@@ -228,6 +273,7 @@ def test_faults_a_read_only_database_is_readable_and_refuses_a_run(good_db, data
     assert db.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_faults_a_read_only_checkpoint_folder_is_refused_before_the_study_exists(data_dir, tmp_path) -> None:
     checkpoints = tmp_path / "ckpt"
     checkpoints.mkdir()
@@ -256,6 +302,7 @@ def test_faults_small_input_mistakes_write_nothing(
     assert not list(tmp_path.glob("*.db"))
 
 
+@pytest.mark.slow
 def test_faults_a_completed_retry_keeps_no_fail_reason_and_resume_is_quiet(data_dir, tmp_path) -> None:
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     result = rpztune("run", "numpy-mlp", "--trials", "1", "--data", str(data_dir), *QUICK, cwd=tmp_path)

@@ -15,6 +15,8 @@ import torch
 from objectives.finetune.objective import load_model
 from search import evaluate, find_winner
 
+pytestmark = pytest.mark.slow  # a real fine-tune study (7 s) and rpztune subprocesses (4-6 s each)
+
 # Any socket use (a download, a hub check) prints a marker and fails; the tests assert the marker is absent.
 TINY = [
     "--set", "max_images=120",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -9,8 +10,9 @@ import torch
 
 from models import FinetuneCfg, FinetuneNet
 from models.weights import resolve_weights
+from objectives import get_task
 from objectives.finetune.export import finetune_source
-from search.delivery.export import EXPORTERS, export
+from search.delivery.export import export
 from search.delivery.validate import third_party_imports
 
 CFG = FinetuneCfg(backbone="tf_efficientnet_lite0", resolution=128, head="mlp", hidden=32)
@@ -32,6 +34,7 @@ SCRIPT = (
 )
 
 
+@pytest.mark.slow
 def test_plain_torch_finetune_file_loads_timm_weights_without_timm(tmp_path, run_standalone) -> None:
     source = finetune_source(CFG, plain_torch=True)
     assert "timm" not in third_party_imports(source, set()) and "Needs only torch." in source
@@ -66,6 +69,7 @@ CLASSIFY_SCRIPT = (
 )
 
 
+@pytest.mark.slow
 def test_finetune_source_classify_gives_class_indices_in_a_clean_interpreter(tmp_path, run_standalone):
     """The lab's evaluator imports ``classify`` from a single-task finetune ``pytorch_cnn.py`` too."""
     cfg = FinetuneCfg(backbone="tf_efficientnet_lite0", head="linear")
@@ -96,20 +100,28 @@ def test_finetune_source_uses_timm_unless_asked_and_refuses_other_backbones_in_p
 
 
 @pytest.mark.parametrize(
-    ("task", "standalone", "kwargs", "note"),
+    ("task", "standalone", "passed", "note"),
     [
-        ("finetune", True, {"plain_torch": True}, False),
-        ("finetune", False, {"plain_torch": False}, False),
-        ("mynet", True, {}, True),
-        ("numpy-mlp", False, {}, False),
+        ("finetune", True, True, False),
+        ("finetune", False, False, False),
+        ("mynet", True, False, True),
+        ("numpy-mlp", False, False, False),
     ],
 )
 def test_export_passes_standalone_to_finetune_and_notes_it_is_ignored_elsewhere(
-    task, standalone, kwargs, note, tmp_path, monkeypatch, capsys
+    task, standalone, passed, note, tmp_path, capsys
 ) -> None:
-    calls = []
-    monkeypatch.setitem(EXPORTERS, task, lambda *args, **kw: calls.append((args, kw)) or [])
-    winner = SimpleNamespace(task=SimpleNamespace(name=task))
+    jobs = []
+    exporter = dataclasses.replace(get_task(task).exporter, write=lambda job: jobs.append(job) or [])
+    winner = SimpleNamespace(
+        task=SimpleNamespace(name=task, exporter=exporter),
+        study=SimpleNamespace(study_name="s", user_attrs={}),
+        trial=SimpleNamespace(number=3),
+        checkpoint=tmp_path / "trial-00003.pt",
+        data=None,
+    )
     export(winner, tmp_path / "out", standalone=standalone)
-    assert calls == [((winner, tmp_path / "out", None), kwargs)]
+    assert [(job.out, job.weights, job.standalone) for job in jobs] == [
+        (tmp_path / "out", tmp_path / "trial-00003.pt", passed)
+    ]
     assert ("--standalone ignored" in capsys.readouterr().out) == note

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 
 import optuna
 import pytest
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from search.cli import main
@@ -28,6 +30,7 @@ def test_heartbeat_grace_below_the_minimum_is_refused_before_the_storage_is_writ
     check_grace(None)
 
 
+@pytest.mark.slow
 def test_heartbeat_watcher_fails_and_requeues_a_silent_trial_within_grace_and_interval(tmp_path) -> None:
     storage = get_storage(f"sqlite:///{tmp_path / 's.db'}")
     apply_heartbeat(storage, 3)
@@ -52,6 +55,7 @@ def test_heartbeat_watcher_fails_and_requeues_a_silent_trial_within_grace_and_in
     assert taken_over(study, silent._trial_id) and not taken_over(study, None)
 
 
+@pytest.mark.slow
 def test_heartbeat_watcher_leaves_a_beating_trial_alone(tmp_path) -> None:
     storage = get_storage(f"sqlite:///{tmp_path / 's.db'}")
     apply_heartbeat(storage, 3)
@@ -65,6 +69,7 @@ def test_heartbeat_watcher_leaves_a_beating_trial_alone(tmp_path) -> None:
     assert not taken_over(study, alive._trial_id)
 
 
+@pytest.mark.slow
 def test_heartbeat_watcher_fails_a_late_trial_only_when_its_worker_is_not_alive_here(tmp_path) -> None:
     """A heartbeat past the grace fails another host's trial, but not one whose worker process is alive here:
     this process's own, or a sibling's (a loaded machine delays heartbeat writes); the sibling's fails once
@@ -113,6 +118,12 @@ def test_heartbeat_watcher_fails_a_late_trial_only_when_its_worker_is_not_alive_
 def test_heartbeat_settings_leave_storages_without_heartbeats_alone(tmp_path, url) -> None:
     storage = get_storage(url.format(tmp_path))
     apply_heartbeat(storage, 3)
+    assert not is_heartbeat_enabled(storage), "a storage without heartbeats gets none"
+    assert not hasattr(storage, "grace_period") and not hasattr(storage, "heartbeat_interval")
     study = optuna.create_study(storage=storage)
+    trial = study.ask()  # never beats: with heartbeats it would be failed after the grace
+    before = set(threading.enumerate())
     with watching_stale_trials(study):
-        pass
+        started = [t.name for t in threading.enumerate() if t not in before]
+    assert started == [], "no watcher thread for a storage without heartbeats"
+    assert storage.get_trial(trial._trial_id).state == TrialState.RUNNING

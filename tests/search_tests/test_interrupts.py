@@ -77,7 +77,7 @@ def test_interrupts_a_signal_landing_in_a_weakref_callback_still_stops_the_proce
 def test_interrupts_other_exceptions_in_callbacks_are_still_reported() -> None:
     script = (
         "import weakref\n"
-        "from search.interrupts import redeliver_dropped_interrupts\n"
+        "from search.engine.interrupts import redeliver_dropped_interrupts\n"
         "class Thing: pass\n"
         "def callback(ref): raise ValueError('from a callback')\n"
         "with redeliver_dropped_interrupts():\n"

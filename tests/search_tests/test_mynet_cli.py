@@ -15,7 +15,8 @@ from objectives.mynet.data import load_fashion
 from search import evaluate, export, find_winner
 from search.selection.refit import refit
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks
+# slow: a real mynet study (9 s) shared by the module, and rpztune subprocesses; tiny networks
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 TINY = [
     "--set", "data_fraction=0.01",

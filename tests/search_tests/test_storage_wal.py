@@ -8,8 +8,11 @@ import subprocess
 import sys
 
 import optuna
+import pytest
 
 from search.engine.storage import check_writable, get_storage
+
+pytestmark = pytest.mark.slow  # two Python subprocesses on one SQLite file (2.6 s)
 
 WORKER = """
 import sys, optuna

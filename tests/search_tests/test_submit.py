@@ -16,6 +16,8 @@ import rpz_cli
 from nn_numpy import standalone_source
 from search.delivery.validate import OPTIONAL_FILES, REQUIRED_FILES, Limits, validate
 
+pytestmark = pytest.mark.slow  # three real studies and a refit (over a minute)
+
 NUMPY = ["--set", "epochs=5", "--trials", "3", "--pruner", "none"]
 MYNET = [
     "--set", "data_fraction=0.01", "--set", "epochs=2", "--set", "stages=1", "--set", "channels=8",

@@ -1,4 +1,4 @@
-"""Rungs of complete short schedules: the fidelities a mynet study compares configurations at.
+"""The rungs pruner: successive halving over complete short schedules, for objectives that train by rungs.
 
 A low fidelity is not the first epochs of a long run: a trial judged at a rung of ``r`` epochs has trained
 its whole learning-rate schedule compressed into ``r`` epochs (one-cycle and cosine anneal before they are

@@ -1,0 +1,174 @@
+"""finetune confirmation replicates (folds or seeds; a linear probe trains on cached backbone features of
+*all* photos, so a fold costs seconds; other policies fine-tune per fold) and its refit on every photo."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from optuna.trial import FrozenTrial
+
+from models.finetune import FinetuneNet
+from objectives.finetune.feature_cache import FeatureCache, weights_tag
+from objectives.finetune.objective import NET_CHUNK, build_model, fit_head, fit_model, to_float
+from objectives.finetune.proxy import condition_bank, proxy_score
+from objectives.held_out import finetune_predictions
+from objectives.replicate import Replicate, fold_split
+from objectives.training.fit import cpu_state, save_state
+from objectives.training.memory import plan_batch
+from spaces.finetune import FinetuneTrialConfig
+
+__all__ = ["refit_finetune", "retrain_finetune"]
+
+
+_ALL_PHOTOS: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]] = {}
+
+
+def _all_photos(data: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Every photo of the study (training + validation), its labels and their condition-bank copies (built
+    once per process: a few seconds for 1,500 photos)."""
+    if data.fingerprint not in _ALL_PHOTOS:
+        x = torch.cat([data.x_train, data.x_val])
+        y = torch.cat([data.y_train, data.y_val])
+        copies = len(data.y_aug) // max(1, len(data.y_val))
+        x_aug, _ = condition_bank(x, copies=copies, seed=1)
+        _ALL_PHOTOS.clear()
+        _ALL_PHOTOS[data.fingerprint] = (x, y, x_aug, copies)
+    return _ALL_PHOTOS[data.fingerprint]
+
+
+def _aug_rows(index: torch.Tensor, n: int, copies: int) -> torch.Tensor:
+    return torch.cat([c * n + index for c in range(copies)])
+
+
+def _finetune_parts(data: Any, rep: Replicate | None) -> tuple[SimpleNamespace, dict[str, torch.Tensor]]:
+    """The replicate's training/held-out images as the trainers want them, and the row index of each part
+    into the all-photos tensors (``aug`` into the condition-bank copies)."""
+    x, y, x_aug, copies = _all_photos(data)
+    n = len(y)
+    if rep is None:  # a refit: every photo trains; a few stand in as "validation" (the last epoch is kept)
+        trn, held = torch.arange(n), torch.arange(min(8, n))
+    elif rep.scheme == "fold":
+        trn_np, held_np = fold_split(y.numpy(), rep)
+        trn, held = torch.from_numpy(trn_np), torch.from_numpy(held_np)
+    else:
+        trn, held = torch.arange(len(data.y_train)), torch.arange(len(data.y_train), n)
+    aug = _aug_rows(held, n, copies)
+    parts = SimpleNamespace(
+        x_train=x[trn], y_train=y[trn], x_val=x[held], y_val=y[held],
+        x_aug=x_aug[aug], y_aug=y[held].repeat(copies),
+        x_new=data.x_new, y_new=data.y_new, classes=data.classes,
+    )  # fmt: skip
+    return parts, {"train": trn, "val": held, "aug": aug}
+
+
+def _finetune_run(
+    trial: FrozenTrial, data: Any, rep: Replicate | None, settings: dict[str, Any], epochs: int, seed: int
+) -> tuple[FinetuneNet, dict[str, Any], SimpleNamespace]:
+    """Train a finetune configuration on one replicate (or, ``rep=None``, on every photo)."""
+    cfg = FinetuneTrialConfig.from_dict(trial.user_attrs["config"])
+    train_cfg = replace(cfg.train, epochs=epochs)
+    torch.manual_seed(seed)
+    model, source, state = build_model(cfg, settings)
+    torch.manual_seed(seed)
+    parts, rows = _finetune_parts(data, rep)
+    best: dict[str, Any] = {"proxy": -1.0, "epoch": 0}
+
+    def on_epoch(epoch: int, train_loss: float, acc: dict[str, float], snapshot: Callable[[], dict]) -> None:
+        score = proxy_score(acc["orig"], acc["aug"], acc.get("new"))
+        last = rep is None and epoch == epochs
+        if score > best["proxy"] or last:
+            best.update(proxy=score, epoch=epoch, parts=dict(acc), state=snapshot())
+
+    if cfg.train.uses_cache:
+        every = _all_features(model, data, cfg, source, state)
+        features = {name: every[name][index] for name, index in rows.items()}
+        if data.x_new is not None:
+            features["new"] = every["new"]
+        fit_head(model.head, features, parts, train_cfg, on_epoch)
+        model.head.load_state_dict(best["state"])
+        best["features"] = features  # the held-out predictions go through the head only
+    else:
+        shape, batch = tuple(parts.x_train.shape[1:]), min(train_cfg.batch_size, len(parts.y_train))
+        plan = plan_batch(model, shape, batch, settings)  # the search's memory cap holds here too
+        if plan.reason:
+            raise MemoryError(plan.reason)
+        fit_model(model, parts, train_cfg, on_epoch, micro_batch=plan.micro_batch)
+        model.load_state_dict(best["state"])
+    return model.eval(), best, parts
+
+
+def _all_features(
+    model: FinetuneNet, data: Any, cfg: FinetuneTrialConfig, source: str, state: dict
+) -> dict:
+    def compute() -> dict[str, torch.Tensor]:
+        x, _, x_aug, _ = _all_photos(data)
+        model.eval()
+        parts = {"train": x, "aug": x_aug} | ({} if data.x_new is None else {"new": data.x_new})
+        with torch.inference_mode():
+            return {
+                name: torch.cat(
+                    [
+                        model.forward_features(to_float(v[i : i + NET_CHUNK]))
+                        for i in range(0, len(v), NET_CHUNK)
+                    ]
+                )
+                for name, v in parts.items()
+            }
+
+    features, _ = FeatureCache().get_or_compute(
+        cfg.model.backbone,
+        cfg.model.resolution,
+        f"{data.fingerprint}-all",
+        weights_tag(source, state),
+        compute,
+    )
+    return {"train": features["train"], "val": features["train"], "aug": features["aug"]} | (
+        {"new": features["new"]} if "new" in features else {}
+    )
+
+
+def retrain_finetune(
+    trial: FrozenTrial, data: Any, rep: Replicate, settings: dict[str, Any], device: str = "cpu"
+) -> dict[str, Any]:
+    """One replicate of a finetune configuration: the best epoch's proxy (ORIG/AUG/NEW) on its held-out
+    photos and their condition-bank copies."""
+    cfg = FinetuneTrialConfig.from_dict(trial.user_attrs["config"])
+    seed = int(trial.user_attrs.get("seed", trial.number)) * 31 + 1_000 + rep.index
+    model, best, parts = _finetune_run(trial, data, rep, settings, cfg.train.epochs, seed)
+    return {
+        "value": float(best["proxy"]),
+        "best_epoch": int(best["epoch"]),
+        "n_train": len(parts.y_train),
+        "n_val": len(parts.y_val),
+        **{f"{name}_acc": value for name, value in best["parts"].items()},
+        "predictions": finetune_predictions(model, parts, best.get("features")),
+    }
+
+
+def refit_finetune(
+    trial: FrozenTrial,
+    data: Any,
+    path: Path,
+    *,
+    epochs: int,
+    seed: int,
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train a finetune configuration on every photo of the study for ``epochs`` epochs; the last epoch's
+    weights (backbone and head) go to ``path``."""
+    started = time.perf_counter()
+    model, _, parts = _finetune_run(trial, data, None, settings or {}, epochs, seed)
+    save_state(cpu_state(model), path)
+    return {
+        "checkpoint": path.name,
+        "epochs": epochs,
+        "n_train": len(parts.y_train),
+        "seed": seed,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
