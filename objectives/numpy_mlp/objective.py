@@ -44,6 +44,7 @@ __all__ = [
     "ConfigFit",
     "evaluate",
     "fit_config",
+    "fold_arrays",
     "load_data",
     "objective",
     "pool",
@@ -89,7 +90,7 @@ def _split_arrays(
     return tuple(a[idx].astype(dtype) for idx in (train_idx, val_idx) for a in (x, y))
 
 
-def _fold_arrays(data: DigitPair, k: int, seed: int, dtype: np.dtype) -> list[tuple[np.ndarray, ...]]:
+def fold_arrays(data: DigitPair, k: int, seed: int, dtype: np.dtype) -> list[tuple[np.ndarray, ...]]:
     """The ``k`` seeded stratified folds' arrays (see :func:`_split_arrays`), made once per worker."""
 
     def build() -> list[tuple[np.ndarray, ...]]:
@@ -215,7 +216,7 @@ def _cross_validate(
     """Train the ``k`` folds an epoch at a time, reporting the pooled figure each epoch (so every pruner
     can stop a poor trial after its first epochs); the checkpoint is fold 1's model at the epoch where the
     pooled figure was best (fold 1: a fixed choice, not the luckiest fold)."""
-    folds = _fold_arrays(data, k, seed, np.dtype(cfg.dtype))
+    folds = fold_arrays(data, k, seed, np.dtype(cfg.dtype))
     sizes = [len(arrays[3]) for arrays in folds]
     n = sum(sizes)
     trainers = [

@@ -1,4 +1,8 @@
-"""Samplers and pruners by name, as the CLI offers them."""
+"""Samplers and pruners by name, as the CLI offers them; the one place a study's pruner is built.
+
+A study's pruner is built once per command (:func:`study_pruner`, from ``--pruner`` or the task's
+``default_pruner``) and handed to its workers as an object; a sampler is built by each worker
+(:func:`make_sampler`), because each worker draws from its own seed."""
 
 from __future__ import annotations
 
@@ -7,8 +11,10 @@ import warnings
 import optuna
 
 from objectives.rung_pruner import RungPlan, RungPruner
+from objectives.task import Task
+from spaces import Space
 
-__all__ = ["PRUNERS", "SAMPLERS", "asha_rungs", "make_pruner", "make_sampler"]
+__all__ = ["PRUNERS", "SAMPLERS", "asha_rungs", "make_pruner", "make_sampler", "study_pruner"]
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
 PRUNERS = ("rungs", "rungs-cost", "asha", "median", "hyperband", "none")
@@ -62,6 +68,17 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
     if name == "none":
         return optuna.pruners.NopPruner()
     raise ValueError(f"unknown pruner {name!r}; valid pruners: {', '.join(PRUNERS)}")
+
+
+def study_pruner(task: Task, space: Space, name: str | None = None) -> tuple[str, optuna.pruners.BasePruner]:
+    """The pruner ``name`` (``None``: the task's ``default_pruner``) sized to the space's epochs, with its
+    name (stored with the study, so a joining machine builds the same one).
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    name = name or task.default_pruner
+    return name, make_pruner(name, task.max_epochs(space))
 
 
 def asha_rungs(max_epochs: int) -> list[int]:

@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 import objectives
-from search.engine.algorithms import make_pruner, make_sampler
+from search.engine.algorithms import make_sampler, study_pruner
 from search.engine.heartbeat import check_grace
 from search.engine.progress import ProgressBoard
 from search.engine.storage import (
@@ -152,8 +152,7 @@ def run_study(
     """
     task = objectives.get_task(task_name)
     space = build_space(task, space_file, overrides)
-    pruner = pruner or task.default_pruner
-    make_pruner(pruner, task.max_epochs(space))  # validate names before anything is written
+    pruner, built = study_pruner(task, space, pruner)  # bad names fail before anything is written
     make_sampler(sampler, seed)
     run = Execution(**execution)
     run.check()
@@ -183,7 +182,7 @@ def run_study(
     if heartbeat_grace is not None:
         study.set_user_attr("heartbeat_grace", heartbeat_grace)
     return _execute(
-        study, storage, task, space, data, sampler, pruner, seed, dataset.fingerprint, run, dataset
+        study, storage, task, space, data, sampler, built, seed, dataset.fingerprint, run, dataset
     )
 
 
@@ -209,9 +208,11 @@ def join_study(study_name: str, *, storage: str, data: str | None = None, **exec
     task = objectives.get_task(attrs["task"])
     space = task.space.with_overrides(attrs["space"], origin=f"study {study_name!r}")
     data = data if data is not None else attrs.get("data")
-    sampler, pruner = attrs.get("sampler", "tpe"), attrs.get("pruner", "asha")
+    _, pruner = study_pruner(task, space, attrs.get("pruner"))
     fingerprint = attrs.get("data_fingerprint")
-    return _execute(study, storage, task, space, data, sampler, pruner, None, fingerprint, run)
+    return _execute(
+        study, storage, task, space, data, attrs.get("sampler", "tpe"), pruner, None, fingerprint, run
+    )
 
 
 def _execute(
@@ -221,7 +222,7 @@ def _execute(
     space: Space,
     data: str | None,
     sampler: str,
-    pruner: str,
+    pruner: optuna.pruners.BasePruner,
     seed: int | None,
     fingerprint: str | None,
     execution: Execution,

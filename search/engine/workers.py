@@ -32,7 +32,7 @@ import optuna
 import objectives
 from objectives.optuna_internals import trial_id
 from objectives.training.allocator import keep_freed_memory, release_free_memory
-from search.engine.algorithms import make_pruner, make_sampler
+from search.engine.algorithms import make_sampler
 from search.engine.checkpoints import KeepTopCheckpoints
 from search.engine.heartbeat import apply_heartbeat, taken_over, watching_stale_trials
 from search.engine.interrupts import (
@@ -58,8 +58,10 @@ __all__ = [
     "WorkerSpec",
     "available_cores",
     "exit_code",
+    "limit_threads",
     "raise_on_sigterm",
     "run_workers",
+    "thread_env",
     "work",
 ]
 
@@ -81,8 +83,8 @@ class WorkerSpec:
     storage: str
     data: str | None
     space: dict[str, Any]
-    sampler: str
-    pruner: str
+    sampler: str  # a name: each worker builds its sampler from its own seed
+    pruner: optuna.pruners.BasePruner  # built once by the command (search/engine/algorithms.py)
     seed: int | None
     fingerprint: str | None
     checkpoints: str | None = None
@@ -154,7 +156,7 @@ def work(
         DataError: when the data's fingerprint differs from the study's.
     """
     task = objectives.get_task(spec.task)  # imports the task's modules (torch), then limit their threads
-    _limit_threads(spec.threads)
+    limit_threads(spec.threads)
     keep_freed_memory()  # torch steps reuse their large blocks (objectives/allocator.py)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for handler in logging.getLogger("optuna").handlers:
@@ -177,7 +179,7 @@ def work(
         study_name=spec.study_name,
         storage=storage,
         sampler=make_sampler(spec.sampler, seed),
-        pruner=make_pruner(spec.pruner, task.max_epochs(space)),
+        pruner=spec.pruner,
     )
     recover_orphans(study)
     ckpt_dir = checkpoint_root(spec.storage, spec.checkpoints) / study_dirname(spec.study_name)
@@ -273,7 +275,7 @@ def run_workers(
     budget = TrialBudget(n_trials, context)
     pool = _Pool(spec, budget, context)
     try:
-        with _thread_env(spec.threads):
+        with thread_env(spec.threads):
             for index in range(n_workers):
                 pool.start(index)
         study = optuna.load_study(study_name=spec.study_name, storage=get_storage(spec.storage))
@@ -353,7 +355,7 @@ class _Pool:
         if self.budget.remaining() == 0 or out_of_time or self.respawns[index] >= _MAX_RESPAWNS_PER_WORKER:
             return
         self.respawns[index] += 1
-        with _thread_env(self.spec.threads):
+        with thread_env(self.spec.threads):
             self.start(index)
 
     def stop(self, interrupt: KeyboardInterrupt) -> None:
@@ -427,7 +429,8 @@ def _drop_interrupt_tracebacks(record: logging.LogRecord) -> bool:
     )
 
 
-def _limit_threads(threads: int | None) -> None:
+def limit_threads(threads: int | None) -> None:
+    """Limit this process's BLAS (and torch, when loaded) to ``threads`` threads (``None``: leave them)."""
     if threads is None:
         return
     from threadpoolctl import threadpool_limits
@@ -438,7 +441,8 @@ def _limit_threads(threads: int | None) -> None:
 
 
 @contextlib.contextmanager
-def _thread_env(threads: int | None) -> Iterator[None]:
+def thread_env(threads: int | None) -> Iterator[None]:
+    """Within the block, processes started see ``threads`` in the BLAS thread variables."""
     # Spawned children read these before their BLAS loads; restore the parent's environment afterwards.
     saved = {name: os.environ.get(name) for name in _THREAD_VARS}
     if threads is not None:

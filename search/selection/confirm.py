@@ -40,7 +40,7 @@ from objectives.training.memory import shared_cap, track_peak_rss
 from search.engine.recovery import recover_orphans, worker_identity
 from search.engine.storage import get_storage
 from search.engine.study import StudyError, load_study, study_dir
-from search.engine.workers import _limit_threads, _thread_env, available_cores
+from search.engine.workers import available_cores, limit_threads, thread_env
 from search.selection import reference as ref
 from search.selection.ensemble import save_predictions
 from search.selection.winner import RULE, Estimate, choose_confirmed, complexity
@@ -304,7 +304,7 @@ def _run(job: tuple, workers: int, dataset: Any) -> None:
         return
     threads = max(1, available_cores() // workers)
     context = mp.get_context("spawn")
-    with _thread_env(threads):
+    with thread_env(threads):
         share = {"threads": threads, "workers": workers}
         procs = [context.Process(target=_work, args=job, kwargs=share) for _ in range(workers)]
         for proc in procs:
@@ -341,7 +341,7 @@ def _work(
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     study = load_study(storage, study_name)
     task = objectives.get_task(study.user_attrs["task"])
-    _limit_threads(threads or task.max_threads)  # numpy-mlp: one BLAS thread, as its search workers
+    limit_threads(threads or task.max_threads)  # numpy-mlp: one BLAS thread, as its search workers
     keep_freed_memory()  # as a search worker (objectives/allocator.py)
     settings = dict(study.user_attrs.get("settings", {}))
     dataset = dataset if dataset is not None else _load_checked(study, task, data)

@@ -3,7 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from objectives.mnist import DataError, binary_split, load_mnist, select_pair
+from objectives.mnist import binary_split, load_mnist, select_pair
+from objectives.sources import DataError
 
 
 def test_load_mnist_reads_the_lab_npz_and_the_torchvision_root_identically(data_dir) -> None:

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from objectives.mnist import DataError
 from objectives.mynet.data import fashion_split, load_fashion
+from objectives.sources import DataError
 
 
 @pytest.fixture(scope="module")

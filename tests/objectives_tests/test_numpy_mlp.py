@@ -7,7 +7,7 @@ import pytest
 from nn_numpy import BCE, SGD, build_mlp, load_model, train
 from objectives import TrialContext
 from objectives.folds import pooled, stratified_folds, tie_broken_error
-from objectives.numpy_mlp.objective import _fold_arrays, load_data, objective, pool, random_shift
+from objectives.numpy_mlp.objective import fold_arrays, load_data, objective, pool, random_shift
 from search.engine.algorithms import make_pruner
 from spaces.numpy_mlp import SPACE
 
@@ -173,9 +173,9 @@ def test_objective_writes_no_checkpoint_the_study_would_delete(digits, tmp_path)
 
 
 def test_fold_arrays_are_made_once_per_data_set_read_only(digits) -> None:
-    folds = _fold_arrays(digits, 5, 3, np.dtype("float32"))
-    assert _fold_arrays(digits, 5, 3, np.dtype("float32")) is folds
-    assert _fold_arrays(digits, 5, 4, np.dtype("float32")) is not folds  # another seed: other folds
+    folds = fold_arrays(digits, 5, 3, np.dtype("float32"))
+    assert fold_arrays(digits, 5, 3, np.dtype("float32")) is folds
+    assert fold_arrays(digits, 5, 4, np.dtype("float32")) is not folds  # another seed: other folds
     x, y = pool(digits)
     for (trn, val), arrays in zip(stratified_folds(y, 5, 3), folds, strict=True):
         for array, expected in zip(arrays, (x[trn], y[trn], x[val], y[val]), strict=True):
