@@ -1,4 +1,5 @@
-"""Benchmark of the allocator setting (``objectives/allocator.py``): glibc defaults vs freed blocks kept.
+"""Benchmark of the allocator setting (``objectives/training/allocator.py``): glibc defaults against
+freed blocks kept.
 
 Usage: ``python bench/allocator.py [--repeats 3] [--threads 2] [--data PATH]``
 

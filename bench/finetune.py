@@ -14,9 +14,10 @@ estimate, and when it started and how long it ran (storage holds wall-clock time
 By default, side by side in one run, on a seeded ``--max-images`` subset of the Dogs-vs-Cats photos, two
 default studies (TPE, ASHA, the default memory cap), each stopped after ``--budget`` CPU seconds (a running
 trial is interrupted) or when its best validation proxy reaches ``--target``: today's single-stage space
-(``stages=false``) and the staged search (``objectives/finetune_stages.py``: cached probes, then fine-tuning
+(``stages=false``) and the staged search (``objectives/finetune/stages.py``: cached probes, then fine-tuning
 of the leaders). It prints the CPU-minutes each needed to reach the target, then per trial its stage,
-configuration, state, proxy, peak RSS and the memory cap's estimate against it (``objectives/memory.py``).
+configuration, state, proxy, peak RSS and the memory cap's estimate against it
+(``objectives/training/memory.py``).
 Each study starts from an empty feature cache: computing the features is part of its cost.
 
 With ``--cache-and-rates`` (``--quick``: a seeded 300-photo subset, 96 px, fewer steps) it prints instead:
@@ -50,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import objectives  # noqa: E402
 from objectives.finetune.objective import build_model, fit_model, load_data  # noqa: E402
 from search.engine.algorithms import make_pruner, make_sampler  # noqa: E402
-from spaces.finetune import FinetuneTrialConfig  # noqa: E402
+from spaces.finetune import BASELINE, FinetuneTrialConfig  # noqa: E402
 
 BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
 BATCH = 32
@@ -59,19 +60,7 @@ BATCH = 32
 def probe_seconds(data, resolution: int, epochs: int, root: Path) -> dict[str, float]:
     """Seconds of one linear-probe trial without the cache, with a cold cache and with a warm cache."""
     task = objectives.get_task("finetune")
-    fixed = {
-        "backbone": "tf_efficientnet_lite0",
-        "resolution": resolution,
-        "head": "linear",
-        "dropout": 0.1,
-        "freeze": "linear",
-        "augment": "none",
-        "lr": 3e-3,
-        "weight_decay": 1e-4,
-        "batch_size": 64,
-        "label_smoothing": 0.0,
-        "epochs": epochs,
-    }
+    fixed = {**BASELINE, "resolution": resolution, "dropout": 0.1, "epochs": epochs}
     space = task.space.with_overrides(fixed)
     os.environ["RPZTUNE_CACHE"] = str(root)
     context = objectives.TrialContext(checkpoint_dir=root, metric="proxy")

@@ -30,7 +30,7 @@ from objectives.folds import stratified_folds  # noqa: E402
 from objectives.numpy_mlp.objective import pool, start_fit  # noqa: E402
 from spaces.numpy_mlp import NumpyMLPConfig  # noqa: E402
 
-_FOLD_SEED = 7_919  # objectives/confirm.py's partition offset: the confirmation's folds
+_FOLD_SEED = 7_919  # search/selection/confirm.py's partition offset: the confirmation's folds
 
 
 def _error(model: list, x: np.ndarray, y: np.ndarray) -> float:

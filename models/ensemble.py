@@ -6,7 +6,7 @@ Its output is ``log`` of the members' mean probability, so it is a valid log-pro
 argmax is the averaged vote. Probabilities are averaged, not logits or log-probabilities: members trained
 apart have logits on different scales (one confident member would outvote the rest), and the mean
 probability is the ensemble's estimate of each class's probability, which is what the held-out accuracy of
-confirmation scores (``search/ensemble.py`` averages the same probabilities).
+confirmation scores (``search/selection/ensemble.py`` averages the same probabilities).
 
 Example:
     >>> ensemble = AveragedEnsemble([MyNet(), MyNet()])

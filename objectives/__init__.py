@@ -5,25 +5,8 @@ first asked for (it registers its :class:`Task` then), so importing this package
 timm.
 """
 
-from objectives.task import OutOfTime
-from objectives.task import Task
-from objectives.task import TaskError
-from objectives.task import TrialContext
-from objectives.task import WouldOverrun
-from objectives.task import get_task
-from objectives.task import register
-from objectives.task import task_names
+from objectives import task
 from objectives.sources import DataError
+from objectives.task import *  # noqa: F403 (the public names of task.py are the package's)
 
-__all__ = [
-    "DataError",
-    "OutOfTime",
-    "Task",
-    "TaskError",
-    "TrialContext",
-    "WouldOverrun",
-    "get_task",
-    "register",
-    "task_names",
-]
-
+__all__ = ["DataError", *task.__all__]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["atomic_copy", "atomic_write_text"]
@@ -19,27 +20,23 @@ def _umask_mode() -> int:
 
 def atomic_write_text(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` so a reader sees the old file or the whole new one, never a part."""
+    return _replace_atomically(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def atomic_copy(src: Path, dst: Path) -> Path:
+    """Copy ``src`` to ``dst`` atomically."""
+    return _replace_atomically(dst, lambda tmp: shutil.copyfile(src, tmp))
+
+
+def _replace_atomically(path: Path, write: Callable[[str], object]) -> Path:
+    # Write a temporary file beside ``path`` (same file system), give it the usual mode, rename it in place.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        write(tmp)
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def atomic_copy(src: Path, dst: Path) -> Path:
-    """Copy ``src`` to ``dst`` atomically."""
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dst

@@ -7,6 +7,7 @@ Each task package fills these in where it defines its :class:`~objectives.task.T
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,13 +15,23 @@ from typing import TYPE_CHECKING, Any
 
 from optuna.trial import FrozenTrial
 
+from objectives.files import atomic_write_text
+
 if TYPE_CHECKING:
     import numpy as np
     from torch import nn
 
     from objectives.replicate import Replicate
 
-__all__ = ["Confirmation", "Ensembling", "ExportJob", "Exporter", "Refit", "RefitRequest"]
+__all__ = [
+    "Confirmation",
+    "Ensembling",
+    "ExportJob",
+    "Exporter",
+    "Refit",
+    "RefitRequest",
+    "confirmed_epochs_refit",
+]
 
 
 @dataclass(frozen=True)
@@ -92,6 +103,21 @@ class Refit:
     quick: bool = True
 
 
+def confirmed_epochs_refit(
+    train: Callable[..., dict[str, Any]], *, settings: bool = False
+) -> Callable[[FrozenTrial, Any, Path, RefitRequest], dict[str, Any]]:
+    """A :attr:`Refit.train` that calls ``train(trial, data, path, epochs=, seed=)`` (and ``settings=`` when
+    ``settings``) with the trial's confirmed epochs and refit seed, and records them."""
+
+    def refit(trial: FrozenTrial, data: Any, path: Path, request: RefitRequest) -> dict[str, Any]:
+        epochs = request.confirmed_epochs_for(trial)
+        extra = {"settings": request.settings} if settings else {}
+        record = train(trial, data, path, epochs=epochs, seed=request.seed_for(trial), **extra)
+        return record | {"trial": trial.number, "device": "cpu", "confirmed_epochs": epochs}
+
+    return refit
+
+
 @dataclass(frozen=True)
 class ExportJob:
     """One export: the trial, the weights to write and where.
@@ -115,6 +141,20 @@ class ExportJob:
     data: str | None
     out: Path
     standalone: bool = False
+
+    def write_winner_json(self, metric: str, **fields: Any) -> Path:
+        """Write ``winner.json`` into :attr:`out`: the study, the trial, its ``metric`` value, its best epoch,
+        which weights were exported (``trial`` or ``refit``), then ``fields``."""
+        summary = {
+            "study": self.study_name,
+            "trial": self.trial.number,
+            metric: self.trial.value,
+            "best_epoch": self.trial.user_attrs.get("best_epoch"),
+            "weights": "trial" if self.refit is None else "refit",
+            "refit": self.refit,
+            **fields,
+        }
+        return atomic_write_text(self.out / "winner.json", json.dumps(summary, indent=2) + "\n")
 
     def weights_source(self, images: str = "images") -> str:
         """Where the exported weights come from, in words."""

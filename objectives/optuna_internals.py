@@ -3,6 +3,7 @@
 Optuna has no public API for these; each is imported or reached here and nowhere else, and
 ``tests/objectives_tests/test_optuna_internals.py`` fails when an Optuna release changes one of them:
 
+- the storage behind a cache (``_CachedStorage._backend``);
 - a trial's storage id (``Trial._trial_id``, ``FrozenTrial._trial_id``) and a study's storage object
   (``Study._storage``): storage calls of a trial another process runs (recovery, resume, confirmation);
 - ``is_heartbeat_enabled``: whether a storage writes heartbeats;
@@ -28,6 +29,7 @@ __all__ = [
     "RDB_STORAGE_MEMBERS",
     "CachedStorage",
     "StudyInfo",
+    "backend_of",
     "create_scoped_session",
     "heartbeat_enabled",
     "rdb_models",
@@ -62,6 +64,12 @@ def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
 def study_storage(study: optuna.Study) -> BaseStorage:
     """The storage object ``study`` reads and writes through."""
     return study._storage
+
+
+def backend_of(storage: BaseStorage) -> BaseStorage:
+    """The storage behind Optuna's (or the write-behind) cache: what is stored, not what this process
+    remembers of its own trials; ``storage`` itself when it is no cache."""
+    return getattr(storage, "_backend", storage)
 
 
 def heartbeat_enabled(storage: BaseStorage) -> bool:

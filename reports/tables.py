@@ -17,7 +17,7 @@ def is_confirmation(summary: optuna.study.StudySummary) -> bool:
     return "confirm_of" in summary.user_attrs
 
 
-def confirmed_line(attrs: dict, storage: optuna.storages.BaseStorage) -> str:
+def confirmed_line(attrs: dict, backend: optuna.storages.BaseStorage) -> str:
     """What a search study's confirmation found, from its study attributes: the winner and the replicates
     behind it, the progress of an unfinished one, or ``""`` when none was run."""
     confirmed = attrs.get("confirm")
@@ -28,21 +28,21 @@ def confirmed_line(attrs: dict, storage: optuna.storages.BaseStorage) -> str:
     if not name:
         return ""
     try:
-        replicates = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+        replicates = optuna.load_study(study_name=name, storage=backend).get_trials(deepcopy=False)
     except KeyError:  # deleted by hand (optuna delete-study)
         return ""
     done = sum(t.state == TrialState.COMPLETE for t in replicates)
     return f"unfinished: {done} of {len(replicates)} replicates (rpztune confirm resumes it)"
 
 
-def studies_frame(storage: optuna.storages.BaseStorage) -> pd.DataFrame:
+def studies_frame(backend: optuna.storages.BaseStorage) -> pd.DataFrame:
     """One row per search study: task, metric, trial counts by state, best value and trial, data source and
     its confirmation (:func:`confirmed_line`; confirmation studies have no row of their own)."""
     rows = []
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+    for summary in optuna.get_all_study_summaries(backend, include_best_trial=False):
         if is_confirmation(summary):
             continue
-        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        study = optuna.load_study(study_name=summary.study_name, storage=backend)
         trials = study.get_trials(deepcopy=False)
         counts = {state.name.lower(): sum(t.state == state for t in trials) for state in _STATES}
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -57,7 +57,7 @@ def studies_frame(storage: optuna.storages.BaseStorage) -> pd.DataFrame:
                 "best_value": None if best is None else best.value,
                 "best_trial": None if best is None else best.number,
                 "data": study.user_attrs.get("data_source", ""),
-                "confirmed": confirmed_line(summary.user_attrs, storage),
+                "confirmed": confirmed_line(summary.user_attrs, backend),
             }
         )
     columns = ["study", "task", "metric", "trials", *(s.name.lower() for s in _STATES)]

@@ -41,7 +41,7 @@ class ReportError(ValueError):
 
 
 def write_reports(
-    storage: optuna.storages.BaseStorage,
+    backend: optuna.storages.BaseStorage,
     out: str | Path,
     *,
     studies: Sequence[str] | None = None,
@@ -53,7 +53,7 @@ def write_reports(
     (search studies: a confirmation's replicates show on its search study's page).
 
     Args:
-        storage: The storage to read.
+        backend: The opened storage to read.
         out: The output folder (created when missing).
         studies: Names of the studies that get a page; the index always lists every study of the storage
             and links the pages present in ``out``.
@@ -78,7 +78,7 @@ def write_reports(
     from .pages import index_page, study_page
     from .tables import is_confirmation
 
-    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    summaries = optuna.get_all_study_summaries(backend, include_best_trial=False)
     confirmed = {s.study_name: s.user_attrs["confirm_of"] for s in summaries if is_confirmation(s)}
     for name in set(studies or ()) & set(confirmed):  # a confirmation shows on its search study's page
         raise ReportError(
@@ -95,7 +95,7 @@ def write_reports(
         script = PLOTLYJS_FILE
     loaded = []
     for name in names:
-        study = optuna.load_study(study_name=name, storage=storage)
+        study = optuna.load_study(study_name=name, storage=backend)
         data = StudyData.load(
             study, checkpoint_dir=checkpoint_dir(name), storage=storage_name, importances=name in selected
         )
@@ -113,7 +113,7 @@ def write_reports(
 
 
 def write_tables(
-    storage: optuna.storages.BaseStorage,
+    backend: optuna.storages.BaseStorage,
     out: str | Path,
     *,
     studies: Sequence[str] | None = None,
@@ -132,11 +132,11 @@ def write_tables(
 
     if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
         raise ReportError("--parquet needs the package pyarrow: pip install pyarrow (or use --csv)")
-    selected = _select(_study_names(storage), studies, "")
+    selected = _select(_study_names(backend), studies, "")
     folder = output_folder(out)
     written = []
     for name in selected:
-        study = optuna.load_study(study_name=name, storage=storage)
+        study = optuna.load_study(study_name=name, storage=backend)
         trials = study.get_trials(deepcopy=False)
         frames = {
             "trials": trials_frame(study, checkpoint_dir=checkpoint_dir(name), trials=trials),
@@ -190,8 +190,8 @@ def storage_label(url: str) -> str:
         return "?"
 
 
-def _study_names(storage: optuna.storages.BaseStorage) -> list[str]:
-    return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+def _study_names(backend: optuna.storages.BaseStorage) -> list[str]:
+    return [s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)]
 
 
 def _select(names: list[str], studies: Sequence[str] | None, where: str) -> list[str]:

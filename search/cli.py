@@ -63,15 +63,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_study(
         args.task,
         study_name=args.study,
-        storage=args.storage,
-        sampler=args.sampler,
-        pruner=args.pruner,
-        seed=args.seed,
-        data=args.data,
         space_file=args.space,
         overrides=args.set,
         baseline=not args.no_baseline,
-        heartbeat_grace=args.heartbeat_grace,
+        **_same_names(args, "storage", "sampler", "pruner", "seed", "data", "heartbeat_grace"),
         **_execution(args),
     )
     _print_summary(summary, args.storage)
@@ -127,6 +122,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     summary = join_study(args.study, storage=args.storage, data=args.data, **_execution(args))
     _print_summary(summary, args.storage)
     return 0
+
+
+_SUBMIT_STUDIES = ("numpy_study", "mynet_study", "finetune_study", "fcnet_study")  # submit's studies
+
+
+def _same_names(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The options ``names`` as keyword arguments of a function whose parameters have the same names."""
+    return {name: getattr(args, name) for name in names}
 
 
 def _execution(args: argparse.Namespace) -> dict[str, Any]:
@@ -304,12 +307,7 @@ def cmd_refit(args: argparse.Namespace) -> int:
         args.storage,
         args.study,
         args.trial,
-        data=args.data,
-        data_fraction=args.data_fraction,
-        device=args.device,
-        seed=args.seed,
-        checkpoints=args.checkpoints,
-        epochs=args.epochs,
+        **_same_names(args, "data", "data_fraction", "device", "seed", "checkpoints", "epochs"),
     )
     done = result.record
     tests = [f"{k} {done[k]:.4f}" for k in ("test_accuracy", "test_error") if done.get(k) is not None]
@@ -333,13 +331,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     submission = build_submission(
         args.storage,
         args.out,
-        numpy_study=args.numpy_study,
-        mynet_study=args.mynet_study,
-        finetune_study=args.finetune_study,
-        fcnet_study=args.fcnet_study,
-        standalone=args.standalone,
-        checkpoints=args.checkpoints,
-        ensemble=args.ensemble,
+        **_same_names(args, *_SUBMIT_STUDIES, "standalone", "checkpoints", "ensemble"),
         flip=args.tta == "flip",
         log=lambda line: print(line, flush=True),
     )
@@ -359,6 +351,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _limits(args: argparse.Namespace) -> Limits:
+    from search.delivery.sandbox import SandboxLimits
     from search.delivery.validate import Limits
 
     return Limits(
@@ -368,9 +361,9 @@ def _limits(args: argparse.Namespace) -> Limits:
         finetune_ms=args.max_finetune_ms,
         threads=args.threads,
         strict_imports=args.strict_imports,
-        timeout=args.timeout,
-        memory_mb=args.max_memory_mb,
-        processes=args.max_processes,
+        sandbox=SandboxLimits(
+            seconds=args.timeout, memory_mb=args.max_memory_mb, processes=args.max_processes
+        ),
     )
 
 
@@ -648,7 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rpztune`` console script."""
     args = build_parser().parse_args(argv)
-    keep_freed_memory()  # in-process trials, refits and confirmations (objectives/allocator.py)
+    keep_freed_memory()  # in-process trials, refits and confirmations (objectives/training/allocator.py)
     try:
         with raise_on_sigterm():  # SIGTERM ends a run like Ctrl-C: trials FAIL, not left RUNNING
             return args.handler(args)

@@ -145,6 +145,10 @@ class Space:
             return trial.suggest_categorical(name, list(spec.choices))
         return spec
 
+    def suggest_all(self, trial: optuna.Trial, *keys: str) -> dict[str, Any]:
+        """Draw ``keys`` in order (see :meth:`suggest`): keyword arguments of a config of the same names."""
+        return {key: self.suggest(trial, key) for key in keys}
+
     def searched(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The part of ``params`` this space draws and can reach: keys searched under their current spec
         whose value lies in it (what ``optuna.Study.enqueue_trial`` may fix; the rest is drawn as usual)."""

@@ -198,8 +198,7 @@ def suggest(trial: optuna.Trial, space: Space = SPACE) -> FinetuneTrialConfig:
     """Draw one configuration; head width, freezing depth, backbone lr, RandAugment keys are conditional."""
     head = space.suggest(trial, "head")
     model = FinetuneCfg(
-        backbone=space.suggest(trial, "backbone"),
-        resolution=space.suggest(trial, "resolution"),
+        **space.suggest_all(trial, "backbone", "resolution"),
         head=head,
         hidden=space.suggest(trial, "hidden") if head == "mlp" else FinetuneCfg.hidden,
         dropout=space.suggest(trial, "dropout"),
@@ -216,11 +215,6 @@ def suggest(trial: optuna.Trial, space: Space = SPACE) -> FinetuneTrialConfig:
         augment=augment,
         randaugment_n=space.suggest(trial, "randaugment_n") if augment == "randaugment" else 2,
         randaugment_m=space.suggest(trial, "randaugment_m") if augment == "randaugment" else 9,
-        mix=space.suggest(trial, "mix"),
-        lr=space.suggest(trial, "lr"),
-        weight_decay=space.suggest(trial, "weight_decay"),
-        batch_size=space.suggest(trial, "batch_size"),
-        label_smoothing=space.suggest(trial, "label_smoothing"),
-        epochs=space.suggest(trial, "epochs"),
+        **space.suggest_all(trial, "mix", "lr", "weight_decay", "batch_size", "label_smoothing", "epochs"),
     )
     return FinetuneTrialConfig(model=model, train=train)

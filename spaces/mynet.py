@@ -22,8 +22,8 @@ __all__ = ["BASELINE", "SCHEDULES", "SPACE", "AugmentConfig", "MyNetTrialConfig"
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
 VAL_SOURCES = ("additional", "lab")
-PRECISIONS = ("auto", "fp32", "bf16")  # objectives/precision.py autocast_dtype
-PROMOTIONS = ("retrain", "continue")  # how the rungs pruner promotes (objectives/fidelity.py)
+PRECISIONS = ("auto", "fp32", "bf16")  # objectives/training/precision.py autocast_dtype
+PROMOTIONS = ("retrain", "continue")  # how the rungs pruner promotes (objectives/rung_pruner.py)
 
 
 def _check_share(low: float, high: float) -> Any:
@@ -135,14 +135,9 @@ SPACE = Space(
     ],
 )
 
-# The default search: rungs of complete 3- and 15-epoch schedules (objectives/fidelity.py), bfloat16 autocast
-# where the CPU has AMX. The baseline below as complete schedules (9 % of the images, seed 0, 1 thread,
-# validated on the 10,000 holdout): 1 epoch 0.765, 3 epochs 0.833, 9 epochs 0.890, 15 epochs 0.905 (30
-# epochs: 0.915); a refit trains the winner for `refit_epochs` (30). The 30-minute 2-worker study (seed 7,
-# 2026-12, promotion by re-training, bfloat16) ran 32 trials, 16 complete; its winner scored t10k 0.911 (0.916
-# after the 30-epoch refit), the baseline trial 0.899. With promotion by continuing and timed rungs, in
-# float32 on a CPU without AMX (2026-12-04), no trial starting that could not finish: 29.2 min, 36 trials,
-# 11 complete, winner t10k 0.906 against the baseline trial's 0.892 (README "Measured with today's default").
+# The default search trains rungs of complete 3- and 15-epoch schedules (objectives/rung_pruner.py); what the
+# baseline below and the default study score is in docs/measurements.md ("mynet: the baseline as complete
+# schedules", "mynet: 30-minute study, timed rung by rung").
 # A new study's first trial (see Task.baseline): a small VGG (32-64-128, two 3x3 convs per stage, global
 # average pool) with Nesterov SGD, one-cycle and every augmentation. Trained alone for 30 epochs on the lab's
 # split (seed 0, 5.5 CPU-min) its last epoch scored 0.912 on the t10k test half.
@@ -262,10 +257,7 @@ def suggest(trial: optuna.Trial, space: Space = SPACE) -> MyNetTrialConfig:
         lr=space.suggest(trial, f"{optimizer}_lr"),
         momentum=space.suggest(trial, "sgd_momentum") if optimizer == "sgd" else 0.0,
         weight_decay=space.suggest(trial, f"{optimizer}_weight_decay"),
-        schedule=space.suggest(trial, "schedule"),
-        batch_size=space.suggest(trial, "batch_size"),
-        epochs=space.suggest(trial, "epochs"),
-        label_smoothing=space.suggest(trial, "label_smoothing"),
+        **space.suggest_all(trial, "schedule", "batch_size", "epochs", "label_smoothing"),
         precision=space.settings().get("precision", "fp32"),
     )
     augment = AugmentConfig(

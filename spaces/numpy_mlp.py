@@ -98,21 +98,27 @@ class NumpyMLPConfig:
         return cls(**{**data, "widths": tuple(data["widths"])})
 
 
+# drawn after depth and widths, in this order
+_DRAWN_IN_ORDER = (
+    "activation",
+    "init",
+    "loss",
+    "lr",
+    "momentum",
+    "batch_size",
+    "weight_decay",
+    "lr_decay",
+    "epochs",
+    "augment_shift",
+    "dtype",
+)
+
+
 def suggest(trial: optuna.Trial, space: Space = SPACE) -> NumpyMLPConfig:
     """Draw one configuration; hidden widths are conditional on the drawn depth."""
     depth = space.suggest(trial, "depth")
     widths = tuple(space.suggest(trial, "width", name=f"width_{i + 1}") for i in range(depth))
     return NumpyMLPConfig(
         widths=widths,
-        activation=space.suggest(trial, "activation"),
-        init=space.suggest(trial, "init"),
-        loss=space.suggest(trial, "loss"),
-        lr=space.suggest(trial, "lr"),
-        momentum=space.suggest(trial, "momentum"),
-        batch_size=space.suggest(trial, "batch_size"),
-        weight_decay=space.suggest(trial, "weight_decay"),
-        lr_decay=space.suggest(trial, "lr_decay"),
-        epochs=space.suggest(trial, "epochs"),
-        augment_shift=space.suggest(trial, "augment_shift"),
-        dtype=space.suggest(trial, "dtype"),
+        **space.suggest_all(trial, *_DRAWN_IN_ORDER),
     )

@@ -6,25 +6,13 @@ leaderboard proxy: ORIG, AUG, NEW), ``feature_cache`` (frozen-backbone features 
 refit), ``export`` (``pytorch_cnn.py``, ``finetuned.pt``) and ``ensemble``. Importing the package registers
 the task."""
 
-from typing import Any
-
-from optuna.trial import FrozenTrial
-
 from objectives.finetune.ensemble import ensemble_figure, ensemble_source_for, model_config
 from objectives.finetune.export import export_finetune
 from objectives.finetune.objective import evaluate, load_data, load_model, objective
 from objectives.finetune.replicate import refit_finetune, retrain_finetune
-from objectives.hooks import Confirmation, Ensembling, Exporter, Refit, RefitRequest
+from objectives.hooks import Confirmation, Ensembling, Exporter, Refit, confirmed_epochs_refit
 from objectives.task import Task, register
 from spaces.finetune import BASELINE, SPACE
-
-
-def _refit(trial: FrozenTrial, data: Any, path: Any, request: RefitRequest) -> dict[str, Any]:
-    epochs = request.confirmed_epochs_for(trial)
-    record = refit_finetune(
-        trial, data, path, epochs=epochs, seed=request.seed_for(trial), settings=request.settings
-    )
-    return record | {"trial": trial.number, "device": "cpu", "confirmed_epochs": epochs}
 
 
 TASK = register(
@@ -38,7 +26,10 @@ TASK = register(
         evaluate=evaluate,
         baseline=BASELINE,
         confirmation=Confirmation(retrain_finetune, schemes=("fold", "seed"), default=("fold", 5)),
-        refit=Refit(_refit, fixed="it trains its confirmed epochs on every photo"),
+        refit=Refit(
+            confirmed_epochs_refit(refit_finetune, settings=True),
+            fixed="it trains its confirmed epochs on every photo",
+        ),
         exporter=Exporter(export_finetune, standalone=True),
         ensembling=Ensembling(
             metric="proxy (ORIG, AUG, NEW)",

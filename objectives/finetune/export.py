@@ -5,7 +5,6 @@ with ``plain_torch`` it needs no timm), ``finetuned.pt`` (every weight: backbone
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
@@ -69,30 +68,26 @@ def export_finetune(job: ExportJob) -> list[Path]:
     written.append(atomic_copy(job.weights, out / "finetuned.pt"))
     _check_file_net(out / "pytorch_cnn.py", load_model(trial, out / "finetuned.pt"), out / "finetuned.pt")
     attrs = trial.user_attrs
-    summary = {
-        "study": job.study_name,
-        "trial": trial.number,
-        "proxy": trial.value,
-        "orig_acc": attrs.get("orig_acc"),
-        "aug_acc": attrs.get("aug_acc"),
-        "new_acc": attrs.get("new_acc"),
-        "proxy_note": attrs.get("proxy_note"),
-        "best_epoch": attrs.get("best_epoch"),
-        "weights": "trial" if job.refit is None else "refit",
-        "refit": job.refit,
-        "weights_source": attrs.get("weights_source"),
-        "n_params": attrs.get("n_params"),
-        "config": attrs["config"],
-        "needs_timm": not plain_torch,
-        "data_source": job.study_attrs.get("data_source"),
-        "backbones": job.study_attrs.get("backbones"),
-        "classes": ["cat", "dog"],
-        "usage": (
-            "from pytorch_cnn import FinetuneNet, classify; model = FinetuneNet(); "
-            "model.load_state_dict(torch.load('finetuned.pt', weights_only=True)); classify(model, x)"
-        ),
-    }
-    written.append(atomic_write_text(out / "winner.json", json.dumps(summary, indent=2) + "\n"))
+    written.append(
+        job.write_winner_json(
+            "proxy",
+            orig_acc=attrs.get("orig_acc"),
+            aug_acc=attrs.get("aug_acc"),
+            new_acc=attrs.get("new_acc"),
+            proxy_note=attrs.get("proxy_note"),
+            weights_source=attrs.get("weights_source"),
+            n_params=attrs.get("n_params"),
+            config=attrs["config"],
+            needs_timm=not plain_torch,
+            data_source=job.study_attrs.get("data_source"),
+            backbones=job.study_attrs.get("backbones"),
+            classes=["cat", "dog"],
+            usage=(
+                "from pytorch_cnn import FinetuneNet, classify; model = FinetuneNet(); "
+                "model.load_state_dict(torch.load('finetuned.pt', weights_only=True)); classify(model, x)"
+            ),
+        )
+    )
     print(
         f"finetuned.pt: {job.weights_source('photos')}; proxy "
         f"{trial.value:.4f} = ORIG {attrs.get('orig_acc')}, AUG {attrs.get('aug_acc')} "

@@ -4,9 +4,10 @@ Per worker, once: the photos are decoded and resized to 96x96 (as the evaluator 
 with a seed like the lab, and the validation images are copied under the seeded imaging-condition bank (the
 AUG part); NEW photos come from ``--set new_data=PATH``. Per trial: the backbone is drawn from those whose
 weights resolve (the study's ``backbones`` attribute says which were skipped and why), frozen by its policy,
-and trained; after every epoch the leaderboard proxy (``objectives/proxy.py``) of the validation split is
-reported for pruning, and its parts are stored (``orig_acc``, ``aug_acc``, ``new_acc``). A linear probe
-without augmentation trains its head on cached backbone features (``objectives/feature_cache.py``).
+and trained; after every epoch the leaderboard proxy (``objectives/finetune/proxy.py``) of the validation
+split is reported for pruning, and its parts are stored (``orig_acc``, ``aug_acc``, ``new_acc``). A linear
+probe without augmentation trains its head on cached backbone features
+(``objectives/finetune/feature_cache.py``).
 """
 
 from __future__ import annotations
@@ -37,13 +38,25 @@ from objectives.finetune.stages import PROBE, Stage, assign_stage, load_probe_he
 from objectives.sources import DataError
 from objectives.task import TrialContext
 from objectives.training.fit import cpu_state, restore_training, save_state, training_state
-from objectives.training.memory import plan_batch, track_peak_rss
-from objectives.training.resume import Resume
+from objectives.training.memory import plan_batch
+from objectives.training.resume import Resume, resumable
 from objectives.training.time_plan import plan_epochs, seconds_per_image
 from spaces import Choice, Space
 from spaces.finetune import FinetuneTrainConfig, FinetuneTrialConfig, suggest
 
-__all__ = ["FinetuneData", "build_model", "evaluate", "load_data", "load_model", "objective"]
+__all__ = [
+    "NET_CHUNK",
+    "FinetuneData",
+    "backbone_features",
+    "build_model",
+    "evaluate",
+    "fit_head",
+    "fit_model",
+    "load_data",
+    "load_model",
+    "objective",
+    "to_float",
+]
 
 # Images per forward pass when evaluating or computing features: lite1 at 224 px held 3.3 GB evaluating 128
 # at a time, 1.5 GB at 32, no slower (bench/allocator.py's workload)
@@ -109,18 +122,14 @@ def load_data(data: str | None, settings: dict[str, Any]) -> FinetuneData:
     )
 
 
-def objective(trial: optuna.Trial, data: FinetuneData, space: Space, context: TrialContext) -> float:
+@resumable
+def objective(
+    trial: optuna.Trial, data: FinetuneData, space: Space, context: TrialContext, resume: Resume
+) -> float:
     """Train the configuration drawn for ``trial``; return the best epoch's leaderboard proxy.
 
     A retry of a trial whose worker died continues from its predecessor's last saved epoch.
     """
-    with context.resume(trial) as resume, track_peak_rss(trial):
-        return _train(trial, data, space, context, resume)
-
-
-def _train(
-    trial: optuna.Trial, data: FinetuneData, space: Space, context: TrialContext, resume: Resume
-) -> float:
     settings = space.settings()
     space = _offered(trial, space, settings)
     stage = assign_stage(
@@ -222,8 +231,9 @@ def _fit_time(
     context: TrialContext,
     resume: Resume,
 ) -> tuple[FinetuneTrialConfig, str | None]:
-    """``cfg`` with its epochs sized to the run's time left (``objectives/time_plan.py``; unchanged without
-    ``--timeout``; a retry keeps its predecessor's plan), and why not even one epoch fits (or ``None``)."""
+    """``cfg`` with its epochs sized to the run's time left (``objectives/training/time_plan.py``; unchanged
+    without ``--timeout``; a retry keeps its predecessor's plan), and why not even one epoch fits (or
+    ``None``)."""
     seconds_left = context.seconds_left()
     if resume.state is not None and "epochs" in resume.state:
         epochs = int(resume.state["epochs"])
@@ -327,24 +337,26 @@ def _weights(
     return resolve_weights(name, weights_dir=weights_dir, download=bool(download))
 
 
+def backbone_features(model: FinetuneNet, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The frozen backbone's pooled features of each part's uint8 photos, ``NET_CHUNK`` photos at a time."""
+    model.eval()
+    with torch.inference_mode():
+        return {
+            name: torch.cat(
+                [model.forward_features(to_float(x[i : i + NET_CHUNK])) for i in range(0, len(x), NET_CHUNK)]
+            )
+            for name, x in parts.items()
+        }
+
+
 def _features(
     model: FinetuneNet, data: FinetuneData, cfg: FinetuneTrialConfig, source: str, state: dict
 ) -> tuple[dict[str, torch.Tensor], bool]:
     def compute() -> dict[str, torch.Tensor]:
-        model.eval()
         parts = {"train": data.x_train, "val": data.x_val, "aug": data.x_aug}
         if data.x_new is not None:
             parts["new"] = data.x_new
-        with torch.inference_mode():
-            return {
-                name: torch.cat(
-                    [
-                        model.forward_features(to_float(x[i : i + NET_CHUNK]))
-                        for i in range(0, len(x), NET_CHUNK)
-                    ]
-                )
-                for name, x in parts.items()
-            }
+        return backbone_features(model, parts)
 
     tag = weights_tag(source, state)
     return FeatureCache().get_or_compute(
@@ -403,7 +415,7 @@ def fit_model(
 ) -> None:
     """Train the trainable part of ``model`` on augmented images; report after every epoch, then save the
     progress (``resume`` continues from a saved one). With ``micro_batch`` below the batch, each step
-    accumulates the gradients of micro-batches (the memory cap: ``objectives/memory.py``)."""
+    accumulates the gradients of micro-batches (the memory cap: ``objectives/training/memory.py``)."""
     groups = [{"params": list(model.head.parameters()), "lr": cfg.lr}]
     backbone = [p for p in model.backbone.parameters() if p.requires_grad]
     if backbone:

@@ -15,7 +15,12 @@ from optuna.trial import FrozenTrial
 
 from models.finetune import FinetuneNet
 from objectives.finetune.feature_cache import FeatureCache, weights_tag
-from objectives.finetune.objective import NET_CHUNK, build_model, fit_head, fit_model, to_float
+from objectives.finetune.objective import (
+    backbone_features,
+    build_model,
+    fit_head,
+    fit_model,
+)
 from objectives.finetune.proxy import condition_bank, proxy_score
 from objectives.held_out import finetune_predictions
 from objectives.replicate import Replicate, fold_split
@@ -103,23 +108,11 @@ def _finetune_run(
     return model.eval(), best, parts
 
 
-def _all_features(
-    model: FinetuneNet, data: Any, cfg: FinetuneTrialConfig, source: str, state: dict
-) -> dict:
+def _all_features(model: FinetuneNet, data: Any, cfg: FinetuneTrialConfig, source: str, state: dict) -> dict:
     def compute() -> dict[str, torch.Tensor]:
         x, _, x_aug, _ = _all_photos(data)
-        model.eval()
         parts = {"train": x, "aug": x_aug} | ({} if data.x_new is None else {"new": data.x_new})
-        with torch.inference_mode():
-            return {
-                name: torch.cat(
-                    [
-                        model.forward_features(to_float(v[i : i + NET_CHUNK]))
-                        for i in range(0, len(v), NET_CHUNK)
-                    ]
-                )
-                for name, v in parts.items()
-            }
+        return backbone_features(model, parts)
 
     features, _ = FeatureCache().get_or_compute(
         cfg.model.backbone,

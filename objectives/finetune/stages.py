@@ -13,7 +13,7 @@ One study, two stages, told apart by the trial user attribute ``stage`` (``probe
    resolution and head fixed, ``freeze=last_k``; a leader's first fine-tune trial trains the sensible
    :data:`FINETUNE_RECIPE`, later ones draw the rest from the sampler. A fine-tune trial starts from its
    probe's trained head (user attr ``warm_start``) and sizes its epochs to the time left
-   (``objectives/time_plan.py``); it reports its epochs but is not pruned (see :meth:`Stage.report`).
+   (``objectives/training/time_plan.py``); it reports its epochs but is not pruned (see :meth:`Stage.report`).
 
 Without both kinds of freezing in the space (e.g. ``--set freeze=linear``) or with ``--set stages=false`` the
 study is single-stage, as before; ``stage`` still says whether a trial was a probe.

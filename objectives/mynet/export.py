@@ -4,7 +4,6 @@ figure and ``winner.json``. The weights are the trial's refit when one is stored
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from models import pytorch_cnn_source
@@ -44,22 +43,18 @@ def export_mynet(job: ExportJob) -> list[Path]:
     source = job.weights_source()
     tested = f"{len(images.y_test)} {images.test_name} images"
     print(f"model.pt: {source}; test_accuracy {test_accuracy:.4f} on {tested}")
-    summary = {
-        "study": job.study_name,
-        "trial": trial.number,
-        "val_accuracy": trial.value,
-        "best_epoch": best_epoch,
-        "weights": "trial" if job.refit is None else "refit",
-        "refit": job.refit,
-        "test_accuracy": test_accuracy,
-        "n_test": len(images.y_test),
-        "n_params": trial.user_attrs.get("n_params"),
-        "config": trial.user_attrs["config"],
-        "data_source": images.source,
-        "usage": (
-            "from pytorch_cnn import MyNet, classify; model = MyNet(); "
-            "model.load_state_dict(torch.load('model.pt', weights_only=True)); classify(model, x)"
-        ),
-    }
-    written.append(atomic_write_text(out / "winner.json", json.dumps(summary, indent=2) + "\n"))
+    written.append(
+        job.write_winner_json(
+            "val_accuracy",
+            test_accuracy=test_accuracy,
+            n_test=len(images.y_test),
+            n_params=trial.user_attrs.get("n_params"),
+            config=trial.user_attrs["config"],
+            data_source=images.source,
+            usage=(
+                "from pytorch_cnn import MyNet, classify; model = MyNet(); "
+                "model.load_state_dict(torch.load('model.pt', weights_only=True)); classify(model, x)"
+            ),
+        )
+    )
     return written

@@ -42,9 +42,9 @@ from objectives.training.fit import (
     resolve_device,
     save_state,
 )
-from objectives.training.memory import plan_batch, track_peak_rss
+from objectives.training.memory import plan_batch
 from objectives.training.precision import autocast_dtype
-from objectives.training.resume import Resume
+from objectives.training.resume import Resume, resumable
 from objectives.training.time_plan import EpochCost, seconds_per_image
 from spaces import Space
 from spaces.mynet import MyNetTrialConfig, suggest
@@ -70,18 +70,14 @@ def load_data(data: str | None, settings: dict[str, Any]) -> FashionSplit:
     )
 
 
-def objective(trial: optuna.Trial, data: FashionSplit, space: Space, context: TrialContext) -> float:
+@resumable
+def objective(
+    trial: optuna.Trial, data: FashionSplit, space: Space, context: TrialContext, resume: Resume
+) -> float:
     """Train the configuration drawn for ``trial``; return the final epoch's validation accuracy.
 
     A retry of a trial whose worker died continues from its predecessor's last saved epoch.
     """
-    with context.resume(trial) as resume, track_peak_rss(trial):
-        return _train(trial, data, space, context, resume)
-
-
-def _train(
-    trial: optuna.Trial, data: FashionSplit, space: Space, context: TrialContext, resume: Resume
-) -> float:
     cfg = suggest(trial, space)
     trial.set_user_attr("config", cfg.to_dict())
     seed = resume.draw_seed(trial)

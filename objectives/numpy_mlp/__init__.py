@@ -4,22 +4,12 @@ Its modules: ``objective`` (one trial: k-fold cross-validation of the training i
 (the per-worker arrays the folds share), ``replicate`` (confirmation and refit), ``export`` (``numpy_nn.py``
 and the lab's figures). Importing the package registers the task."""
 
-from typing import Any
-
-from optuna.trial import FrozenTrial
-
-from objectives.hooks import Confirmation, Exporter, Refit, RefitRequest
+from objectives.hooks import Confirmation, Exporter, Refit, confirmed_epochs_refit
 from objectives.numpy_mlp.export import export_numpy_mlp
 from objectives.numpy_mlp.objective import evaluate, load_data, objective
 from objectives.numpy_mlp.replicate import refit_numpy_mlp, retrain_numpy_mlp
 from objectives.task import Task, register
 from spaces.numpy_mlp import SPACE
-
-
-def _refit(trial: FrozenTrial, data: Any, path: Any, request: RefitRequest) -> dict[str, Any]:
-    epochs = request.confirmed_epochs_for(trial)
-    record = refit_numpy_mlp(trial, data, path, epochs=epochs, seed=request.seed_for(trial))
-    return record | {"trial": trial.number, "device": "cpu", "confirmed_epochs": epochs}
 
 
 TASK = register(
@@ -38,7 +28,11 @@ TASK = register(
         # half a second (docs/measurements.md, "numpy-mlp pruning").
         default_pruner="none",
         confirmation=Confirmation(retrain_numpy_mlp, schemes=("fold", "seed"), default=("fold", 5)),
-        refit=Refit(_refit, suffix=".npz", fixed="it trains its confirmed epochs on all its images"),
+        refit=Refit(
+            confirmed_epochs_refit(refit_numpy_mlp),
+            suffix=".npz",
+            fixed="it trains its confirmed epochs on all its images",
+        ),
         exporter=Exporter(export_numpy_mlp),
     )
 )

@@ -3,7 +3,6 @@ The weights are the trial's refit (every training image, the confirmed epoch cou
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -59,18 +58,14 @@ def export_numpy_mlp(job: ExportJob) -> list[Path]:
     )
     source = job.weights_source()
     print(f"numpy_nn_weights.npz: {source}; test_error {test_error:.4f} on {len(y)} test images")
-    summary = {
-        "study": job.study_name,
-        "trial": trial.number,
-        "val_error": trial.value,
-        "best_epoch": best_epoch,
-        "weights": "trial" if job.refit is None else "refit",
-        "refit": job.refit,
-        "test_error": test_error,
-        "n_test": int(len(y)),
-        "config": config,
-        "data_source": images.source,
-        "usage": "model, extras = numpy_nn.load_model('numpy_nn_weights.npz'); numpy_nn.predict(model, x)",
-    }
-    written.append(atomic_write_text(out / "winner.json", json.dumps(summary, indent=2) + "\n"))
+    written.append(
+        job.write_winner_json(
+            "val_error",
+            test_error=test_error,
+            n_test=int(len(y)),
+            config=config,
+            data_source=images.source,
+            usage="model, extras = numpy_nn.load_model('numpy_nn_weights.npz'); numpy_nn.predict(model, x)",
+        )
+    )
     return written

@@ -4,7 +4,7 @@ On a CPU with AMX tiles (Intel Xeon since Sapphire Rapids) oneDNN runs bfloat16 
 products in hardware: mynet's baseline trains 1.6-1.7x as fast per epoch at the same accuracy
 (``bench/precision.py``). A CPU without them would emulate bfloat16 and run slower, so ``auto`` picks it only
 there. Autocast casts per operation: weights, gradients and optimiser state stay float32, and so does every
-validation and test figure (``objectives/torch_fit.py``).
+validation and test figure (``objectives/training/fit.py``).
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ loss of its storage.
 
 from __future__ import annotations
 
+import functools
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,16 +24,31 @@ import torch
 
 from objectives.optuna_internals import trial_id
 from objectives.training.fit import save_state
+from objectives.training.memory import track_peak_rss
 
-__all__ = ["Resume", "predecessors", "progress_path"]
+__all__ = ["Resume", "predecessors", "progress_path", "resumable"]
 
 # A trial ending with one of these has not ended for the storage: it stays RUNNING until the heartbeats of
-# its worker are missed, then is failed and retried elsewhere (search/heartbeat.py), like a dead worker's.
+# its worker are missed, then is failed and retried elsewhere (search/engine/heartbeat.py), like a dead
+# worker's.
 _STORAGE_LOST = (
     optuna.exceptions.StorageInternalError,
     optuna.exceptions.UpdateFinishedTrialError,
     sqlalchemy.exc.DBAPIError,
 )
+
+
+def resumable(train: Callable[..., float]) -> Callable[..., float]:
+    """A torch task's objective ``(trial, data, space, context)`` from ``train(trial, data, space, context,
+    resume)``: a retry of a trial whose worker died continues from its predecessor's last saved epoch
+    (``resume``), and the trial records its peak memory."""
+
+    @functools.wraps(train)
+    def objective(trial: optuna.Trial, data: Any, space: Any, context: Any) -> float:
+        with context.resume(trial) as resume, track_peak_rss(trial):
+            return train(trial, data, space, context, resume)
+
+    return objective
 
 
 def progress_path(checkpoint_dir: Path, number: int) -> Path:

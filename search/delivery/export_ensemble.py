@@ -1,6 +1,6 @@
 """Export an ensemble: the confirmed winner and the next K - 1 confirmed configurations packed into one
 ``MyNet()`` / ``FinetuneNet()`` (``models/_ensemble_source.py``) with one state dict, written only when
-confirmation shows the ensemble scoring higher than the winner (``search/ensemble.py``).
+confirmation shows the ensemble scoring higher than the winner (``search/selection/ensemble.py``).
 
 Files: ``pytorch_cnn.py``, ``model.pt`` (mynet) or ``finetuned.pt`` (finetune), ``winner.json`` with the
 members, the paired held-out estimate and the CPU milliseconds per 100 images of the winner alone and of

@@ -1,6 +1,6 @@
 """Run untrusted Python (a submission's code) in a bubblewrap sandbox with time, memory and process limits.
 
-What the sandbox is (see ``README.md``, "What validate isolates"): new mount, network, PID, IPC and UTS
+What the sandbox is (see ``docs/delivery.md``, "What validate isolates"): new mount, network, PID, IPC and UTS
 namespaces; a read-only view of ``/usr``, ``/etc``, the lib/bin links and the Python installation (nothing
 else of the host: no ``/home``, ``/root``, ``/work``, ``/run``, host ``/tmp``); an empty read-only ``/tmp``
 and ``$HOME``; one writable size-capped tmpfs at ``/scratch``; a network namespace whose only interface is

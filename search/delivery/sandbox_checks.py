@@ -1,8 +1,9 @@
-"""The lab's checks of an unpacked submission, run as a script in the sandbox (``search/sandbox.py``).
+"""The lab's checks of an unpacked submission, run as a script in the sandbox
+(``search/delivery/sandbox.py``).
 
-``search/validate.py`` runs this file with ``python -I CHECKER THREADS SCRATCH MODULES`` in the unpacked
-folder, inside the sandbox. It first imports the trusted packages the zip needs (``MODULES``, from the
-venv, before the zip's folder is on ``sys.path``), then installs an audit hook that reports every network
+``search/delivery/validate.py`` runs this file with ``python -I CHECKER THREADS SCRATCH MODULES`` in the
+unpacked folder, inside the sandbox. It first imports the trusted packages the zip needs (``MODULES``, from
+the venv, before the zip's folder is on ``sys.path``), then installs an audit hook that reports every network
 use, write outside ``SCRATCH`` and process start: the sandbox blocks these, the hook says what was tried.
 Records are JSON lines on the original stdout (the zip's own prints go to stderr): ``{"name", "ok",
 "detail", ...}`` per check, ``{"start": name}`` before each, ``{"attempt": what}`` per attempt. It needs

@@ -91,7 +91,7 @@ def build_submission(
         out: The zip to write (replaced atomically).
         standalone: Write ``FinetuneNet`` in plain torch (no timm needed where it is evaluated).
         ensemble: ``MyNet`` and ``FinetuneNet`` average the top ``ensemble`` confirmed configurations of
-            their studies, each where its confirmation shows a gain (``search/export/ensemble.py``).
+            their studies, each where its confirmation shows a gain (``search/delivery/export_ensemble.py``).
         flip: With ``ensemble``, FinetuneNet averages left-right flips too.
         log: Called with one line per step (the CLI prints them).
 

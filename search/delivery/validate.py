@@ -69,10 +69,8 @@ class Limits:
         finetune_ms: FinetuneNet's CPU inference time per 100 images, ms.
         threads: Torch threads the times are measured with.
         strict_imports: Fail (not just warn) when a ``.py`` file imports a module outside ``LAB_MODULES``.
-        timeout: Seconds the sandboxed checks may take (then all their processes are killed).
         unpack_mb: Hard cap on everything unpacked, MiB (each file is also held to ``file_mb``).
-        memory_mb: Address space of each sandboxed process, MiB.
-        processes: Processes and threads the sandboxed code may have at once.
+        sandbox: Time, memory and processes of the sandboxed checks (then all their processes are killed).
     """
 
     zip_mb: float | None = None
@@ -81,10 +79,8 @@ class Limits:
     finetune_ms: float | None = None
     threads: int = 1
     strict_imports: bool = False
-    timeout: float = 300.0
     unpack_mb: float = 1024.0
-    memory_mb: int = 8192
-    processes: int = 64
+    sandbox: SandboxLimits = SandboxLimits()
 
 
 @dataclass(frozen=True)
@@ -311,7 +307,7 @@ def _sandbox_checks(runner: Path, folder: Path, trusted: list[str], limits: Limi
         cwd="/submission",
         env={v: str(limits.threads) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
         | {"MPLCONFIGDIR": SCRATCH, "XDG_CACHE_HOME": SCRATCH, "TORCH_HOME": f"{SCRATCH}/torch"},
-        limits=SandboxLimits(limits.timeout, limits.memory_mb, limits.processes, scratch_mb=256),
+        limits=limits.sandbox,
     )
     checks, attempts, running = [], [], None
     for line in result.stdout.splitlines():
@@ -340,7 +336,9 @@ def _sandbox_checks(runner: Path, folder: Path, trusted: list[str], limits: Limi
     )
     if result.timed_out:
         during = f" during {running!r}" if running else ""
-        checks.append(Check("time limit", False, f"killed at the time limit of {limits.timeout:g} s{during}"))
+        checks.append(
+            Check("time limit", False, f"killed at the time limit of {limits.sandbox.seconds:g} s{during}")
+        )
     elif result.returncode != 0 or running is not None or not checks[:-1]:
         checks.append(Check("lab checks ran", False, _how_it_ended(result, running, limits)))
     return checks
@@ -350,7 +348,7 @@ def _how_it_ended(result: SandboxResult, running: str | None, limits: Limits) ->
     code = result.returncode
     number = -code if code < 0 else code - 128 if code > 128 else 0
     why = {
-        signal.SIGXCPU: f"the CPU time limit ({limits.timeout:g} s)",
+        signal.SIGXCPU: f"the CPU time limit ({limits.sandbox.seconds:g} s)",
         signal.SIGXFSZ: "the file size limit",
         signal.SIGKILL: "SIGKILL (out of memory?)",
     }.get(number, signal.Signals(number).name if number in signal.valid_signals() else f"exit code {code}")
@@ -362,7 +360,7 @@ def _how_it_ended(result: SandboxResult, running: str | None, limits: Limits) ->
 def _as_check(record: dict, limits: Limits) -> Check:
     name, ok, detail = record["name"], bool(record["ok"]), str(record["detail"])
     if "MemoryError" in detail:
-        detail += f" (limit {limits.memory_mb} MiB of address space per process)"
+        detail += f" (limit {limits.sandbox.memory_mb} MiB of address space per process)"
     if "params" in record:
         detail += f" ({record['params']:,} parameters)"
     if ok and "ms" in record:

@@ -54,7 +54,8 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
         ValueError: for an unknown name.
     """
     if name in ("rungs", "rungs-cost"):  # objectives/rung_pruner.py
-        # two rungs: a fifth of the budget, then the budget (1-epoch schedules rank poorly: README "Rungs")
+        # two rungs: a fifth of the budget, then the budget (1-epoch schedules rank poorly:
+        # docs/tasks/mynet.md, "Rungs")
         plan = RungPlan(max_epochs, factor=ASHA_REDUCTION, min_epochs=max(1, max_epochs // 5))
         return RungPruner(plan, cost_weight=COST_WEIGHT if name == "rungs-cost" else 0.0)
     if name == "asha":  # successive halving over prefixes of the whole schedule

@@ -21,7 +21,7 @@ import optuna
 from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.trial import TrialState
 
-from objectives.optuna_internals import heartbeat_enabled, study_storage
+from objectives.optuna_internals import backend_of, heartbeat_enabled, study_storage
 from search.engine.storage import GRACE_PERIOD_S as DEFAULT_GRACE_S
 
 __all__ = [
@@ -48,12 +48,12 @@ def interval_for(grace: int) -> int:
     return max(1, grace // 3)
 
 
-def apply_heartbeat(storage: optuna.storages.BaseStorage, grace: int | None) -> None:
+def apply_heartbeat(backend: optuna.storages.BaseStorage, grace: int | None) -> None:
     """Give an RDB storage the study's grace (``None``: keep the default); other storages have none."""
-    if grace is None or not isinstance(storage, RDBStorage):
+    if grace is None or not isinstance(backend, RDBStorage):
         return
-    storage.heartbeat_interval = interval_for(grace)
-    storage.grace_period = grace
+    backend.heartbeat_interval = interval_for(grace)
+    backend.grace_period = grace
 
 
 def taken_over(study: optuna.Study, trial_id: int | None) -> bool:
@@ -61,8 +61,7 @@ def taken_over(study: optuna.Study, trial_id: int | None) -> bool:
     reach the storage within the grace (a lost connection), so the trial was re-queued and runs elsewhere."""
     if trial_id is None:
         return False
-    storage = study_storage(study)
-    storage = getattr(storage, "_backend", storage)  # the stored state, not a cache of this worker's own
+    storage = backend_of(study_storage(study))  # the stored state, not a cache of this worker's own
     return storage.get_trial(trial_id).state == TrialState.FAIL
 
 

@@ -18,6 +18,7 @@ import os
 import re
 import sqlite3
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -48,6 +49,9 @@ HEARTBEAT_INTERVAL_S = 10
 GRACE_PERIOD_S = 30
 SQLITE_BUSY_TIMEOUT_S = 60
 _SCHEMA_RETRIES = 8
+_KEPT_OPEN = 8  # storages a process keeps open (a test process opens many)
+_opened: dict[tuple[str, object], optuna.storages.BaseStorage] = {}
+_opened_lock = threading.Lock()
 
 
 @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "connect")
@@ -67,12 +71,39 @@ class StorageError(ValueError):
 
 
 def get_storage(url: str) -> optuna.storages.BaseStorage:
-    """Open the storage at ``url`` (creating an SQLite or journal file when it does not exist yet).
+    """The storage at ``url``, opened once per process (creating an SQLite or journal file when it does not
+    exist yet). A command passes URLs (they cross to worker processes); each process opens a URL once and
+    later calls get the same object, until the file behind it is replaced.
 
     Raises:
         StorageError: for an unknown scheme, a missing parent folder or an unreachable server.
     """
     scheme = check_storage_url(url)
+    key = (url, _file_identity(url, scheme))
+    with _opened_lock:
+        storage = _opened.pop(key, None)
+        if storage is None:
+            storage = _open(url, scheme)
+            key = (url, _file_identity(url, scheme))  # a file it created
+        _opened[key] = storage  # most recently used last
+        while len(_opened) > _KEPT_OPEN:
+            _opened.pop(next(iter(_opened)))
+        return storage
+
+
+def _file_identity(url: str, scheme: str) -> tuple[int, int, bool] | None:
+    # A file storage is reopened when its file is created, replaced or changes writability.
+    if scheme not in ("sqlite", "journal"):
+        return None
+    path = Path(url.split(":///", 1)[1])
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino, os.access(path, os.W_OK)
+
+
+def _open(url: str, scheme: str) -> optuna.storages.BaseStorage:
     if scheme == "journal":
         return JournalStorage(JournalFileBackend(url[len("journal:///") :]))
     if scheme == "sqlite":

@@ -163,13 +163,13 @@ def run_study(
     check_writable(storage, run.checkpoints)
     dataset = task.load_data(data, space.settings())
     optuna.logging.set_verbosity(logging.WARNING)
-    storage_obj = get_storage(storage)
+    backend = get_storage(storage)
     study_name = study_name or task.name
-    existing = _existing_attrs(storage_obj, study_name)
+    existing = _existing_attrs(backend, study_name)
     if existing is not None:
         _check_compatible(existing, study_name, task, space, dataset)
     study = optuna.create_study(
-        study_name=study_name, storage=storage_obj, direction=task.direction, load_if_exists=True
+        study_name=study_name, storage=backend, direction=task.direction, load_if_exists=True
     )
     if existing is None:
         _write_metadata(study, task, space, dataset, data, seed)
@@ -273,12 +273,12 @@ def load_study(storage: str, study_name: str) -> optuna.Study:
     """
     if not storage_exists(storage):
         raise StudyError(f"no study {study_name!r} in {storage}: the file does not exist")
-    storage_obj = open_existing(storage)
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage_obj, include_best_trial=False)]
+    backend = open_existing(storage)
+    names = [s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)]
     if study_name not in names:
         known = ", ".join(names) or "none"
         raise StudyError(f"no study {study_name!r} in {storage}; studies there: {known}")
-    return optuna.load_study(study_name=study_name, storage=storage_obj)
+    return optuna.load_study(study_name=study_name, storage=backend)
 
 
 def study_dir(storage: str, study_name: str, checkpoints: str | Path | None = None) -> Path:
@@ -306,12 +306,12 @@ def summarize(study: optuna.Study, storage: str, *, new_trials: int = 0) -> RunS
     )
 
 
-def _existing_attrs(storage: optuna.storages.BaseStorage, study_name: str) -> dict[str, Any] | None:
+def _existing_attrs(backend: optuna.storages.BaseStorage, study_name: str) -> dict[str, Any] | None:
     try:
-        study_id = storage.get_study_id_from_name(study_name)
+        study_id = backend.get_study_id_from_name(study_name)
     except KeyError:
         return None
-    return dict(storage.get_study_user_attrs(study_id))
+    return dict(backend.get_study_user_attrs(study_id))
 
 
 def _check_compatible(

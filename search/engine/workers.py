@@ -6,10 +6,11 @@ threads; when a worker dies, its RUNNING trials are failed and re-queued at once
 takes its place. Workers send progress events through their own pipe (a killed worker can only break
 its own pipe, never the others').
 
-Signals (``search/interrupts.py``): SIGTERM is handled like Ctrl-C (``Terminated``, a ``KeyboardInterrupt``):
-the running trials end FAIL with the reason, and the command exits 143 (130 for Ctrl-C). Workers start
-with both signals blocked, so one arriving while a worker still imports waits until it can end the worker
-cleanly; the parent forwards a signal it alone got (``kill PID``) to its workers and waits for them.
+Signals (``search/engine/interrupts.py``): SIGTERM is handled like Ctrl-C (``Terminated``, a
+``KeyboardInterrupt``): the running trials end FAIL with the reason, and the command exits 143 (130 for
+Ctrl-C). Workers start with both signals blocked, so one arriving while a worker still imports waits until it
+can end the worker cleanly; the parent forwards a signal it alone got (``kill PID``) to its workers and waits
+for them.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def work(
     """
     task = objectives.get_task(spec.task)  # imports the task's modules (torch), then limit their threads
     limit_threads(spec.threads)
-    keep_freed_memory()  # torch steps reuse their large blocks (objectives/allocator.py)
+    keep_freed_memory()  # torch steps reuse their large blocks (objectives/training/allocator.py)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for handler in logging.getLogger("optuna").handlers:
         handler.addFilter(_drop_interrupt_tracebacks)

@@ -54,7 +54,7 @@ _STALE_S = 120  # a RUNNING replicate that never recorded its worker (killed rig
 @dataclass
 class ConfirmResult:
     """A finished confirmation: the plan, how many replicates this run trained, the estimates and winner,
-    and the winner against the study's baseline (``search/reference.py``; ``None`` without one)."""
+    and the winner against the study's baseline (``search/selection/reference.py``; ``None`` without one)."""
 
     study: str
     confirm_study: str
@@ -342,7 +342,7 @@ def _work(
     study = load_study(storage, study_name)
     task = objectives.get_task(study.user_attrs["task"])
     limit_threads(threads or task.max_threads)  # numpy-mlp: one BLAS thread, as its search workers
-    keep_freed_memory()  # as a search worker (objectives/allocator.py)
+    keep_freed_memory()  # as a search worker (objectives/training/allocator.py)
     settings = dict(study.user_attrs.get("settings", {}))
     dataset = dataset if dataset is not None else _load_checked(study, task, data)
     settings.update(shared_cap(settings, workers))  # the workers share this machine's RAM
@@ -373,7 +373,7 @@ def _work(
         finally:
             release_free_memory()
         predictions = record.pop("predictions", None)
-        if predictions is not None:  # kept for ensembles (search/ensemble.py)
+        if predictions is not None:  # kept for ensembles (search/selection/ensemble.py)
             save_predictions(study_dir(storage, study_name), attrs["confirm_key"], predictions)
         for name, value in record.items():
             trial.set_user_attr(name, value)

@@ -1,6 +1,6 @@
 """A timed mynet run ends by its deadline: a rung that would end after it does not start, nor a trial that
-could not finish all its rungs (objectives/time_plan.py ``rung_overruns``), on real FashionMNIST with a
-tiny network."""
+could not finish all its rungs (objectives/training/time_plan.py ``rung_overruns``), on real FashionMNIST
+with a tiny network."""
 
 from __future__ import annotations
 

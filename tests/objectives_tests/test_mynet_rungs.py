@@ -1,4 +1,4 @@
-"""mynet by rungs of complete short schedules (objectives/fidelity.py, objectives/mynet_rungs.py), on real
+"""mynet by rungs of complete short schedules (objectives/rung_pruner.py, objectives/mynet/rungs.py), on real
 FashionMNIST with a tiny network and 600 training images."""
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ def test_ids_storage_heartbeat_and_orm_round_trip(tmp_path) -> None:
     backend = _storage(tmp_path)
     study = optuna.create_study(study_name="s", storage=backend)
     wrapped = internals.study_storage(study)  # Optuna wraps an RDBStorage in its cache
-    assert isinstance(wrapped, internals.CachedStorage) and wrapped._backend is backend
+    assert isinstance(wrapped, internals.CachedStorage) and internals.backend_of(wrapped) is backend
+    assert internals.backend_of(backend) is backend
     assert internals.heartbeat_enabled(wrapped) and internals.heartbeat_enabled(backend)
     assert not internals.heartbeat_enabled(optuna.storages.InMemoryStorage())
 

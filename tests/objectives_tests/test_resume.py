@@ -1,4 +1,4 @@
-"""Which endings of a trial delete its progress files (objectives/resume.py)."""
+"""Which endings of a trial delete its progress files (objectives/training/resume.py)."""
 
 from __future__ import annotations
 

@@ -58,7 +58,8 @@ def mlp_study(storage: str) -> optuna.Study:
 
     def crash(trial: optuna.Trial) -> float:
         _suggest(trial)
-        trial.set_user_attr("fail_reason", "FloatingPointError: overflow in epoch 1")  # as search/workers.py
+        # as search/engine/workers.py records it
+        trial.set_user_attr("fail_reason", "FloatingPointError: overflow in epoch 1")
         raise FloatingPointError("overflow in epoch 1")
 
     logging = optuna.logging.get_verbosity()
