@@ -33,7 +33,7 @@ demo: $(STAMP)
 	  $(BIN)/rpztune run finetune --data $(PHOTOS) --trials 8 --seed 0 --set freeze=linear --set augment=none \
 	    --set 'backbone=["tf_efficientnet_lite0"]' --set resolution=128 --set epochs=8 && \
 	  $(BIN)/rpztune export --study finetune --out results/finetune && \
-	  $(STAND_IN_WARNED) $(BIN)/rpztune submit --standalone --out results/submission.zip; \
+	  $(STAND_IN_WARNED) $(BIN)/rpztune submit --standalone --out results/submission.zip --data $(or $(DATA),$(PHOTOS)); \
 	else echo "finetune: skipped; to run it, give DATA=FOLDER holding dogs_and_cats/ (or the lab's dogs_and_cats.zip)"; fi
 	$(BIN)/rpztune report --all --out results/reports
 	$(BIN)/rpztune status

@@ -11,11 +11,12 @@ from __future__ import annotations
 import ast
 import inspect
 import json
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
+
+from nn_numpy import sorted_imports
 
 from . import efficientnet_lite, finetune, mynet, prediction, timm_backbone
 from .finetune import FinetuneCfg
@@ -132,7 +133,7 @@ def standalone_source(modules: Sequence[ModuleType], defaults: Mapping[str, Any]
     if missing:
         raise ValueError(f"no top-level assignment of {sorted(missing)} in {[m.__name__ for m in modules]}")
     exported = list(dict.fromkeys(exported))  # a module may re-export another's name (mynet: classify)
-    lines = ["from __future__ import annotations", "", *_sorted_imports(imports), "", _all_line(exported)]
+    lines = ["from __future__ import annotations", "", *sorted_imports(imports), "", _all_line(exported)]
     return f"{header}\n" + "\n".join(lines) + "\n\n" + "\n\n\n".join(bodies) + "\n"
 
 
@@ -218,15 +219,3 @@ def config_literal(value: Any) -> str:
 
 def _repr(value: Any) -> str:
     return json.dumps(value) if isinstance(value, str) else repr(value)  # double quotes, like ruff format
-
-
-def _sorted_imports(imports: dict[str, None]) -> list[str]:
-    """Standard library first, then third party; ``import`` before ``from``, like isort."""
-
-    def key(line: str) -> tuple[bool, bool, str]:
-        top_level = line.split()[1].split(".")[0]
-        return top_level not in sys.stdlib_module_names, line.startswith("from "), line.lower()
-
-    ordered = sorted(imports, key=key)
-    sections = [[line for line in ordered if not key(line)[0]], [line for line in ordered if key(line)[0]]]
-    return [line for section in sections if section for line in [*section, ""]][:-1]

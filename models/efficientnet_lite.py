@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -81,41 +82,50 @@ class BatchNormAct(nn.BatchNorm2d):
         return F.relu6(x) if self.act else x
 
 
-class DepthwiseSeparable(nn.Module):
+class _ResidualChain(nn.Sequential):
+    """Its layers in order (named like timm's), plus the input when the block keeps the shape."""
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int, **layers: nn.Module) -> None:
+        super().__init__(OrderedDict(layers))
+        self.has_skip = stride == 1 and in_chs == out_chs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, in_chs, H, W]`` -> ``[B, out_chs, H / stride, W / stride]``."""
+        out = super().forward(x)
+        return out + x if self.has_skip else out
+
+
+class DepthwiseSeparable(_ResidualChain):
     """Depthwise conv, BN-ReLU6, pointwise conv, BN; a residual when the shape is kept."""
 
     def __init__(self, in_chs: int, out_chs: int, kernel: int, stride: int) -> None:
-        super().__init__()
-        self.conv_dw = _conv(in_chs, in_chs, kernel, stride, groups=in_chs)
-        self.bn1 = BatchNormAct(in_chs)
-        self.conv_pw = _conv(in_chs, out_chs, 1)
-        self.bn2 = BatchNormAct(out_chs, act=False)
-        self.has_skip = stride == 1 and in_chs == out_chs
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, in_chs, H, W]`` -> ``[B, out_chs, H / stride, W / stride]``."""
-        out = self.bn2(self.conv_pw(self.bn1(self.conv_dw(x))))
-        return out + x if self.has_skip else out
+        super().__init__(
+            in_chs,
+            out_chs,
+            stride,
+            conv_dw=_conv(in_chs, in_chs, kernel, stride, groups=in_chs),
+            bn1=BatchNormAct(in_chs),
+            conv_pw=_conv(in_chs, out_chs, 1),
+            bn2=BatchNormAct(out_chs, act=False),
+        )
 
 
-class InvertedResidual(nn.Module):
+class InvertedResidual(_ResidualChain):
     """MobileNet-V2's block: 1x1 expansion, depthwise conv, 1x1 projection; a residual if shape is kept."""
 
     def __init__(self, in_chs: int, out_chs: int, kernel: int, stride: int, expand: int) -> None:
-        super().__init__()
         mid_chs = in_chs * expand
-        self.conv_pw = _conv(in_chs, mid_chs, 1)
-        self.bn1 = BatchNormAct(mid_chs)
-        self.conv_dw = _conv(mid_chs, mid_chs, kernel, stride, groups=mid_chs)
-        self.bn2 = BatchNormAct(mid_chs)
-        self.conv_pwl = _conv(mid_chs, out_chs, 1)
-        self.bn3 = BatchNormAct(out_chs, act=False)
-        self.has_skip = stride == 1 and in_chs == out_chs
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, in_chs, H, W]`` -> ``[B, out_chs, H / stride, W / stride]``."""
-        out = self.bn3(self.conv_pwl(self.bn2(self.conv_dw(self.bn1(self.conv_pw(x))))))
-        return out + x if self.has_skip else out
+        super().__init__(
+            in_chs,
+            out_chs,
+            stride,
+            conv_pw=_conv(in_chs, mid_chs, 1),
+            bn1=BatchNormAct(mid_chs),
+            conv_dw=_conv(mid_chs, mid_chs, kernel, stride, groups=mid_chs),
+            bn2=BatchNormAct(mid_chs),
+            conv_pwl=_conv(mid_chs, out_chs, 1),
+            bn3=BatchNormAct(out_chs, act=False),
+        )
 
 
 class EfficientNetLite(nn.Module):

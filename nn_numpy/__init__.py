@@ -27,6 +27,7 @@ from ._losses import BCE
 from ._losses import SE
 from ._optim import SGD
 from ._stack import stack_models
+from ._standalone import sorted_imports
 from ._standalone import standalone_source
 from ._trainer import Diverged
 from ._trainer import EpochStats
@@ -55,6 +56,7 @@ __all__ = [
     "restore",
     "save_model",
     "stack_models",
+    "sorted_imports",
     "standalone_source",
     "train",
 ]

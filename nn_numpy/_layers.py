@@ -1,7 +1,8 @@
 """Layers of a fully-connected network in pure NumPy, with the RPZ lab's interface.
 
 Every layer has ``forward(x)``, ``backward(dL_wrt_output)`` (returns the gradient w.r.t. its input),
-``params()`` and ``grads()``. Each ``backward`` sits right below its ``forward``.
+``params()`` and ``grads()``. Each ``backward`` sits right below its ``forward``. The activations share
+their empty ``params()``/``grads()`` and the description of the interface through ``_Activation``.
 
 This module imports only NumPy: its source is copied verbatim into the exported ``numpy_nn.py``.
 """
@@ -53,6 +54,18 @@ def initial_weights(
     return weights.astype(dtype, copy=False)
 
 
+def _param_property(name: str, doc: str) -> property:
+    """A property that reads ``self._params[name]`` and writes it with ``np.asarray(value)``."""
+
+    def get(self) -> np.ndarray:
+        return self._params[name]
+
+    def set_(self, value: np.ndarray) -> None:
+        self._params[name] = np.asarray(value)
+
+    return property(get, set_, doc=doc)
+
+
 class Linear:
     """Fully-connected layer ``f(x) = x @ W + b`` (PyTorch convention).
 
@@ -83,23 +96,8 @@ class Linear:
         self._x: np.ndarray | None = None  # input of the last forward
         self._saved: tuple[np.ndarray, np.ndarray] | None = None  # (x, dL_wrt_output) of the last backward
 
-    @property
-    def W(self) -> np.ndarray:
-        """Weights, shape (in, out)."""
-        return self._params["W"]
-
-    @W.setter
-    def W(self, value: np.ndarray) -> None:
-        self._params["W"] = np.asarray(value)
-
-    @property
-    def b(self) -> np.ndarray:
-        """Biases, shape (1, out)."""
-        return self._params["b"]
-
-    @b.setter
-    def b(self, value: np.ndarray) -> None:
-        self._params["b"] = np.asarray(value)
+    W = _param_property("W", "Weights, shape (in, out).")
+    b = _param_property("b", "Biases, shape (1, out).")
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Computes ``x @ W + b``.
@@ -173,31 +171,13 @@ class Linear:
         return f"Linear({self.W.shape[0]}, {self.W.shape[1]})"
 
 
-class ReLU:
-    """Rectified linear unit ``f(x) = max(0, x)``, elementwise on any shape. Gradient 0 at x = 0."""
+class _Activation:
+    """Base of the parameter-free layers that act elementwise on any shape (ReLU, LeakyReLU, Sigmoid, Tanh).
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """Computes ``max(0, x)``.
-
-        Args:
-            x: Input, any shape.
-
-        Returns:
-            Output, same shape as ``x``.
-        """
-        self._positive = x > 0
-        return np.maximum(x, 0)
-
-    def backward(self, dL_wrt_output: np.ndarray) -> np.ndarray:
-        """Back-propagates through the layer.
-
-        Args:
-            dL_wrt_output: Gradient of the loss w.r.t. the output, same shape as the input.
-
-        Returns:
-            Gradient of the loss w.r.t. the input, same shape.
-        """
-        return dL_wrt_output * self._positive
+    A subclass's ``forward(x)`` returns ``f(x)``, same shape as ``x``, and keeps what the derivative needs.
+    Its ``backward(dL_wrt_output)``, right below, takes the gradient of the loss w.r.t. the output (same shape
+    as the input) and returns the gradient w.r.t. the input, ``dL_wrt_output * f'(x)``, same shape.
+    """
 
     def params(self) -> dict[str, np.ndarray]:
         """No parameters: returns ``{}``."""
@@ -208,10 +188,23 @@ class ReLU:
         return {}
 
     def __repr__(self) -> str:
-        return "ReLU()"
+        return f"{type(self).__name__}()"
 
 
-class LeakyReLU:
+class ReLU(_Activation):
+    """Rectified linear unit ``f(x) = max(0, x)``, elementwise on any shape. Gradient 0 at x = 0."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Returns ``max(0, x)``, same shape as ``x``."""
+        self._positive = x > 0
+        return np.maximum(x, 0)
+
+    def backward(self, dL_wrt_output: np.ndarray) -> np.ndarray:
+        """Returns the gradient w.r.t. the input: ``dL_wrt_output`` where ``x > 0``, 0 elsewhere."""
+        return dL_wrt_output * self._positive
+
+
+class LeakyReLU(_Activation):
     """Leaky ReLU ``f(x) = x if x > 0 else negative_slope * x``, elementwise on any shape.
 
     Args:
@@ -222,41 +215,19 @@ class LeakyReLU:
         self.negative_slope = negative_slope
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Computes ``x`` where positive, ``negative_slope * x`` elsewhere.
-
-        Args:
-            x: Input, any shape.
-
-        Returns:
-            Output, same shape as ``x``.
-        """
+        """Returns ``x`` where positive, ``negative_slope * x`` elsewhere, same shape as ``x``."""
         self._positive = x > 0
         return np.where(self._positive, x, self.negative_slope * x)
 
     def backward(self, dL_wrt_output: np.ndarray) -> np.ndarray:
-        """Back-propagates through the layer.
-
-        Args:
-            dL_wrt_output: Gradient of the loss w.r.t. the output, same shape as the input.
-
-        Returns:
-            Gradient of the loss w.r.t. the input, same shape.
-        """
+        """Returns the input gradient: ``dL_wrt_output`` if ``x > 0``, else ``negative_slope`` times it."""
         return np.where(self._positive, dL_wrt_output, self.negative_slope * dL_wrt_output)
-
-    def params(self) -> dict[str, np.ndarray]:
-        """No parameters: returns ``{}``."""
-        return {}
-
-    def grads(self) -> dict[str, np.ndarray]:
-        """No parameters: returns ``{}``."""
-        return {}
 
     def __repr__(self) -> str:
         return f"LeakyReLU({self.negative_slope})"
 
 
-class Sigmoid:
+class Sigmoid(_Activation):
     """Logistic sigmoid ``f(x) = 1 / (1 + exp(-x))``, elementwise on any shape.
 
     Computed from ``e = exp(-|x|)`` as ``1 / (1 + e)`` for x >= 0 and ``e / (1 + e)`` otherwise: no overflow
@@ -265,74 +236,24 @@ class Sigmoid:
     """
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Computes ``1 / (1 + exp(-x))``.
-
-        Args:
-            x: Input, any shape.
-
-        Returns:
-            Output in [0, 1], same shape as ``x``.
-        """
+        """Returns ``y = 1 / (1 + exp(-x))`` in [0, 1], same shape as ``x``."""
         e = np.exp(-np.abs(x))
         self._y = np.where(x >= 0, 1.0, e) / (1.0 + e)
         return self._y
 
     def backward(self, dL_wrt_output: np.ndarray) -> np.ndarray:
-        """Back-propagates through the layer.
-
-        Args:
-            dL_wrt_output: Gradient of the loss w.r.t. the output, same shape as the input.
-
-        Returns:
-            Gradient of the loss w.r.t. the input, same shape.
-        """
+        """Returns the gradient w.r.t. the input: ``dL_wrt_output * y * (1 - y)``."""
         return dL_wrt_output * self._y * (1.0 - self._y)
 
-    def params(self) -> dict[str, np.ndarray]:
-        """No parameters: returns ``{}``."""
-        return {}
 
-    def grads(self) -> dict[str, np.ndarray]:
-        """No parameters: returns ``{}``."""
-        return {}
-
-    def __repr__(self) -> str:
-        return "Sigmoid()"
-
-
-class Tanh:
+class Tanh(_Activation):
     """Hyperbolic tangent, elementwise on any shape."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Computes ``tanh(x)``.
-
-        Args:
-            x: Input, any shape.
-
-        Returns:
-            Output in [-1, 1], same shape as ``x``.
-        """
+        """Returns ``y = tanh(x)`` in [-1, 1], same shape as ``x``."""
         self._y = np.tanh(x)
         return self._y
 
     def backward(self, dL_wrt_output: np.ndarray) -> np.ndarray:
-        """Back-propagates through the layer.
-
-        Args:
-            dL_wrt_output: Gradient of the loss w.r.t. the output, same shape as the input.
-
-        Returns:
-            Gradient of the loss w.r.t. the input, same shape.
-        """
+        """Returns the gradient w.r.t. the input: ``dL_wrt_output * (1 - y * y)``."""
         return dL_wrt_output * (1.0 - self._y * self._y)
-
-    def params(self) -> dict[str, np.ndarray]:
-        """No parameters: returns ``{}``."""
-        return {}
-
-    def grads(self) -> dict[str, np.ndarray]:
-        """No parameters: returns ``{}``."""
-        return {}
-
-    def __repr__(self) -> str:
-        return "Tanh()"

@@ -45,7 +45,7 @@ def standalone_source() -> str:
         name = module.__name__.rsplit(".", 1)[-1]
         gap = "\n\n\n" if body.startswith(("class ", "def ", "@")) else "\n\n"
         bodies.append(f"# {'-' * 30} {name[1:]} (from {_PACKAGE}/{name}.py) {'-' * 30}{gap}{body}")
-    header_imports = "\n".join(["from __future__ import annotations", "", *_sorted_imports(imports)])
+    header_imports = "\n".join(["from __future__ import annotations", "", *sorted_imports(imports)])
     return f"{_HEADER}\n{header_imports}\n\n" + "\n\n\n".join(bodies) + "\n"
 
 
@@ -79,8 +79,9 @@ def _split_module(source: str) -> tuple[str, list[str]]:
     return body.strip("\n"), imports
 
 
-def _sorted_imports(imports: dict[str, None]) -> list[str]:
-    """Orders import lines like isort: standard library, then third party; ``import`` before ``from``."""
+def sorted_imports(imports: dict[str, None]) -> list[str]:
+    """Import lines ordered like isort: standard library, then third party; ``import`` before ``from``
+    (also for the exported ``pytorch_cnn.py``: ``models/_standalone.py``)."""
 
     def key(line: str) -> tuple[bool, bool, str]:
         top_level = line.split()[1].split(".")[0]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from objectives.sources import DataError, cache_dir, download_reason, unreadable_reason
+from objectives.sources import DataError, cache_dir, damaged_idx_file, download_reason, unreadable_reason
 
 __all__ = ["DigitPair", "MnistImages", "binary_split", "bundled_sample", "load_mnist", "select_pair"]
 
@@ -90,7 +90,7 @@ def load_mnist(data: str | Path | None = None, *, download: bool = True) -> Mnis
 def select_pair(x: np.ndarray, y: np.ndarray, classes: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Keep the images of the two ``classes``: flat ``[N, 784]`` uint8, labels ``[N, 1]`` (1 = classes[1])."""
     keep = np.isin(y, classes)
-    flat = x[keep].reshape(int(keep.sum()), -1)
+    flat = x[keep].reshape(int(keep.sum()), int(np.prod(x.shape[1:])))
     return flat, (y[keep] == classes[1]).astype(np.int64).reshape(-1, 1)
 
 
@@ -105,7 +105,11 @@ def binary_split(
     x, y = select_pair(images.x_train, images.y_train, classes)
     for label, digit in enumerate(classes):
         if not (y == label).any():
-            raise DataError(f"the training data holds no images of digit {digit}")
+            found = ", ".join(str(d) for d in np.unique(images.y_train)[:10])
+            raise DataError(
+                f"{images.source}: the training images hold no digit {digit} (labels found: {found}); "
+                "the study's classes are set by --set classes=[A, B]"
+            )
     order = np.random.default_rng(seed).permutation(len(x))
     n_val = int(round(len(x) * val_fraction))
     val, trn = order[:n_val], order[n_val:]
@@ -141,6 +145,16 @@ def _images(x_train, y_train, x_test, y_test, source: str) -> MnistImages:
             raise DataError(
                 f"{source}: {name} images must be [N, 28, 28] with N labels, got {x.shape}, {y.shape}"
             )
+        if not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{source}: {name} labels must be integers, got {y.dtype} values")
+        if (
+            not np.issubdtype(x.dtype, np.number)
+            or x.size
+            and not (np.isfinite(x).all() and x.min() >= 0 and x.max() <= 255)
+        ):
+            raise DataError(
+                f"{source}: {name} images must be pixel values in 0..255 (NaN, inf or out of range)"
+            )
     x_train, x_test = x_train.astype(np.uint8), x_test.astype(np.uint8)
     y_train, y_test = y_train.astype(np.int64).ravel(), y_test.astype(np.int64).ravel()
     return MnistImages(
@@ -164,6 +178,10 @@ def _from_npz(path: Path) -> MnistImages:
 
 def _from_torchvision(root: Path, *, download: bool) -> MnistImages:
     from torchvision.datasets import MNIST
+
+    damaged = damaged_idx_file(root / "MNIST" / "raw")
+    if damaged is not None:
+        raise DataError(damaged)
 
     def load(allow_download: bool) -> tuple[MNIST, MNIST]:
         return MNIST(root, train=True, download=allow_download), MNIST(

@@ -3,10 +3,11 @@ data that is missing, unreadable or could not be downloaded."""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
-__all__ = ["DataError", "cache_dir", "download_reason", "unreadable_reason"]
+__all__ = ["IDX_FILES", "DataError", "cache_dir", "damaged_idx_file", "download_reason", "unreadable_reason"]
 
 
 class DataError(ValueError):
@@ -31,3 +32,37 @@ def unreadable_reason(raw: Path, exc: BaseException) -> str | None:
         return None
     reason = download_reason(exc)
     return f"{raw} holds {len(files)} files but they cannot be read (one may be truncated): {reason}"
+
+
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def damaged_idx_file(raw: Path) -> str | None:
+    """Why one of the (Fashion)MNIST idx files present in ``raw`` cannot be read, naming it (``None``: the
+    files present are whole). Checked before torchvision reads them: its errors on a damaged file are an
+    ``int()`` of an empty header or an ``assert``."""
+    for name in IDX_FILES:
+        path = raw / name
+        if not path.is_file():
+            continue
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            header = handle.read(4)
+            if len(header) < 4 or header[:3] != b"\x00\x00\x08" or not 1 <= header[3] <= 3:
+                return (
+                    f"{path} is not an idx file ({size} bytes, header {header.hex() or 'empty'}); replace it"
+                )
+            dims = handle.read(4 * header[3])
+        if len(dims) < 4 * header[3]:
+            return f"{path} is truncated in its header ({size} bytes); replace it"
+        expected = (
+            4 + len(dims) + math.prod(int.from_bytes(dims[i : i + 4], "big") for i in range(0, len(dims), 4))
+        )
+        if size != expected:
+            return f"{path} has {size} bytes where its header promises {expected} (truncated?); replace it"
+    return None

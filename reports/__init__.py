@@ -11,16 +11,7 @@ _SUBMODULE_NAMES = {
     "trials": ["curves_frame", "trials_frame"],
     "analysis": ["Importances", "Savings", "StudyData", "pruning_savings"],
     "pages": ["index_page", "study_page"],
-    "write": [
-        "PLOTLYJS_MODES",
-        "TABLE_FORMATS",
-        "ReportError",
-        "page_filename",
-        "storage_label",
-        "write_reports",
-        "write_tables",
-        "write_text",
-    ],
+    "write": ["ReportError", "write_reports", "write_tables"],  # and, from reports.write, its helpers
     "dashboard": ["require_dashboard", "run_dashboard"],
 }
 

@@ -9,7 +9,9 @@ engine) themselves, so ``--help`` and light commands start fast (tests/search_te
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import shlex
 import shutil
 import sys
 import textwrap
@@ -29,6 +31,7 @@ from search.engine.storage import (
     StorageError,
     check_writable,
     open_existing,
+    study_dirname,
 )
 from search.engine.study import StudyError
 from search.engine.workers import WorkerError, exit_code, raise_on_sigterm
@@ -105,7 +108,9 @@ def _confirm(args: argparse.Namespace, study: str, top: int, folds: int | None, 
     if result.reference is not None:
         print(result.reference["line"])
     if task.refit is None or not task.refit.quick:
-        print(f"next: rpztune refit --study {study} ({task.name}: minutes), then rpztune export")
+        print(
+            f"{_hint('refit', *_study_args(study, args.storage))} ({task.name}: minutes), then rpztune export"
+        )
     else:
         done = refit(args.storage, study, result.winner.trial, data=args.data, checkpoints=args.checkpoints)
         print(
@@ -145,18 +150,37 @@ def _execution(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _hint(*argv: str) -> str:
+    """A next command the user can paste into a shell: every argument quoted."""
+    return "next: " + shlex.join(["rpztune", *argv])
+
+
+def _study_args(study: str, storage: str) -> list[str]:
+    return ["--study", study] + ([] if storage == DEFAULT_STORAGE else ["--storage", storage])
+
+
+def _results(study: str) -> str:
+    return f"results/{study_dirname(study)}"
+
+
 def _print_summary(summary: RunSummary, storage_url: str) -> None:
     counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(summary.counts.items()))
     print(
         f"study {summary.study_name!r} in {summary.storage}: {summary.new_trials} new trials; total {counts}"
     )
     if summary.best_trial is None:
-        print("no trial completed yet: run again with more --trials or a longer --timeout")
+        if not summary.reasons:
+            print("no trial completed: run again with more --trials or a longer --timeout")
+        else:
+            print("no trial completed; how the trials ended (the most frequent first):")
+            for reason, n in sorted(summary.reasons.items(), key=lambda item: -item[1])[:5]:
+                print(f"  {n} trial(s): {reason}")
     else:
         print(f"best {summary.metric} {summary.best_value:.4f} (trial {summary.best_trial})")
-        storage = "" if storage_url == DEFAULT_STORAGE else f" --storage {storage_url}"
         print(
-            f"next: rpztune export --study {summary.study_name}{storage} --out results/{summary.study_name}"
+            _hint(
+                "export", *_study_args(summary.study_name, storage_url), "--out", _results(summary.study_name)
+            )
         )
 
 
@@ -317,8 +341,7 @@ def cmd_refit(args: argparse.Namespace) -> int:
         + (f"; {', '.join(tests)} (never used for tuning)" if tests else "")
     )
     print(f"  wrote {result.path}; study attribute {result.attr!r} records it")
-    storage = "" if args.storage == DEFAULT_STORAGE else f" --storage {args.storage}"
-    print(f"next: rpztune export --study {result.study}{storage} --out results/{result.study}")
+    print(_hint("export", *_study_args(result.study, args.storage), "--out", _results(result.study)))
     return 0
 
 
@@ -342,9 +365,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Check a submission zip as the upload system would use it: the lab's files at the root, then, unpacked
-    in a fresh offline Python without rpztune, the numpy layers, MyNet, model.pt, classify, FinetuneNet and
-    finetuned.pt; CPU times and sizes against the limits. Exit code 1 when a check fails."""
+    """Check a submission zip as the upload system would use it: the lab's files at the root, the checkpoints
+    read by the host, then the zip's code in a sandbox answering the host's questions on inputs it chose (the
+    numpy layers, MyNet, classify, FinetuneNet), judged by the host: outputs, accuracy on labelled images
+    (--data), CPU times. Exit code 0: PASS; 1: a check failed; 3: none failed but some could not be judged
+    (INCOMPLETE, e.g. FinetuneNet's accuracy without photos), which is not a pass."""
     from search.delivery.validate import validate
 
     return _print_report(validate(args.zip, _limits(args)))
@@ -354,6 +379,7 @@ def _limits(args: argparse.Namespace) -> Limits:
     from search.delivery.sandbox import SandboxLimits
     from search.delivery.validate import Limits
 
+    data = getattr(args, "data", None)
     return Limits(
         zip_mb=args.max_zip_mb,
         file_mb=args.max_file_mb,
@@ -364,19 +390,25 @@ def _limits(args: argparse.Namespace) -> Limits:
         sandbox=SandboxLimits(
             seconds=args.timeout, memory_mb=args.max_memory_mb, processes=args.max_processes
         ),
+        data=Path(data) if data is not None else None,
     )
 
 
 def _print_report(report: Report) -> int:
     print(f"validate {report.path}")
     for check in report.checks:
-        mark = {True: "PASS", False: "FAIL", None: "INFO"}[check.ok]
-        print(f"  {mark}  {check.name}: {check.detail}")
-    failed = report.failed
+        print(f"  {check.mark}  {check.name}: {check.detail}")
+    failed, unchecked = report.failed, report.unchecked
     if failed:
-        print(f"FAIL: {len(failed)} of {len(report.checks)} checks failed")
+        names = "; ".join(c.name for c in failed[:6]) + ("; ..." if len(failed) > 6 else "")
+        print(f"FAIL: {len(failed)} of {len(report.checks)} checks failed: {names}")
         return 1
-    print(f"PASS: {sum(c.ok is True for c in report.checks)} checks passed")
+    passed = sum(c.ok is True for c in report.checks)
+    if unchecked:
+        names = "; ".join(c.name for c in unchecked)
+        print(f"INCOMPLETE (not a pass): {passed} checks passed, {len(unchecked)} unchecked: {names}")
+        return 3
+    print(f"PASS: {passed} checks passed")
     return 0
 
 
@@ -547,6 +579,12 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=300, help=f"{sandbox}: its time limit, s (300)")
     parser.add_argument("--max-memory-mb", type=int, default=8192, help=f"{sandbox}: address space (8192)")
     parser.add_argument("--max-processes", type=int, default=64, help=f"{sandbox}: processes+threads (64)")
+    if not any("--data" in action.option_strings for action in parser._actions):
+        parser.add_argument(
+            "--data",
+            help="judge accuracy on this data folder's labelled images (FashionMNIST/raw/, dogs_and_cats/); "
+            "without it MyNet is judged on a shipped sample and FinetuneNet's accuracy is unchecked",
+        )
 
 
 def _add_dashboard(parser: argparse.ArgumentParser) -> None:
@@ -650,10 +688,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"rpztune {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the machine, not the input: a full disk, a read-only or forbidden folder
+        if args.debug:
+            traceback.print_exc()
+        print(f"rpztune {args.command}: error: {_os_error(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as interrupt:
         how = "terminated (SIGTERM)" if exit_code(interrupt) == 143 else "interrupted"
-        print(f"rpztune {args.command}: {how}; finished trials are kept in the storage", file=sys.stderr)
+        kept = "; finished trials are kept in the storage" if args.command in _RUNS_TRIALS else ""
+        print(f"rpztune {args.command}: {how}{kept}", file=sys.stderr)
         return exit_code(interrupt)
+
+
+_RUNS_TRIALS = ("run", "worker", "confirm")
+
+
+def _os_error(exc: OSError) -> str:
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on the device{where}; nothing partial was kept"
+    return f"{exc.strerror or type(exc).__name__}{where}"
 
 
 if __name__ == "__main__":

@@ -50,6 +50,13 @@ def photos_dir(data_dir: Path) -> Path:
 
 
 @pytest.fixture
+def small_finetune() -> dict[str, object]:
+    """The fine-tuning search at its smallest (EfficientNet-Lite0 at 96 px, only the leading probe
+    fine-tuned), for ``space.with_overrides``; a test adds its epochs and stage sizes."""
+    return {"backbone": ["tf_efficientnet_lite0"], "resolution": [96], "finetune_top": 1}
+
+
+@pytest.fixture
 def one_torch_thread() -> Iterator[None]:
     """Tiny networks: a second torch thread gains nothing and, on a loaded machine, spins."""
     threads = torch.get_num_threads()

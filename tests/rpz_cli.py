@@ -47,6 +47,17 @@ def rpztune(
     return result
 
 
+def assert_refused(
+    result: subprocess.CompletedProcess, message: str, cwd: Path, *, opens_a_study: bool = False
+) -> None:
+    """``rpztune``'s answer to bad input: exit 2, ``message`` and no traceback on stderr, and no
+    ``studies.db`` written in ``cwd`` (unless ``opens_a_study``: a command naming a study may create one)."""
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr, f"{message!r} not in {result.stderr!r}"  # no pytest rewrite here
+    assert "Traceback" not in result.stderr, result.stderr
+    assert opens_a_study or not (cwd / "studies.db").exists(), f"{cwd / 'studies.db'} written"
+
+
 def start(*args: str, cwd: Path) -> subprocess.Popen:
     """Start ``rpztune ARGS`` in ``cwd`` in its own process group (signals can reach all its workers)."""
     return subprocess.Popen(

@@ -2,9 +2,11 @@
 
 Each image is decoded and resized once (as the evaluator does: PIL ``Resize((96, 96))``, bilinear, then
 ``ToTensor``; kept as uint8, which ``ToTensor`` divides by 255 exactly). Corrupt or non-image files are
-skipped with a warning and counted. A zip is extracted once into the cache, refusing absolute paths and
-``..`` entries. Classes are the sub-folder names in sorted order, as ``ImageFolder`` has them; the lab's
-models have two outputs, so a folder must hold exactly two classes, each with readable photos.
+skipped with a warning and counted. A zip is extracted once into the cache, refusing absolute paths and ``..``
+entries. A photo of more than ``MAX_PIXELS`` (25 megapixels, the size of a large phone photo) is skipped and
+counted too, before it is decoded (a 12,000-pixel square decodes at 1.9 GB). Classes are the sub-folder names
+in sorted order, as ``ImageFolder`` has them; the lab's models have two outputs, so a folder must hold exactly
+two classes, each with readable photos.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from objectives.sources import DataError, cache_dir
 
 __all__ = [
     "IMAGE_SIZE",
+    "MAX_PIXELS",
     "N_CLASSES",
     "Photos",
     "find_photo_root",
@@ -35,6 +38,7 @@ __all__ = [
 ]
 
 IMAGE_SIZE = 96
+MAX_PIXELS = 25_000_000  # larger photos are skipped before decoding (a decompression bomb, or a scan)
 N_CLASSES = 2  # cat, dog: the lab's models have two outputs
 _EXTENSIONS = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
 _FOLDER_NAMES = ("dogs_and_cats", "dogs_and_cats.zip")
@@ -201,8 +205,19 @@ def _extracted(archive: Path) -> Path:
 
 
 def _decode(file: Path) -> torch.Tensor:
-    with Image.open(file) as image:
-        image = image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+    with warnings.catch_warnings():  # PIL warns before it refuses: our limit below is the one that counts
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            opened = Image.open(file)  # reads the header only: the size is known before decoding
+        except Image.DecompressionBombError:  # beyond PIL's own limit, far beyond ours
+            raise ValueError(f"more pixels than the {MAX_PIXELS:,} a photo may have (MAX_PIXELS)") from None
+        with opened as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ValueError(
+                    f"{width}x{height} pixels, more than the {MAX_PIXELS:,} a photo may have (MAX_PIXELS)"
+                )
+            image = image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
     return pil_to_tensor(image)
 
 

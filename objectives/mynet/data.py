@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from objectives.sources import DataError, cache_dir, download_reason, unreadable_reason
+from objectives.sources import DataError, cache_dir, damaged_idx_file, download_reason, unreadable_reason
 
 __all__ = ["FashionImages", "FashionSplit", "fashion_split", "load_fashion"]
 
@@ -82,10 +82,7 @@ class FashionSplit:
         if key == "cpu":
             return self
         if key not in self._on:
-            tensors = {
-                name: getattr(self, name).to(device)
-                for name in _TENSORS
-            }
+            tensors = {name: getattr(self, name).to(device) for name in _TENSORS}
             self._on[key] = replace(self, **tensors, _on={})
         return self._on[key]
 
@@ -209,6 +206,9 @@ def _mnist_stand_in(reason: DataError) -> FashionImages:
 def _from_torchvision(root: Path, *, download: bool):
     from torchvision.datasets import FashionMNIST
 
+    damaged = damaged_idx_file(root / "FashionMNIST" / "raw")
+    if damaged is not None:
+        raise DataError(damaged)
     try:
         return FashionMNIST(root, train=True), FashionMNIST(root, train=False)
     except RuntimeError as exc:

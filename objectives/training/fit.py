@@ -8,9 +8,7 @@ and read once per epoch, so a CUDA run synchronises once per epoch, not per step
 from __future__ import annotations
 
 import math
-import os
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -22,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nn_numpy import Diverged
+from objectives.files import replace_atomically
 from objectives.training.augment import augment
 from objectives.training.precision import autocast, autocast_dtype
 from spaces.mynet import AugmentConfig, TrainConfig
@@ -261,18 +260,11 @@ def restore_training(
 
 def save_state(state: dict[str, torch.Tensor], path: Path) -> Path:
     """``torch.save`` a state dict so a reader sees the old file or the whole new one, never a part."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
             torch.save(state, handle)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return replace_atomically(path, write)
 
 
 def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:

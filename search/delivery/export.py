@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from objectives.files import atomic_write_text
+from objectives.files import atomic_write_text, staged_folder
 from objectives.hooks import ExportJob
 from search.selection.refit import find_refit
 
@@ -37,22 +37,22 @@ def export(
     if exporter is None:
         raise ValueError(f"task {winner.task.name!r} has no exporter")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if standalone and not exporter.standalone:
         print(f"--standalone ignored: the {winner.task.name} files need no timm already")
     refit = find_refit(winner)
-    job = ExportJob(
-        study_name=winner.study.study_name,
-        trial=winner.trial,
-        study_attrs=dict(winner.study.user_attrs),
-        weights=winner.checkpoint if refit is None else refit[1],
-        refit=None if refit is None else refit[0],
-        data=data or winner.data,
-        out=out,
-        standalone=standalone and exporter.standalone,
-    )
-    written = exporter.write(job)
-    _record_selection(winner, out / "winner.json")
+    with staged_folder(out) as stage:  # a failed export leaves nothing in ``out``
+        job = ExportJob(
+            study_name=winner.study.study_name,
+            trial=winner.trial,
+            study_attrs=dict(winner.study.user_attrs),
+            weights=winner.checkpoint if refit is None else refit[1],
+            refit=None if refit is None else refit[0],
+            data=data or winner.data,
+            out=stage,
+            standalone=standalone and exporter.standalone,
+        )
+        written = [out / path.relative_to(stage) for path in exporter.write(job)]
+        _record_selection(winner, stage / "winner.json")
     return written
 
 

@@ -7,24 +7,38 @@ and ``$HOME``; one writable size-capped tmpfs at ``/scratch``; a network namespa
 its own loopback; an unprivileged uid (root drops to a fresh uid via ``setpriv``; others get a user
 namespace); ``RLIMIT_NPROC``/``AS``/``CPU``/``FSIZE`` via ``prlimit``; a wall-clock limit after which the
 whole PID namespace is killed. The kernel enforces all of this; what the code *tried* is reported by an
-audit hook in the sandboxed interpreter (``_sandbox_checks.py``), not here.
+audit hook in the sandboxed interpreter (``sandbox_checks.py``), not here.
+
+:func:`run_sandboxed` runs a command to its end; :func:`start_sandboxed` keeps it running with a pipe each way
+(:class:`SandboxProcess`), so that the host can ask questions after the code under test has been imported and
+measure the CPU time all of the sandbox's processes spend on each answer.
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SCRATCH", "SandboxLimits", "SandboxResult", "SandboxUnavailable", "run_sandboxed", "sandbox_argv"]
+__all__ = [
+    "SCRATCH",
+    "SandboxLimits",
+    "SandboxProcess",
+    "SandboxResult",
+    "SandboxUnavailable",
+    "run_sandboxed",
+    "sandbox_argv",
+    "start_sandboxed",
+]
 
 SCRATCH = "/scratch"  # the only writable path inside the sandbox
 HOME = "/home/sandbox"  # empty and read-only: writes to ~ are denied
@@ -233,3 +247,148 @@ def _preflight(readonly: dict[str, Path], limits: SandboxLimits, uid: int | None
             f"bubblewrap cannot create a sandbox here ({said}); validate needs user namespaces or root"
         )
     _WORKS.add(key)
+
+
+class SandboxProcess:
+    """A command running in a sandbox (see :func:`start_sandboxed`): its stdin and stdout are pipes to the
+    host, its stderr a file capped by ``RLIMIT_FSIZE``; every process of the sandbox ends with :meth:`close`.
+
+    Everything the sandboxed code writes is untrusted: :meth:`exchange` returns only bytes that follow a
+    marker the host chose for that request, and :meth:`cpu_seconds` reads the kernel's accounting of the
+    sandbox's processes, never anything they say.
+    """
+
+    def __init__(self, argv: list[str], limits: SandboxLimits, tmp: tempfile.TemporaryDirectory) -> None:
+        self.limits = limits
+        self._tmp = tmp
+        self._err_path = Path(tmp.name, "stderr")
+        with self._err_path.open("wb") as err:
+            self.process = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, start_new_session=True
+            )
+        self.started = time.monotonic()
+        self.deadline = self.started + limits.seconds
+        self.timed_out = False
+
+    def exchange(self, request: bytes, marker: bytes, size_of: Callable[[bytes], int | None]) -> bytes | None:
+        """Send ``request`` on stdin; return the reply that follows ``marker`` on stdout, or ``None`` when the
+        process ends, stops reading or answering, or the time limit passes first (then it is killed).
+
+        Args:
+            size_of: Given the bytes after the marker so far, how many make the whole reply (``None``: not
+                known yet). Bytes before the marker are discarded unread.
+        """
+        stdin, stdout = self.process.stdin, self.process.stdout
+        if stdin is None or stdout is None or self.process.poll() is not None:
+            return None
+        pending, found, buffer = memoryview(request), False, bytearray()
+        while True:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                self.kill(timed_out=True)
+                return None
+            writers = [stdin] if pending else []
+            try:
+                readable, writable, _ = select.select([stdout], writers, [], min(left, 1.0))
+            except (OSError, ValueError):
+                return None
+            if writable:
+                try:
+                    pending = pending[os.write(stdin.fileno(), pending[: 1 << 16]) :]
+                except (BrokenPipeError, OSError):
+                    return None
+            if readable:
+                chunk = os.read(stdout.fileno(), 1 << 20)
+                if not chunk:
+                    return None  # the process closed its stdout: it ended
+                buffer += chunk
+                if not found:
+                    at = buffer.find(marker)
+                    if at < 0:
+                        del buffer[: max(0, len(buffer) - len(marker))]  # junk before the marker
+                        continue
+                    found = True
+                    del buffer[: at + len(marker)]
+                size = size_of(bytes(buffer[:65536]))
+                if size is not None and len(buffer) >= size:
+                    return bytes(buffer[:size])
+                if size is not None and size > 1 << 31:
+                    return None
+            elif self.process.poll() is not None and not pending:
+                return None
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of every process of this sandbox, counting the reaped children of each (the
+        kernel's figures from ``/proc/PID/stat``)."""
+        children: dict[int, list[int]] = {}
+        times: dict[int, float] = {}
+        tick = os.sysconf("SC_CLK_TCK")
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            pid = int(stat.parent.name)
+            children.setdefault(int(fields[1]), []).append(pid)
+            times[pid] = sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
+        total, todo = 0.0, [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            total += times.get(pid, 0.0)
+            todo += children.get(pid, [])
+        return total
+
+    def stderr_tail(self, lines: int = 3) -> str:
+        return " | ".join(_read(self._err_path).strip().splitlines()[-lines:])
+
+    def kill(self, *, timed_out: bool = False) -> None:
+        self.timed_out = self.timed_out or timed_out
+        if self.process.poll() is None:
+            # bwrap is the parent of the sandbox's PID 1 (--die-with-parent): killing it ends them all.
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait()
+
+    def close(self, grace: float = 5.0) -> int:
+        """Close stdin, give the process ``grace`` seconds to end, then kill the sandbox; its exit status."""
+        for pipe in (self.process.stdin, self.process.stdout):
+            try:
+                if pipe is not None:
+                    pipe.close()
+            except OSError:
+                pass
+        try:
+            self.process.wait(timeout=max(0.1, min(grace, self.deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            self.kill()
+        code = self.process.returncode
+        return code
+
+    def __enter__(self) -> SandboxProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+        self._tmp.cleanup()
+
+
+def start_sandboxed(
+    command: Sequence[str],
+    *,
+    readonly: dict[str, Path],
+    cwd: str,
+    env: dict[str, str] | None = None,
+    limits: SandboxLimits = SandboxLimits(),
+) -> SandboxProcess:
+    """Start ``command`` in a fresh sandbox (see the module docstring) with pipes to and from it; use it as a
+    context manager, which kills every process of the sandbox on leaving.
+
+    Raises:
+        SandboxUnavailable: naming what is missing or what bwrap said, when no sandbox can be made.
+    """
+    uid = _fresh_uid() if os.geteuid() == 0 else None
+    argv = sandbox_argv(command, readonly=readonly, cwd=cwd, env=env or {}, limits=limits, uid=uid)
+    _preflight(readonly, limits, uid)
+    return SandboxProcess(argv, limits, tempfile.TemporaryDirectory(prefix="rpztune-sandbox-"))

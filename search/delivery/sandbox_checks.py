@@ -1,40 +1,47 @@
-"""The lab's checks of an unpacked submission, run as a script in the sandbox
-(``search/delivery/sandbox.py``).
+"""The sandboxed half of ``rpztune validate``: imports the zip's code, then answers the host's requests with
+raw outputs (``search/delivery/validate.py`` judges them; nothing this process says is a verdict).
 
-``search/delivery/validate.py`` runs this file with ``python -I CHECKER THREADS SCRATCH MODULES`` in the
-unpacked folder, inside the sandbox. It first imports the trusted packages the zip needs (``MODULES``, from
-the venv, before the zip's folder is on ``sys.path``), then installs an audit hook that reports every network
-use, write outside ``SCRATCH`` and process start: the sandbox blocks these, the hook says what was tried.
-Records are JSON lines on the original stdout (the zip's own prints go to stderr): ``{"name", "ok",
-"detail", ...}`` per check, ``{"start": name}`` before each, ``{"attempt": what}`` per attempt. It needs
-only the standard library to start; each check imports what it tests, so a missing package fails that
-check alone. rpztune's packages are unimportable (the evaluator has none).
+``validate.py`` runs this file with ``python -I CHECKER THREADS SCRATCH MODULES`` in the unpacked folder,
+inside the sandbox (``search/delivery/sandbox.py``). It imports the trusted packages the zip needs
+(``MODULES``, from the venv, before the zip's folder is on ``sys.path``), installs an audit hook noting every
+network use, write outside ``SCRATCH`` and process start (the sandbox blocks them; the notes are the process's
+own account, reported but never evidence of anything), imports ``numpy_nn`` and ``pytorch_cnn``, and only
+then reads requests on stdin, one at a time, until stdin closes or ``{"op": "exit"}``:
+
+    request:  a JSON line {"nonce": HEX, "op": OP, "args": {...}, "arrays": [[name, dtype, shape], ...]}
+              followed by the arrays' raw bytes (C order), in that order;
+    reply:    b"\\nRPZ-REPLY " + NONCE + b"\\n", a JSON line {"error": str | null, "info": {...},
+              "arrays": [[name, dtype, shape], ...]}, then the arrays' raw bytes.
+
+The host chose the nonce after this process had imported the zip's code, and reads only what follows the
+marker it carries; anything written before (by the zip's code or anyone) is discarded unread. Ops:
+``hello`` (how the imports went), ``numpy`` (the layers on the host's arrays), ``load`` (build ``MyNet`` or
+``FinetuneNet``, load a checkpoint), ``forward`` (the network's outputs), ``classify``. Labels never come
+here. It needs only the standard library to start; rpztune's packages are unimportable (the evaluator has
+none).
 """
 
 import json
 import os
 import sys
-import time
 import traceback
 
 THREADS = int(sys.argv[1]) if len(sys.argv) > 1 else 1
 SCRATCH = sys.argv[2] if len(sys.argv) > 2 else "/scratch"
 _TRUSTED = [m for m in (sys.argv[3] if len(sys.argv) > 3 else "").split(",") if m]
 _RPZTUNE_PACKAGES = {"search", "spaces", "objectives", "nn_numpy", "models", "reports"}
-_RECORDS = os.dup(1)
-os.dup2(2, 1)  # the zip's prints go to stderr; records alone on the original stdout
+_REPLIES = os.dup(1)
+_REQUESTS = os.dup(0)
+os.dup2(2, 1)  # the zip's prints go to stderr
+_NULL = os.open(os.devnull, os.O_RDONLY)
+os.dup2(_NULL, 0)  # the zip's code reads no requests through sys.stdin
 ATTEMPTS: list[str] = []
-
-
-def _record(line):
-    os.write(_RECORDS, (json.dumps(line) + "\n").encode())
-
 
 for _module in _TRUSTED:  # their import-time housekeeping (ctypes' find_library runs ldconfig) is no attempt
     try:
         __import__(_module)
     except Exception:
-        pass  # the check that needs it says so
+        pass  # the request that needs it says so
 
 _WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _PATH_EVENTS = {"os.mkdir", "os.remove", "os.rmdir", "os.truncate", "os.chmod", "os.chown", "os.utime"}
@@ -89,9 +96,8 @@ def _attempt(event, args):
 
 
 def _make_hook():
-    # State in a closure, not a module global the zip's code could reach through __main__.
     busy = []
-    write, record, dumps, attempts, attempt = os.write, _RECORDS, json.dumps, ATTEMPTS, _attempt
+    attempts, attempt = ATTEMPTS, _attempt
 
     def hook(event, args):
         if busy:
@@ -99,12 +105,10 @@ def _make_hook():
         busy.append(1)
         try:
             what = attempt(event, args)
-            if what:
+            if what and len(attempts) < 1000:
                 attempts.append(what)
-                if len(attempts) <= 100:
-                    write(record, (dumps({"attempt": what}) + "\n").encode())
         except Exception:
-            pass  # reporting never breaks the code under test; the sandbox still blocks
+            pass  # noting never breaks the code under test; the sandbox still blocks
         finally:
             busy.clear()
 
@@ -122,216 +126,192 @@ sys.meta_path.insert(0, _NoRpztune())
 sys.path.insert(0, os.getcwd())
 
 
-class _Skipped(Exception):
-    pass
+def _error(exc):
+    if isinstance(exc, MemoryError):
+        return f"MemoryError: over the sandbox's memory limit {exc}".rstrip()
+    tail = traceback.format_exc(limit=-2).strip().splitlines()[-3:-1]
+    return f"{type(exc).__name__}: {exc}" + (f" [{' | '.join(s.strip() for s in tail)}]" if tail else "")
 
 
-class _State(dict):
-    def __missing__(self, key):
-        raise _Skipped(f"not run: the check providing {key} failed")
+IMPORTS = {}
+MODULES = {}
+for _name in ("numpy_nn", "pytorch_cnn"):
+    _before = len(ATTEMPTS)
+    try:
+        if _name == "pytorch_cnn":
+            import torch
+
+            torch.set_num_threads(THREADS)
+        MODULES[_name] = __import__(_name)
+        IMPORTS[f"{_name}.py"] = {"error": None}
+    except (Exception, SystemExit) as _exc:
+        IMPORTS[f"{_name}.py"] = {"error": _error(_exc)}
+    IMPORTS[f"{_name}.py"]["attempts"] = list(dict.fromkeys(ATTEMPTS[_before:]))[:100]
+_REPORTED = len(ATTEMPTS)
 
 
-STATE = _State()
+def _module(name):
+    if name not in MODULES:
+        raise RuntimeError(f"{name}.py did not import: {IMPORTS[name + '.py']['error']}")
+    return MODULES[name]
 
 
-def check(name):
-    """Run the decorated function now as the check ``name``; a returned dict adds fields to its line."""
+def _numpy_op(args, arrays):
+    """The lab's layers on the host's arrays: each layer's outputs, or its error."""
+    import numpy as np
 
-    def run(function):
-        _record({"start": name})
-        before = len(ATTEMPTS)
-        line = {"name": name, "ok": True, "detail": "ok"}
+    nn = _module("numpy_nn")
+    out, info = {}, {}
+
+    def run(layer_name, body):
         try:
-            extra = function()
-            if isinstance(extra, dict):
-                line.update(extra)
-        except _Skipped as exc:
-            line.update(ok=False, detail=str(exc))
-        except MemoryError as exc:
-            line.update(ok=False, detail=f"MemoryError: over the sandbox's memory limit {exc}".rstrip())
+            body()
         except (Exception, SystemExit) as exc:
-            line.update(ok=False, detail=f"{type(exc).__name__}: {exc}")
-            line["traceback"] = traceback.format_exc(limit=-3)
-        if len(ATTEMPTS) > before:
-            tried = "; ".join(dict.fromkeys(ATTEMPTS[before:]))
-            line.update(ok=False, detail=f"{tried[:1500]}; then: {line['detail']}")
-        _record(line)
-        return function
+            info[layer_name] = _error(exc)
 
-    return run
+    def linear():
+        layer = nn.Linear(*arrays["W"].shape)
+        layer.W, layer.b = arrays["W"].copy(), arrays["b"].copy()
+        out["linear_forward"] = layer.forward(arrays["x"].copy())
+        out["linear_backward"] = layer.backward(arrays["dout"].copy())
+        out["linear_dW"], out["linear_db"] = layer.dL_wrt_W, layer.dL_wrt_b
+        info["linear_keys"] = [sorted(map(str, layer.params())), sorted(map(str, layer.grads()))]
 
+    def relu():
+        layer = nn.ReLU()
+        out["relu_forward"] = layer.forward(arrays["x"].copy())
+        out["relu_backward"] = layer.backward(arrays["dx"].copy())
+        out["relu_forward4"] = nn.ReLU().forward(arrays["x4"].copy())
 
-def _close(actual, expected, what):
-    import numpy as np
+    def sigmoid():
+        layer = nn.Sigmoid()
+        out["sigmoid_forward"] = layer.forward(arrays["x"].copy())
+        out["sigmoid_backward"] = layer.backward(arrays["dx"].copy())
 
-    actual = np.asarray(actual)
-    expected = np.asarray(expected)
-    if actual.shape != expected.shape:
-        raise AssertionError(f"{what}: shape {actual.shape}, expected {expected.shape}")
-    np.testing.assert_array_almost_equal(expected, actual, decimal=6, err_msg=f"{what}: wrong values")
+    def se():
+        layer = nn.SE()
+        out["se_forward"] = layer.forward(arrays["y"].copy(), arrays["g"].copy())
+        out["se_backward"] = layer.backward()
 
-
-@check("numpy_nn.py imports")
-def _():
-    import numpy_nn
-
-    STATE["numpy_nn"] = numpy_nn
-
-
-@check("numpy_nn.Linear on the lab's example (forward, backward, dL_wrt_W, dL_wrt_b)")
-def _():
-    import numpy as np
-
-    layer = STATE["numpy_nn"].Linear(3, 2)
-    layer.W = np.array([[1.0, 0.6], [0.2, -0.2], [-0.6, -1.0]])
-    layer.b = np.array([[-0.5, 0.5]])
-    x = np.array([[-2.0, -1.2, -0.4], [0.4, 1.2, 2.0]])
-    _close(layer.forward(x), [[-2.5, -0.06], [-1.06, -1.5]], "forward")
-    grad = layer.backward(np.array([[1.0, 1.33333333], [1.66666667, 2.0]]))
-    _close(grad, [[1.8, -0.06666667, -1.93333333], [2.86666667, -0.06666667, -3.0]], "backward")
-    dw = [
-        [[-2.0, -2.66666667], [-1.2, -1.6], [-0.4, -0.53333333]],
-        [[0.66666667, 0.8], [2.0, 2.4], [3.33333333, 4.0]],
-    ]
-    _close(layer.dL_wrt_W, dw, "dL_wrt_W")
-    _close(layer.dL_wrt_b, [[[1.0, 1.33333333]], [[1.66666667, 2.0]]], "dL_wrt_b")
-    if set(layer.params()) != {"W", "b"} or set(layer.grads()) != {"W", "b"}:
-        raise AssertionError(f"params()/grads() keys {set(layer.params())}/{set(layer.grads())}, not W, b")
+    for layer_name, body in (("Linear", linear), ("ReLU", relu), ("Sigmoid", sigmoid), ("SE", se)):
+        run(layer_name, body)
+    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}, info
 
 
-@check("numpy_nn.ReLU on the lab's example (forward, backward)")
-def _():
-    import numpy as np
-
-    layer = STATE["numpy_nn"].ReLU()
-    x = np.array([[-2.0, -1.2, -0.4], [0.4, 1.2, 2.0]])
-    _close(layer.forward(x), [[0, 0, 0], [0.4, 1.2, 2.0]], "forward")
-    _close(
-        layer.backward(np.array([[-3.0, 1.2, -0.5], [-0.4, 2.2, 3.0]])),
-        [[0, 0, 0], [-0.4, 2.2, 3.0]],
-        "backward",
-    )
-    _close(layer.forward(np.ones((2, 3, 4, 5))), np.ones((2, 3, 4, 5)), "forward of a 4-D input")
+NETS = {}
 
 
-@check("numpy_nn.Sigmoid on the lab's example (forward, backward)")
-def _():
-    import numpy as np
-
-    layer = STATE["numpy_nn"].Sigmoid()
-    x = np.array([[-2.0, -1.2, -0.4], [0.4, 1.2, 2.0]])
-    _close(layer.forward(x), [[0.119203, 0.231475, 0.401312], [0.598688, 0.768525, 0.880797]], "forward")
-    grad = layer.backward(np.array([[-3.0, 1.2, -0.5], [-0.4, 2.2, 3.0]]))
-    _close(grad, [[-0.314981, 0.213473, -0.12013], [-0.096104, 0.391368, 0.314981]], "backward")
-
-
-@check("numpy_nn.SE on the lab's example (forward, backward)")
-def _():
-    import numpy as np
-
-    layer = STATE["numpy_nn"].SE()
-    y = np.linspace(-2, 2, 1001)
-    _close(layer.forward(y, 0 * y), y**2, "forward")
-    y = np.linspace(-5, 5, 9)
-    layer.forward(y, 0.5 * y)
-    _close(layer.backward(), [-5.0, -3.75, -2.5, -1.25, 0.0, 1.25, 2.5, 3.75, 5.0], "backward")
-
-
-@check("pytorch_cnn.py imports")
-def _():
+def _load_op(args, arrays):
     import torch
 
-    torch.set_num_threads(THREADS)
-    import pytorch_cnn
-
-    STATE["torch"], STATE["pytorch_cnn"] = torch, pytorch_cnn
-    missing = [n for n in ("MyNet", "FinetuneNet", "classify") if not hasattr(pytorch_cnn, n)]
-    if missing:
-        raise AssertionError(f"pytorch_cnn.py defines no {', '.join(missing)}")
-
-
-@check("MyNet() on torch.rand(64, 1, 28, 28, requires_grad=True): [64, 10] log-probabilities with grad")
-def _():
-    torch = STATE["torch"]
-    model = STATE["pytorch_cnn"].MyNet()
-    out = model(torch.rand(64, 1, 28, 28, requires_grad=True))
-    if not torch.is_tensor(out) or list(out.shape) != [64, 10]:
-        raise AssertionError(f"output {getattr(out, 'shape', type(out).__name__)}, expected [64, 10]")
-    if not out.requires_grad:
-        raise AssertionError("the output does not require grad")
-    sums = out.detach().exp().sum(dim=1)
-    if not torch.allclose(sums, torch.ones(64), atol=1e-4):
-        raise AssertionError(
-            f"not log-probabilities: exp(output) rows sum to {sums.min():.4f}..{sums.max():.4f}"
-        )
-    STATE["mynet"] = model
+    net = args["net"]
+    model = getattr(_module("pytorch_cnn"), net)()
+    if args.get("weights"):
+        model.load_state_dict(torch.load(args["weights"], map_location="cpu", weights_only=True))
+        model.eval()
+    NETS[net, args.get("weights")] = model
+    return {}, {}
 
 
-@check("model.pt loads into MyNet() (strict, weights_only)")
-def _():
-    torch = STATE["torch"]
-    model = STATE["pytorch_cnn"].MyNet()
-    model.load_state_dict(torch.load("model.pt", map_location="cpu", weights_only=True))
-    model.eval()
-    STATE["mynet_trained"] = model
-    return {"params": sum(p.numel() for p in model.parameters())}
+def _net(args):
+    key = (args["net"], args.get("weights"))
+    if key not in NETS:
+        raise RuntimeError(f"{args['net']} was not built (its load failed)")
+    return NETS[key]
 
 
-@check("classify(MyNet with model.pt, 64 images): [64] class indices in 0..9")
-def _():
-    torch = STATE["torch"]
-    model = STATE["mynet_trained"]
-    x = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    predicted = STATE["pytorch_cnn"].classify(model, x)
-    if not torch.is_tensor(predicted) or list(predicted.shape) != [64]:
-        raise AssertionError(
-            f"classify returned {getattr(predicted, 'shape', type(predicted).__name__)}, not [64]"
-        )
-    if predicted.is_floating_point() or not bool(((predicted >= 0) & (predicted < 10)).all()):
-        raise AssertionError(f"classify returned {predicted.dtype} values {predicted.unique().tolist()}")
+def _forward_op(args, arrays):
+    import torch
+
+    model, x = _net(args), torch.from_numpy(arrays["x"])
+    if args.get("grad"):
+        out = model(x.requires_grad_(True))
+        info = {"requires_grad": bool(getattr(out, "requires_grad", False))}
+        return {"out": _tensor(out, "the output")}, info
+    batch = int(args.get("batch", 100))
     with torch.no_grad():
-        expected = model(x).argmax(dim=1)
-    if not torch.equal(predicted, expected):
-        raise AssertionError("classify disagrees with the argmax of MyNet's output")
+        outs = [_tensor(model(x[i : i + batch]), "the output") for i in range(0, len(x), batch)]
+    import numpy as np
+
+    return {"out": np.concatenate(outs) if outs else np.zeros((0,), np.float32)}, {}
 
 
-@check("FinetuneNet() builds with the network blocked (no download)")
-def _():
-    STATE["finetune"] = STATE["pytorch_cnn"].FinetuneNet()
+def _classify_op(args, arrays):
+    import torch
+
+    classify = _module("pytorch_cnn").classify
+    predicted = classify(_net(args), torch.from_numpy(arrays["x"]))
+    return {"classes": _tensor(predicted, "classify's result")}, {}
 
 
-@check("finetuned.pt loads into FinetuneNet() (strict, weights_only); output [B, 2] on 96x96 images")
-def _():
-    torch = STATE["torch"]
-    model = STATE["finetune"]
-    model.load_state_dict(torch.load("finetuned.pt", map_location="cpu", weights_only=True))
-    model.eval()
-    with torch.no_grad():
-        out = model(torch.rand(4, 3, 96, 96))
-    if list(out.shape) != [4, 2]:
-        raise AssertionError(f"output {list(out.shape)} for 4 images, expected [4, 2]")
-    STATE["finetune_trained"] = model
-    return {"params": sum(p.numel() for p in model.parameters())}
+def _tensor(value, what):
+    import torch
+
+    if not torch.is_tensor(value):
+        raise TypeError(f"{what} is a {type(value).__name__}, not a tensor")
+    return value.detach().cpu().numpy()
 
 
-def _time_per_100(model, shape):
-    torch = STATE["torch"]
-    x = torch.rand(*shape)
-    with torch.no_grad():
-        model(x)  # warm-up
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - start)
-    return {"ms": 1000 * sorted(times)[1], "threads": THREADS}
+def _hello_op(args, arrays):
+    return {}, {"imports": IMPORTS}
 
 
-@check("time: MyNet on 100 images")
-def _():
-    return _time_per_100(STATE["mynet_trained"], (100, 1, 28, 28))
+_OPS = {
+    "hello": _hello_op,
+    "numpy": _numpy_op,
+    "load": _load_op,
+    "forward": _forward_op,
+    "classify": _classify_op,
+}
 
 
-@check("time: FinetuneNet on 100 images")
-def _():
-    return _time_per_100(STATE["finetune_trained"], (100, 3, 96, 96))
+def _read_exact(stream, n):
+    data = stream.read(n)
+    if data is None or len(data) != n:
+        raise EOFError("the request ended early")
+    return data
+
+
+def _serve():
+    import numpy as np
+
+    global _REPORTED
+    requests = open(_REQUESTS, "rb", closefd=False)  # noqa: SIM115
+    while True:
+        line = requests.readline()
+        if not line:
+            return
+        request = json.loads(line)
+        arrays = {}
+        for name, dtype, shape in request.get("arrays", []):
+            size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+            arrays[name] = np.frombuffer(_read_exact(requests, size), dtype=dtype).reshape(shape).copy()
+        if request["op"] == "exit":
+            return
+        outputs, info, error = {}, {}, None
+        try:
+            outputs, info = _OPS[request["op"]](request.get("args", {}), arrays)
+        except (Exception, SystemExit) as exc:
+            error = _error(exc)
+        info["attempts"] = list(dict.fromkeys(ATTEMPTS[_REPORTED:]))[:100]
+        _REPORTED = len(ATTEMPTS)
+        blobs, described = [], []
+        for name, value in outputs.items():
+            value = np.ascontiguousarray(value)
+            if value.dtype.kind not in "biuf":
+                error = error or f"{name} has dtype {value.dtype}, not numbers"
+                continue
+            described.append([name, value.dtype.str, list(value.shape)])
+            blobs.append(value.tobytes())
+        header = json.dumps({"error": error, "info": info, "arrays": described}, default=str)
+        reply = b"\nRPZ-REPLY " + request["nonce"].encode() + b"\n" + header.encode() + b"\n"
+        _write(reply + b"".join(blobs))
+
+
+def _write(data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(_REPLIES, view) :]
+
+
+_serve()

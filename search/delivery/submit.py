@@ -12,7 +12,6 @@ notebook saying where everything came from). The zip is written atomically.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 import zipfile
@@ -24,6 +23,7 @@ from typing import Any
 import optuna
 
 from models import submission_source
+from objectives.files import replace_atomically
 from reports import plot_training
 from search.delivery.export import export
 from search.delivery.export_ensemble import submission_ensembles
@@ -261,16 +261,9 @@ def _notebook(path: Path, sources: dict[str, str]) -> Path:
 
 def _write_zip(out: Path, files: dict[str, Path]) -> Path:
     """Write ``files`` (name in the zip -> file) at the zip's root, atomically: a temp file, then a rename."""
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
+    def write(tmp: str) -> None:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
             for name in sorted(files):
                 archive.write(files[name], arcname=name)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+
+    return replace_atomically(out, write)

@@ -2,21 +2,26 @@
 
 The zip is untrusted. It is checked for its layout (the lab's files, all at the root) and its declared
 sizes; one over the limits is refused before anything is unpacked, and unpacking streams every file with a
-hard cap (a header that lies stops it). The lab's checks then run in a bubblewrap sandbox
-(``sandbox.py``: no network, a read-only system, a writable scratch folder only, an unprivileged uid,
-time/memory/process limits) in a fresh ``python -I`` which cannot import rpztune
-(``_sandbox_checks.py``), whose audit hook reports what the zip's code tried: the numpy layers on the
-lab's example inputs, ``MyNet()`` on a ``[64, 1, 28, 28]`` batch, ``model.pt`` and ``finetuned.pt``
-loading, ``classify``, ``FinetuneNet()`` building without a download, and CPU inference times. File
-sizes and times are compared with :class:`Limits`; each ``.py`` file's third-party imports are listed
-(the evaluator may lack some).
+hard cap (a header that lies stops it). Each checkpoint is read here, by the host, with
+``torch.load(weights_only=True)``. The zip's code then runs in a bubblewrap sandbox (``sandbox.py``: no
+network, a read-only system, a writable scratch folder only, an unprivileged uid, time/memory/process
+limits) in a fresh ``python -I`` which cannot import rpztune (``sandbox_checks.py``).
+
+**The sandbox returns raw outputs, the host judges** (``docs/delivery.md``, "How validate judges"). After the
+zip's code is imported, the host sends requests on the sandbox's stdin, each with a fresh random nonce, and
+accepts only the reply that follows that nonce's marker: the numpy layers' outputs on arrays the host drew,
+MyNet's and FinetuneNet's outputs and ``classify`` on images the host chose with a fresh seed (labelled
+FashionMNIST images and photos mixed with random tensors; the labels never leave the host). The host checks
+shapes, that log-probabilities sum to one, that ``classify`` is their argmax, and the accuracy; it measures
+the CPU time the sandbox's processes spend on each answer (the kernel's figures). A crash, an early exit, a
+timeout or a missing answer fails the check it belongs to. Nothing the sandboxed process says about itself
+(a result, a time, an audit line) counts as a pass.
 """
 
 from __future__ import annotations
 
 import ast
-import json
-import signal
+import secrets
 import sys
 import tempfile
 import zipfile
@@ -24,10 +29,13 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from search.delivery.sandbox import SCRATCH, SandboxLimits, SandboxResult, run_sandboxed
+from search.delivery.judge import judge_in_sandbox
+from search.delivery.sandbox import SandboxLimits
 
 __all__ = [
+    "FINETUNE_MIN_ACCURACY",
     "LAB_MODULES",
+    "MYNET_MIN_ACCURACY",
     "OPTIONAL_FILES",
     "REQUIRED_FILES",
     "Check",
@@ -56,6 +64,8 @@ _PREIMPORT = ("numpy", "torch", "torchvision", "timm", "matplotlib")
 _SANDBOX = Path(__file__).with_name("sandbox_checks.py")
 _MB = 1024 * 1024
 _MAX_ENTRIES = 100
+MYNET_MIN_ACCURACY = 0.75  # the lab's threshold for MyNet on FashionMNIST
+FINETUNE_MIN_ACCURACY = 0.90  # FinetuneNet on the photos given
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,13 @@ class Limits:
         strict_imports: Fail (not just warn) when a ``.py`` file imports a module outside ``LAB_MODULES``.
         unpack_mb: Hard cap on everything unpacked, MiB (each file is also held to ``file_mb``).
         sandbox: Time, memory and processes of the sandboxed checks (then all their processes are killed).
+        data: A data folder (``submit --data``'s layout): FashionMNIST's test images under
+            ``FashionMNIST/raw/`` judge MyNet, the photos of ``dogs_and_cats/`` judge FinetuneNet. Without
+            it (or without either part), MyNet is judged on the sample shipped with rpztune and
+            FinetuneNet's accuracy is unchecked (the report is then incomplete, not a pass).
+        fashion_images: How many FashionMNIST test images of ``data`` to draw (fresh seed per run).
+        photos: How many photos of ``data`` to draw (fresh seed per run).
+        seed: The draw's seed (``None``: a fresh random one, the default; tests may fix it).
     """
 
     zip_mb: float | None = None
@@ -81,15 +98,25 @@ class Limits:
     strict_imports: bool = False
     unpack_mb: float = 1024.0
     sandbox: SandboxLimits = SandboxLimits()
+    data: Path | None = None
+    fashion_images: int = 1000
+    photos: int = 200
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
 class Check:
-    """One check's outcome: ``ok`` (``None``: information only) and what was found."""
+    """One check's outcome: ``ok`` (``None``: information only) and what was found; ``unchecked``: it could
+    not be judged (no data for it), which is not a pass."""
 
     name: str
     ok: bool | None
     detail: str
+    unchecked: bool = False
+
+    @property
+    def mark(self) -> str:
+        return "UNCHECKED" if self.unchecked else {True: "PASS", False: "FAIL", None: "INFO"}[self.ok]
 
 
 @dataclass
@@ -101,11 +128,21 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return all(c.ok is not False for c in self.checks)
+        """Passed: no check failed and none was left unchecked."""
+        return not self.failed and not self.unchecked
+
+    @property
+    def verdict(self) -> str:
+        """``PASS``, ``FAIL`` (a check failed) or ``INCOMPLETE`` (none failed, some could not be judged)."""
+        return "FAIL" if self.failed else "INCOMPLETE" if self.unchecked else "PASS"
 
     @property
     def failed(self) -> list[Check]:
         return [c for c in self.checks if c.ok is False]
+
+    @property
+    def unchecked(self) -> list[Check]:
+        return [c for c in self.checks if c.unchecked]
 
     def check(self, name: str) -> Check:
         """The check called ``name`` (or starting with it).
@@ -124,11 +161,16 @@ def validate(path: str | Path, limits: Limits = Limits()) -> Report:
 
     Raises:
         FileNotFoundError: when ``path`` is not a file.
+        DataError: when ``limits.data`` does not exist or its images do not load.
         SandboxUnavailable: when no sandbox can be made here (bubblewrap missing or refused).
     """
+    from search.delivery.judge_data import load_judging_data
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no submission zip at {path}")
+    seed = limits.seed if limits.seed is not None else secrets.randbits(63)
+    data = load_judging_data(limits.data, seed, fashion_images=limits.fashion_images, photos=limits.photos)
     report = Report(path)
     try:
         archive = zipfile.ZipFile(path)
@@ -146,13 +188,45 @@ def validate(path: str | Path, limits: Limits = Limits()) -> Report:
         if not unpack.ok:
             return report
         report.checks += _import_checks(unpacked, limits)
+        report.checks += [_checkpoint_check(unpacked / name) for name in ("model.pt", "finetuned.pt")]
         runner = Path(tmp) / "runner"
         runner.mkdir(mode=0o755)
         (runner / "check.py").write_text(_SANDBOX.read_text())
         needed = {m for f in unpacked.glob("*.py") for m in _imports_or_none(f)}
         trusted = ["numpy", "torch", *(m for m in _PREIMPORT[2:] if m in needed)]
-        report.checks += _sandbox_checks(runner, unpacked, trusted, limits)
+        report.checks += judge_in_sandbox(runner, unpacked, trusted, limits, data, seed)
     return report
+
+
+def _checkpoint_check(file: Path) -> Check:
+    """Read a checkpoint here, in the host, as the evaluator would (``weights_only=True``): a state dict of
+    named tensors, all finite."""
+    import torch
+
+    name = f"{file.name} read by the host (torch.load weights_only=True)"
+    if not file.is_file():
+        return Check(name, False, f"no {file.name} in the zip")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unpickling failure: the file is not a safe state dict
+        said = " ".join(str(exc).split())
+        return Check(name, False, f"not a state dict torch loads safely: {type(exc).__name__}: {said[:200]}")
+    if not isinstance(state, dict) or not state:
+        return Check(name, False, f"holds a {type(state).__name__}, not a state dict of named tensors")
+    bad = [k for k, v in state.items() if not isinstance(k, str) or not torch.is_tensor(v)]
+    if bad:
+        return Check(name, False, f"entry {bad[0]!r} is not a named tensor ({len(bad)} such)")
+    floats = [v for v in state.values() if v.is_floating_point()]
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        return Check(name, False, f"non-finite values in {', '.join(broken[:3])} ({len(broken)} tensors)")
+    dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in state.values()})
+    return Check(
+        name,
+        True,
+        f"{len(state)} tensors, {sum(v.numel() for v in floats):,} floating-point values "
+        f"({', '.join(dtypes)}), {file.stat().st_size / _MB:.2f} MiB",
+    )
 
 
 def _layout_checks(names: list[str]) -> list[Check]:
@@ -298,74 +372,3 @@ def _imports_or_none(file: Path) -> list[str]:
         return third_party_imports(file.read_text(errors="replace"), set())
     except SyntaxError:
         return []
-
-
-def _sandbox_checks(runner: Path, folder: Path, trusted: list[str], limits: Limits) -> list[Check]:
-    result = run_sandboxed(
-        [sys.executable, "-I", "-B", "/checker/check.py", str(limits.threads), SCRATCH, ",".join(trusted)],
-        readonly={"/submission": folder, "/checker": runner},
-        cwd="/submission",
-        env={v: str(limits.threads) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-        | {"MPLCONFIGDIR": SCRATCH, "XDG_CACHE_HOME": SCRATCH, "TORCH_HOME": f"{SCRATCH}/torch"},
-        limits=limits.sandbox,
-    )
-    checks, attempts, running = [], [], None
-    for line in result.stdout.splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(record, dict):
-            continue
-        if "start" in record:
-            running = record["start"]
-        elif "attempt" in record:
-            attempts.append(str(record["attempt"]))
-        elif "name" in record and "ok" in record:
-            checks.append(_as_check(record, limits))
-            running = None
-    tried = list(dict.fromkeys(attempts))
-    checks.append(
-        Check(
-            "sandbox: no network, no writes outside the scratch folder, no processes",
-            not tried,
-            "nothing of the kind tried"
-            if not tried
-            else f"the zip's code tried ({len(tried)}): " + "; ".join(tried[:10]),
-        )
-    )
-    if result.timed_out:
-        during = f" during {running!r}" if running else ""
-        checks.append(
-            Check("time limit", False, f"killed at the time limit of {limits.sandbox.seconds:g} s{during}")
-        )
-    elif result.returncode != 0 or running is not None or not checks[:-1]:
-        checks.append(Check("lab checks ran", False, _how_it_ended(result, running, limits)))
-    return checks
-
-
-def _how_it_ended(result: SandboxResult, running: str | None, limits: Limits) -> str:
-    code = result.returncode
-    number = -code if code < 0 else code - 128 if code > 128 else 0
-    why = {
-        signal.SIGXCPU: f"the CPU time limit ({limits.sandbox.seconds:g} s)",
-        signal.SIGXFSZ: "the file size limit",
-        signal.SIGKILL: "SIGKILL (out of memory?)",
-    }.get(number, signal.Signals(number).name if number in signal.valid_signals() else f"exit code {code}")
-    tail = " | ".join(result.stderr.strip().splitlines()[-3:])
-    during = f" during {running!r}" if running else ""
-    return f"ended by {why}{during}" + (f": {tail}" if tail else "")
-
-
-def _as_check(record: dict, limits: Limits) -> Check:
-    name, ok, detail = record["name"], bool(record["ok"]), str(record["detail"])
-    if "MemoryError" in detail:
-        detail += f" (limit {limits.sandbox.memory_mb} MiB of address space per process)"
-    if "params" in record:
-        detail += f" ({record['params']:,} parameters)"
-    if ok and "ms" in record:
-        limit = limits.mynet_ms if "MyNet" in name else limits.finetune_ms
-        ms = float(record["ms"])
-        ok = _within(ms, limit)
-        detail = f"{ms:.1f} ms per 100 images on the CPU, {record['threads']} thread(s){_limit(limit, 'ms')}"
-    return Check(name, ok, detail)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["CheckpointError", "KeepTopCheckpoints", "checkpoint_path", "check_checkpoint"]
+__all__ = ["CheckpointError", "KeepTopCheckpoints", "check_checkpoint", "checkpoint_path", "load_error"]
 
 
 class CheckpointError(ValueError):
@@ -45,14 +46,25 @@ def check_checkpoint(path: Path | None, *, what: str) -> Path:
         else:
             import torch  # only torch tasks' checkpoints need it
 
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # a foreign pickle's protocol warning: the error below says it
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
             if not isinstance(state, dict):
                 raise TypeError(f"it holds a {type(state).__name__}, not a state dict")
     except Exception as exc:  # a corrupt file raises whatever its first bad byte triggers
-        raise CheckpointError(
-            f"{what}: checkpoint {path} does not load ({type(exc).__name__}: {exc})"
-        ) from None
+        raise CheckpointError(f"{what}: checkpoint {path} does not load ({load_error(exc)})") from None
     return path
+
+
+def load_error(exc: BaseException) -> str:
+    """Why a weights file does not load, in one line (torch's own text spans lines and advises
+    ``weights_only=False``, the unsafe choice for exactly such files)."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:  # not plain tensors: code, foreign objects or random bytes
+        detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0].strip()
+        return f"not a plain state dict of tensors ({detail}); rpztune never unpickles anything else"
+    first = " ".join(text.split()).split(". ")[0][:200] or "unreadable"  # torch appends paragraphs of advice
+    return f"{type(exc).__name__}: {first}"
 
 
 class KeepTopCheckpoints:

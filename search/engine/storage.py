@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import re
 import sqlite3
@@ -49,6 +50,7 @@ HEARTBEAT_INTERVAL_S = 10
 GRACE_PERIOD_S = 30
 SQLITE_BUSY_TIMEOUT_S = 60
 _SCHEMA_RETRIES = 8
+_MAX_DIRNAME = 240  # a longer name (which no file system took) is cut and hashed
 _KEPT_OPEN = 8  # storages a process keeps open (a test process opens many)
 _opened: dict[tuple[str, object], optuna.storages.BaseStorage] = {}
 _opened_lock = threading.Lock()
@@ -105,7 +107,9 @@ def _file_identity(url: str, scheme: str) -> tuple[int, int, bool] | None:
 
 def _open(url: str, scheme: str) -> optuna.storages.BaseStorage:
     if scheme == "journal":
-        return JournalStorage(JournalFileBackend(url[len("journal:///") :]))
+        path = _local_path(url, "journal:///")
+        _check_journal_file(url, path)
+        return JournalStorage(JournalFileBackend(str(path)))
     if scheme == "sqlite":
         # Each worker process opens its own engine (spawned, never forked: no connection crosses a
         # process); WAL lets readers run beside the writer; SQLite's busy handler retries a locked
@@ -194,9 +198,25 @@ def checkpoint_root(url: str, override: str | Path | None = None) -> Path:
 def study_dirname(study_name: str) -> str:
     """A file-system-safe folder name for a study (distinct names stay distinct)."""
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", study_name)
-    if safe != study_name or safe in ("", ".", ".."):
-        safe = f"{safe}-{hashlib.sha256(study_name.encode()).hexdigest()[:8]}"
+    if safe != study_name or safe in ("", ".", "..") or len(safe) > _MAX_DIRNAME:
+        # a folder name has at most 255 bytes
+        safe = f"{safe[:_MAX_DIRNAME]}-{hashlib.sha256(study_name.encode()).hexdigest()[:8]}"
     return safe
+
+
+def _check_journal_file(url: str, path: Path) -> None:
+    # Optuna reads a journal lazily: a foreign file would fail later, inside a trial, as a JSON error.
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with path.open("rb") as handle:
+            record = json.loads(handle.readline())
+        if not isinstance(record, dict) or "op_code" not in record:
+            raise ValueError("no op_code")
+    except (ValueError, UnicodeDecodeError, OSError):
+        raise StorageError(
+            f"storage {url!r}: {path} is not an Optuna journal file (its first line is no journal record)"
+        ) from None
 
 
 def _local_path(url: str, prefix: str) -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ class RunSummary:
     counts: dict[str, int] = field(default_factory=dict)
     best_value: float | None = None
     best_trial: int | None = None
+    reasons: dict[str, int] = field(default_factory=dict)  # why trials ended pruned or failed, with counts
 
 
 def build_space(task: objectives.Task, space_file: str | Path | None, overrides: Sequence[str]) -> Space:
@@ -74,6 +76,16 @@ def build_space(task: objectives.Task, space_file: str | Path | None, overrides:
     if overrides:
         space = space.with_overrides(dict(parse_assignment(text) for text in overrides))
     return space
+
+
+WORKERS_PER_CORE = 4  # trials are CPU-bound: more workers than this only queue for the cores
+WORKER_MB = 256  # resident memory of a numpy-mlp worker after its imports (a torch task's: more)
+
+
+def max_workers() -> int:
+    """The most worker processes ``run`` starts on this machine (by its cores and its RAM)."""
+    ram_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+    return max(1, min(WORKERS_PER_CORE * available_cores(), ram_mb // WORKER_MB))
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,11 @@ class Execution:
             raise ValueError(f"--timeout must be positive, but got {self.timeout}")
         if self.workers < 1:
             raise ValueError(f"--workers must be at least 1, but got {self.workers}")
+        if self.workers > max_workers():
+            raise ValueError(
+                f"--workers {self.workers} is more than this machine can run: at most {max_workers()} "
+                f"({WORKERS_PER_CORE} per core on {available_cores()} cores, {WORKER_MB} MiB of RAM each)"
+            )
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"--threads must be at least 1, but got {self.threads}")
         if self.keep_top < 1:
@@ -229,7 +246,9 @@ def _execute(
     dataset: Any = None,
 ) -> RunSummary:
     n_before = _started(study)
-    threads = max(1, available_cores() // execution.workers)
+    # no more workers than trials; but a run asked for worker processes keeps trials out of its own (two)
+    workers = min(execution.workers, max(execution.n_trials or execution.workers, 2))
+    threads = max(1, available_cores() // workers)
     if task.max_threads is not None:
         threads = min(threads, task.max_threads)
     spec = WorkerSpec(
@@ -251,9 +270,9 @@ def _execute(
         timed_trials=execution.timed_trials,
         heartbeat_grace=study.user_attrs.get("heartbeat_grace"),
     )
-    board = ProgressBoard(execution.workers, task.metric, enabled=execution.progress)
+    board = ProgressBoard(workers, task.metric, enabled=execution.progress)
     try:
-        run_workers(spec, execution.n_trials, execution.workers, board, dataset=dataset)
+        run_workers(spec, execution.n_trials, workers, board, dataset=dataset)
     finally:
         board.close()
     return summarize(study, storage, new_trials=_started(study) - n_before)
@@ -294,6 +313,11 @@ def summarize(study: optuna.Study, storage: str, *, new_trials: int = 0) -> RunS
         counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = study.best_trial if complete else None
+    reasons: dict[str, int] = {}
+    for trial in trials:
+        reason = trial.user_attrs.get("prune_reason") or trial.user_attrs.get("fail_reason")
+        if reason and trial.state in (TrialState.PRUNED, TrialState.FAIL):
+            reasons[str(reason)] = reasons.get(str(reason), 0) + 1
     return RunSummary(
         study_name=study.study_name,
         storage=storage,
@@ -303,6 +327,7 @@ def summarize(study: optuna.Study, storage: str, *, new_trials: int = 0) -> RunS
         counts=counts,
         best_value=None if best is None else best.value,
         best_trial=None if best is None else best.number,
+        reasons=reasons,
     )
 
 

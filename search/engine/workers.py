@@ -29,9 +29,10 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 import objectives
-from objectives.optuna_internals import trial_id
+from objectives.optuna_internals import backend_of, study_storage, trial_id
 from objectives.training.allocator import keep_freed_memory, release_free_memory
 from search.engine.algorithms import make_sampler
 from search.engine.checkpoints import KeepTopCheckpoints
@@ -39,7 +40,9 @@ from search.engine.heartbeat import apply_heartbeat, taken_over, watching_stale_
 from search.engine.interrupts import (
     INTERRUPTED,
     STOP_SIGNALS,
+    StopGate,
     Terminated,
+    describe,
     exit_code,
     raise_on_sigterm,
     raise_once,
@@ -197,6 +200,7 @@ def work(
         timeout=spec.timeout if spec.timed_trials else None,
     )
     identity = worker_identity()
+    gate = StopGate()  # Ctrl-C / SIGTERM land in the trial's own code, never in Optuna's ask or tell
     current: dict[str, int] = {}  # the trial being run: its number and storage id
     out_of_time: list[int] = []  # a trial whose first rung could not end by the deadline: draw no more
     late: list[int] = []  # trials in a row too long to finish by the deadline (objectives.WouldOverrun)
@@ -209,7 +213,8 @@ def work(
         if progress is not None:
             progress.started(trial.number)
         try:
-            return task.objective(trial, data, space, context)
+            with gate.open():
+                return task.objective(trial, data, space, context)
         except objectives.OutOfTime:
             out_of_time.append(trial.number)
             raise
@@ -224,7 +229,7 @@ def work(
             trial.set_user_attr("fail_reason", _reason(exc))
             raise
         except KeyboardInterrupt as exc:  # Optuna fails the trial and re-raises
-            trial.set_user_attr("fail_reason", f"interrupted ({exc or 'Ctrl-C'})")
+            trial.set_user_attr("fail_reason", f"interrupted ({describe(exc)})")
             # The run ends with the command's one line: Optuna's "Trial N failed with value None." warning
             # (logged without the traceback the filter below drops) is noise. The next work() resets it.
             optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -242,12 +247,17 @@ def work(
         while (spec.deadline is None or time.time() < spec.deadline) and not out_of_time and budget.claim():
             current.clear()
             try:
-                study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
-            except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+                with gate.held():
+                    study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
+            # Another process failed this worker's trial meanwhile (its heartbeat did not reach the storage
+            # within the grace, a recovery, a user's tell), so the trial's tell was rejected: Optuna raises
+            # the rejection, or "Should not reach." when the objective had returned a value.
+            except (ValueError, AssertionError, optuna.exceptions.UpdateFinishedTrialError):
                 if not taken_over(study, current.get("id")):
                     raise
-                print(f"rpztune: trial {current['number']} was failed and re-queued by another worker while "
-                      "this one could not reach the storage; going on", file=sys.stderr)  # fmt: skip
+                print(
+                    f"rpztune: {_taken_over_line(study, current['id'], current['number'])}", file=sys.stderr
+                )
                 budget.refund(1)
                 continue
             ran += 1
@@ -413,6 +423,19 @@ def _child_main(spec: WorkerSpec, budget: TrialBudget, index: int, pipe: Connect
         pipe.send(("error", index, str(exc)))
         print(f"rpztune worker {index}: error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def _taken_over_line(study: optuna.Study, trial: int, number: int) -> str:
+    """What happened to this worker's trial ``number`` (storage id ``trial``) that another process failed."""
+    stored = backend_of(study_storage(study)).get_trial(trial)
+    reason = stored.user_attrs.get("fail_reason")
+    retried = any(
+        t.system_attrs.get("failed_trial") == number
+        for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+    )
+    how = "was failed and re-queued by another worker" if retried else "was failed by another process"
+    why = f" ({reason})" if reason else ""
+    return f"trial {number} {how}{why} while this worker ran it; going on"
 
 
 def _reason(exc: Exception) -> str:

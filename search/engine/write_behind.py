@@ -9,20 +9,34 @@ retried trial needs them), or at its first write after those seconds; from then 
 through at once, so other workers see a long trial's epochs as Optuna alone would show them. A flush is one
 transaction of multi-row upserts (one check that the trial is still running, not one per value).
 
-Reads: the study's user attributes are read once per worker. The study's trials are read from the database
-at most once per ``refresh`` seconds (and always after this process finished a trial): the several reads
-of one ask (the trial queue, the sampler's search space, its history, the pruner) share one, so a sampler
-sees the study as it was at most ``refresh`` seconds before, which Optuna's own parallel workers risk as
-well between their ask and their first suggestion. Everything else goes to Optuna's cached RDB storage.
+Reads: the study's user attributes are read once per worker. ``get_all_trials`` and reads of this process's
+running trial read the study's trials from the database at most once per ``refresh`` seconds (and always
+after this process finished a trial): the several reads of one ask (the trial queue, the sampler's search
+space, its history, the pruner) share one, so a sampler sees the study as it was at most ``refresh`` seconds
+before, which Optuna's own parallel workers risk as well between their ask and their first suggestion.
+Everything else goes to Optuna's cached RDB storage.
+
+Optuna's storage contract holds (``tests/search_tests/test_storage_contract.py`` runs Optuna's storage
+suite against this storage), except where this storage differs by design:
+
+- held back: another process sees a short trial's intermediate values and user/system attributes when
+  the trial ends (or writes a parameter, or passes ``max_delay``), not at once;
+- own trial: this process reads its running trial from memory, and sees another process finish or fail it
+  (a user's ``tell``, a recovery, a heartbeat) at its next read of the study's trials (at most ``refresh``
+  seconds later), or at once when its next write of that trial is rejected (``UpdateFinishedTrialError``);
+  from then on its reads answer the stored trial, as Optuna's cached storage does;
+- stale trials: a trial whose worker process is alive on this host (this process's own or a sibling's) is
+  never stale, however late its heartbeat (``_get_stale_trial_ids``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,7 +148,8 @@ class WriteBehindStorage(CachedStorage):
         self, trial_id: int, param_name: str, param_value_internal: float, distribution: BaseDistribution
     ) -> None:
         self._flush(trial_id)
-        super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
+        with self._unless_finished_elsewhere(trial_id):
+            super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
         trial = self._own.get(trial_id)
         if trial is not None:
             trial.params = {**trial.params, param_name: distribution.to_external_repr(param_value_internal)}
@@ -156,40 +171,87 @@ class WriteBehindStorage(CachedStorage):
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
         self._flush(trial_id)
-        changed = self._with_retry(
-            lambda: super(WriteBehindStorage, self).set_trial_state_values(trial_id, state, values)
-        )
+        with self._unless_finished_elsewhere(trial_id):
+            changed = self._with_retry(
+                lambda: super(WriteBehindStorage, self).set_trial_state_values(trial_id, state, values)
+            )
         if state == TrialState.RUNNING and changed:  # this process took a waiting trial
             self._own[trial_id] = self._backend.get_trial(trial_id)
             self._since[trial_id] = time.monotonic()
         elif state.is_finished():
             self._since.pop(trial_id, None)
             if self._own.pop(trial_id, None) is not None:  # the cache holds it as running: read it back
-                study_id = self._trial_id_to_study_id_and_number[trial_id][0]
-                self._fresh_until.pop(study_id, None)
-                self._read_trials_from_remote_storage(study_id)  # Optuna's next get_trial is answered here
+                self._read_trials_from_remote_storage(self._study_of(trial_id))  # for Optuna's next get_trial
         return changed
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
+        if trial_id in self._own:  # another process may have finished it: see so within ``refresh``
+            self._refresh(self._study_of(trial_id))
         trial = self._own.get(trial_id)
         return _copy(trial) if trial is not None else super().get_trial(trial_id)
 
     def get_all_trials(
         self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None
     ) -> list[FrozenTrial]:
-        trials = super().get_all_trials(study_id, deepcopy=deepcopy, states=states)
+        # _CachedStorage.get_all_trials, with its read of the database shared within ``refresh``
+        self._refresh(study_id)
+        with self._lock:
+            study = self._studies[study_id]
+            found = study.trials.values()
+            if states is not None:
+                found = [t for t in found if t.state in states]
+            trials = sorted(found, key=lambda t: t.number)  # samplers expect trials by number
+            trials = copy.deepcopy(trials) if deepcopy else trials
         if self._own:  # a copy: the caller's list must not change when the trial does
             own = self._own
             trials = [_copy(own[id_of(t)]) if id_of(t) in own else t for t in trials]
         return trials
 
+    def _refresh(self, study_id: int) -> None:
+        """Read the study's trials from the database unless this process did less than ``refresh`` s ago."""
+        if time.monotonic() >= self._fresh_until.get(study_id, -1.0):
+            self._read_trials_from_remote_storage(study_id)
+
     def _read_trials_from_remote_storage(self, study_id: int) -> None:
-        # Called by _CachedStorage.get_all_trials before it answers from its cache.
+        """Read the study's new and unfinished trials from the database (always: Optuna's contract); a running
+        trial of this process's that another process finished is read from the database from then on."""
         now = time.monotonic()
-        if now < self._fresh_until.get(study_id, -1.0):
-            return
         super()._read_trials_from_remote_storage(study_id)
         self._fresh_until[study_id] = now + self.refresh
+        if not self._own:
+            return
+        with self._lock:
+            stored = self._studies[study_id].trials
+            ended = [i for i in list(self._own) if _finished(stored, self._placed(i, study_id))]
+        for trial_id in ended:
+            self._forget(trial_id)
+
+    def _placed(self, trial_id: int, study_id: int) -> int | None:
+        """``trial_id``'s number when it belongs to ``study_id``."""
+        where = self._trial_id_to_study_id_and_number.get(trial_id)
+        return where[1] if where is not None and where[0] == study_id else None
+
+    def _study_of(self, trial_id: int) -> int:
+        return self._trial_id_to_study_id_and_number[trial_id][0]
+
+    def _forget(self, trial_id: int) -> None:
+        """Stop answering ``trial_id`` from memory (another process finished it); its held-back writes
+        cannot be stored any more and are dropped."""
+        self._own.pop(trial_id, None)
+        self._since.pop(trial_id, None)
+        self._pending.pop(trial_id, None)
+
+    @contextlib.contextmanager
+    def _unless_finished_elsewhere(self, trial_id: int) -> Iterator[None]:
+        """Within the block, a write of this process's trial that the database rejects because another
+        process finished the trial makes the trial's later reads answer what is stored (then re-raises)."""
+        try:
+            yield
+        except optuna.exceptions.UpdateFinishedTrialError:
+            if self._own.get(trial_id) is not None:
+                self._forget(trial_id)
+                self._read_trials_from_remote_storage(self._study_of(trial_id))
+            raise
 
     def _defer(self, trial_id: int, kind: str, key: Any, value: Any) -> bool:
         trial = self._own.get(trial_id)
@@ -215,6 +277,10 @@ class WriteBehindStorage(CachedStorage):
         pending = self._pending.pop(trial_id, None)
         if pending is None:
             return
+        with self._unless_finished_elsewhere(trial_id):
+            self._write(trial_id, pending)
+
+    def _write(self, trial_id: int, pending: _Pending) -> None:
         models = rdb_models()
 
         rdb = self._backend
@@ -271,6 +337,10 @@ def _write_each(rdb: RDBStorage, session: Any, trial_id: int, pending: _Pending)
     ):
         for key, value in attrs.items():
             rdb._set_trial_attr_without_commit(session, model, trial_id, key, value)
+
+
+def _finished(stored: dict[int, FrozenTrial], number: int | None) -> bool:
+    return number is not None and number in stored and stored[number].state.is_finished()
 
 
 def _copy(trial: FrozenTrial) -> FrozenTrial:

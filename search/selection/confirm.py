@@ -22,7 +22,11 @@ from __future__ import annotations
 import datetime
 import logging
 import multiprocessing as mp
+import os
+import signal
+import socket
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -37,6 +41,16 @@ from objectives.optuna_internals import study_storage, trial_id
 from objectives.replicate import Replicate
 from objectives.training.allocator import keep_freed_memory, release_free_memory
 from objectives.training.memory import shared_cap, track_peak_rss
+from search.engine.interrupts import (
+    STOP_SIGNALS,
+    StopGate,
+    describe,
+    exit_code,
+    forward_and_wait,
+    raise_once,
+    redeliver_dropped_interrupts,
+    signals_deferred,
+)
 from search.engine.recovery import recover_orphans, worker_identity
 from search.engine.storage import get_storage
 from search.engine.study import StudyError, load_study, study_dir
@@ -49,6 +63,7 @@ __all__ = ["CONFIRM_SUFFIX", "ConfirmResult", "confirm", "confirm_study_name", "
 
 CONFIRM_SUFFIX = ":confirm"
 _STALE_S = 120  # a RUNNING replicate that never recorded its worker (killed right after ask()) is given up
+_POLL_S = 1.0  # how often a confirmation looks at the replicates another process is training
 
 
 @dataclass
@@ -153,10 +168,24 @@ def confirm(
         f"confirming the top {top} trials of {study_name!r} ({numbers}) over {count} {scheme}s{extra}: "
         f"{queued} replicates to train"
     )
-    done_before = len(cstudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    if queued or cstudy.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        _run((storage, study_name, cstudy.study_name, data, device), workers, dataset)
-    trained = len(cstudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) - done_before
+    done_before = {t.number for t in cstudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    pids: set[int] = set()
+    waiting_for: list[int] = []
+    while True:  # another confirm of this study may share the queue: train what is queued, then wait for it
+        if queued or cstudy.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            pids |= _run((storage, study_name, cstudy.study_name, data, device), workers, dataset)
+        queued = 0
+        running = _running(cstudy, leaders, scheme, count, plan_seed)
+        if not running:
+            break
+        if running != waiting_for:
+            waiting_for = running
+            log(
+                f"waiting for replicates {running} of {cstudy.study_name!r}: another process is training them"
+            )
+        time.sleep(_POLL_S)
+        _recover(cstudy)  # a dead local process's replicate is re-queued, and this run trains it
+    trained = _trained_by(cstudy, pids, done_before)
 
     found = estimates(study, cstudy, leaders, scheme, count, plan_seed)
     missing = [t.number for t in leaders if t.number not in {e.trial for e in found}]
@@ -239,6 +268,29 @@ def _key(trial: int, rep: Replicate) -> str:
     return f"{trial}/{rep.key}/seed{rep.seed}"
 
 
+def _running(
+    cstudy: optuna.Study, leaders: list[FrozenTrial], scheme: str, count: int, seed: int
+) -> list[int]:
+    """The numbers of the plan's replicates that are RUNNING (another process trains them)."""
+    keys = {_key(t.number, Replicate(scheme, i, count, seed)) for t in leaders for i in range(count)}
+    return [
+        t.number
+        for t in cstudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if t.user_attrs.get("confirm_key") in keys
+    ]
+
+
+def _trained_by(cstudy: optuna.Study, pids: set[int], before: set[int]) -> int:
+    """How many replicates this host's processes ``pids`` completed, leaving out those done ``before``."""
+    host = socket.gethostname()
+    count = 0
+    for trial in cstudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        worker = trial.user_attrs.get("worker") or {}
+        if trial.number not in before and worker.get("host") == host and worker.get("pid") in pids:
+            count += 1
+    return count
+
+
 def _recover(cstudy: optuna.Study) -> None:
     """Fail (and re-queue) the replicates of dead local processes; give up RUNNING ones without a worker."""
     recover_orphans(cstudy)
@@ -298,29 +350,50 @@ def _load_checked(study: optuna.Study, task: objectives.Task, data: str | None) 
     return dataset
 
 
-def _run(job: tuple, workers: int, dataset: Any) -> None:
+def _run(job: tuple, workers: int, dataset: Any) -> set[int]:
+    """Train the queued replicates of ``job`` in this process or ``workers`` spawned ones; return their pids.
+
+    Ctrl-C or SIGTERM: each process fails its running replicate (``interrupted (...)``) and exits; the
+    signal is passed on to the workers (``kill PID`` reached this process only), and a worker that is gone
+    without failing its replicate has it failed here; then the interrupt goes on to the command."""
     if workers == 1:
         _work(*job, threads=None, dataset=dataset)
-        return
+        return {os.getpid()}
     threads = max(1, available_cores() // workers)
     context = mp.get_context("spawn")
-    with thread_env(threads):
-        share = {"threads": threads, "workers": workers}
-        procs = [context.Process(target=_work, args=job, kwargs=share) for _ in range(workers)]
-        for proc in procs:
-            proc.start()
+    procs: list[Any] = []
     try:
+        with thread_env(threads):
+            share = {"threads": threads, "workers": workers}
+            for _ in range(workers):
+                proc = context.Process(target=_child_main, args=job, kwargs=share)
+                with signals_deferred():  # the child starts with the signals blocked (workers.py does so)
+                    proc.start()
+                    procs.append(proc)
         for proc in procs:
             proc.join()
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the workers too (their running replicates are
-        for proc in procs:  # recovered by the next confirm run), never leave them training on their own
-            if proc.exitcode is None:
-                proc.terminate()
-        for proc in procs:
-            proc.join(30)
-            if proc.exitcode is None:
-                proc.kill()
+    except KeyboardInterrupt as interrupt:
+        forward_and_wait(procs, interrupt)
+        storage, _, confirm_name = job[:3]
+        recover_orphans(
+            optuna.load_study(study_name=confirm_name, storage=get_storage(storage)),
+            pids={proc.pid for proc in procs},
+        )
         raise
+    return {proc.pid for proc in procs}
+
+
+def _child_main(*job: Any, **options: Any) -> None:
+    """A spawned confirmation worker: the stop signals raise once (then are ignored while the replicate is
+    failed), and an interrupt ends the process with the shell's code, without a traceback."""
+    try:
+        with redeliver_dropped_interrupts():
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, raise_once)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a signal that came meanwhile lands now
+            _work(*job, **options)
+    except KeyboardInterrupt as interrupt:
+        sys.exit(exit_code(interrupt))
 
 
 def _work(
@@ -352,32 +425,40 @@ def _work(
     sources = {t.number: t for t in study.get_trials(deepcopy=False)}
     retrain = task.confirmation.replicate
     identity = worker_identity()
+    gate = StopGate()  # Ctrl-C / SIGTERM land in the re-training, never between ask() and tell()
     trained = 0
     while cstudy.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        trial = cstudy.ask()
-        trial.set_user_attr("worker", {**identity, "trial": trial.number})
-        if "confirm_key" not in trial.user_attrs:  # another process took the last queued one first
-            trial.set_user_attr("fail_reason", "no replicate left in the queue")
-            cstudy.tell(trial, state=TrialState.FAIL)
-            break
-        attrs = trial.user_attrs
-        rep = Replicate(attrs["scheme"], int(attrs["index"]), int(attrs["count"]), int(attrs["plan_seed"]))
-        started = time.perf_counter()
-        try:
-            with track_peak_rss(trial):
-                record = retrain(sources[int(attrs["confirm_of"])], dataset, rep, settings, device)
-        except Exception as exc:  # one replicate fails; the others go on, and the next run retries it
-            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
-            cstudy.tell(trial, state=TrialState.FAIL)
-            continue
-        finally:
-            release_free_memory()
-        predictions = record.pop("predictions", None)
-        if predictions is not None:  # kept for ensembles (search/selection/ensemble.py)
-            save_predictions(study_dir(storage, study_name), attrs["confirm_key"], predictions)
-        for name, value in record.items():
-            trial.set_user_attr(name, value)
-        trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
-        cstudy.tell(trial, record["value"])
-        trained += 1
+        with gate.held():
+            trial = cstudy.ask()
+            trial.set_user_attr("worker", {**identity, "trial": trial.number})
+            if "confirm_key" not in trial.user_attrs:  # another process took the last queued one first
+                trial.set_user_attr("fail_reason", "no replicate left in the queue")
+                cstudy.tell(trial, state=TrialState.FAIL)
+                break
+            attrs = trial.user_attrs
+            rep = Replicate(
+                attrs["scheme"], int(attrs["index"]), int(attrs["count"]), int(attrs["plan_seed"])
+            )
+            started = time.perf_counter()
+            try:
+                with track_peak_rss(trial), gate.open():
+                    record = retrain(sources[int(attrs["confirm_of"])], dataset, rep, settings, device)
+            except KeyboardInterrupt as interrupt:  # ends FAIL, never RUNNING; the next run retries it
+                trial.set_user_attr("fail_reason", f"interrupted ({describe(interrupt)})")
+                cstudy.tell(trial, state=TrialState.FAIL)
+                raise
+            except Exception as exc:  # one replicate fails; the others go on, and the next run retries it
+                trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
+                cstudy.tell(trial, state=TrialState.FAIL)
+                continue
+            finally:
+                release_free_memory()
+            predictions = record.pop("predictions", None)
+            if predictions is not None:  # kept for ensembles (search/selection/ensemble.py)
+                save_predictions(study_dir(storage, study_name), attrs["confirm_key"], predictions)
+            for name, value in record.items():
+                trial.set_user_attr(name, value)
+            trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
+            cstudy.tell(trial, record["value"])
+            trained += 1
     return trained

@@ -17,8 +17,6 @@ The predictions are files beside the study's checkpoints: ``confirm-predictions/
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ import numpy as np
 import optuna
 
 import objectives
+from objectives.files import replace_atomically
 from objectives.replicate import Replicate
 from search.engine.checkpoints import check_checkpoint, checkpoint_path
 
@@ -55,15 +54,11 @@ def save_predictions(folder: Path, confirm_key: str, predictions: dict[str, tupl
     for part, (probs, labels) in predictions.items():
         arrays[part] = np.asarray(probs, dtype=np.float32)
         arrays[f"{part}_y"] = np.asarray(labels, dtype=np.int64)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as handle:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:  # a file object: np.savez adds no ".npz" to its name
             np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return replace_atomically(path, write)
 
 
 @dataclass(frozen=True)

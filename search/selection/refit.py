@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import objectives
+from objectives.files import remove_stale_temps
 from objectives.hooks import RefitRequest
 from objectives.training.fit import resolve_device
 from search.engine.checkpoints import check_checkpoint
@@ -95,6 +96,7 @@ def refit(
         )
     folder = study_dir(storage, study_name, checkpoints)
     folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(folder)  # a refit killed mid-write (kill -9) left its temporary file
     path = folder / f"refit-{trial.number:05d}{refitter.suffix}"
     request = RefitRequest(
         epochs=epochs,

@@ -13,16 +13,7 @@ from objectives.finetune.stages import head_digest, is_staged
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TASK = get_task("finetune")
-SMALL = {
-    "backbone": ["tf_efficientnet_lite0"],
-    "resolution": [96],
-    "epochs": 1,
-    "batch_size": 32,
-    "freeze_k": 1,
-    "augment": ["none", "flip_crop"],
-    "probe_trials": 2,
-    "finetune_top": 1,
-}
+SMALL = {"epochs": 1, "batch_size": 32, "freeze_k": 1, "augment": ["none", "flip_crop"], "probe_trials": 2}
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +29,8 @@ def test_finetune_stages_are_on_only_when_the_space_draws_probes_and_fine_tuning
 
 
 @pytest.mark.slow
-def test_finetune_stages_hand_the_probe_head_to_fine_tuning(data, tmp_path) -> None:
-    space = TASK.space.with_overrides(SMALL)
+def test_finetune_stages_hand_the_probe_head_to_fine_tuning(data, small_finetune, tmp_path) -> None:
+    space = TASK.space.with_overrides({**small_finetune, **SMALL})
     # a pruner that stops every trial it is asked about: neither probes nor staged fine-tune trials ask
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.1))
     context = TrialContext(checkpoint_dir=tmp_path, metric="proxy")

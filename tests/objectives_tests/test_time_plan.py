@@ -15,11 +15,8 @@ from objectives.training.time_plan import plan_epochs
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TASK = get_task("finetune")
 SMALL = {
-    "backbone": ["tf_efficientnet_lite0"],
-    "resolution": [96],
     "epochs": 3,
     "probe_trials": 50,  # far more than run: only the time share can start the fine-tuning
-    "finetune_top": 1,
 }
 
 
@@ -32,9 +29,11 @@ def test_plan_epochs_fits_the_share_of_the_time_left() -> None:
 
 
 @pytest.mark.slow
-def test_a_late_run_fine_tunes_its_leading_probe_and_prunes_what_cannot_finish(photos_dir, tmp_path) -> None:
+def test_a_late_run_fine_tunes_its_leading_probe_and_prunes_what_cannot_finish(
+    photos_dir, small_finetune, tmp_path
+) -> None:
     data = load_data(str(photos_dir), {**TASK.space.settings(), "max_images": 60})
-    space = TASK.space.with_overrides(SMALL)
+    space = TASK.space.with_overrides({**small_finetune, **SMALL})
     study = optuna.create_study(direction="maximize")
     # 100 s run with 20 s left: past the 0.6 share, so the first probe enqueues the fine-tuning at once
     context = TrialContext(checkpoint_dir=tmp_path, metric="proxy", deadline=time.time() + 20, timeout=100)
@@ -55,9 +54,9 @@ def test_a_late_run_fine_tunes_its_leading_probe_and_prunes_what_cannot_finish(p
         assert len(tuned.user_attrs["curves"]["proxy"]) == plan["epochs"]
 
 
-def test_a_trial_with_no_time_left_is_pruned_before_training(photos_dir, tmp_path) -> None:
+def test_a_trial_with_no_time_left_is_pruned_before_training(photos_dir, small_finetune, tmp_path) -> None:
     data = load_data(str(photos_dir), {**TASK.space.settings(), "max_images": 60})
-    space = TASK.space.with_overrides({**SMALL, "freeze": "last_k", "augment": "none"})
+    space = TASK.space.with_overrides({**small_finetune, **SMALL, "freeze": "last_k", "augment": "none"})
     study = optuna.create_study(direction="maximize")
     context = TrialContext(checkpoint_dir=tmp_path, metric="proxy", deadline=time.time() + 0.01, timeout=100)
     study.optimize(lambda t: TASK.objective(t, data, space, context), n_trials=1)

@@ -172,10 +172,7 @@ def test_evaluate_prints_one_json_line_matching_the_recorded_test_error(study_di
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, tmp_path) -> None:
     result = rpztune(*args, cwd=tmp_path, check=False)
-    assert result.returncode == 2, result.stderr
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
-    assert not (tmp_path / "studies.db").exists() or args[0] == "export"
+    rpz_cli.assert_refused(result, message, tmp_path, opens_a_study=args[0] == "export")
 
 
 def test_study_of_other_task_or_other_data_is_refused(study_dir, tmp_path) -> None:

@@ -13,6 +13,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -43,28 +44,29 @@ def cli(*args: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def confirm_trials(work: Path) -> list[tuple[str, str | None]]:
-    """(state, confirm_key) of every trial of the confirm study, read with sqlite3 (no Optuna cache)."""
+def trial_attrs(work: Path, key: str) -> list[tuple[str, Any]]:
+    """(state, user attribute ``key`` or None) of every trial of the confirm study, read with sqlite3 (no
+    Optuna cache)."""
     with sqlite3.connect(work / "studies.db") as db:
         rows = db.execute(
             "SELECT t.state, a.value_json FROM trials t JOIN studies s ON s.study_id = t.study_id "
-            "LEFT JOIN trial_user_attributes a ON a.trial_id = t.trial_id AND a.key = 'confirm_key' "
+            "LEFT JOIN trial_user_attributes a ON a.trial_id = t.trial_id AND a.key = ? "
             "WHERE s.study_name = ?",
-            (confirm_study_name("numpy-mlp"),),
+            (key, confirm_study_name("numpy-mlp")),
         ).fetchall()
-    return [(state, None if key is None else json.loads(key)) for state, key in rows]
+    return [(state, None if value is None else json.loads(value)) for state, value in rows]
+
+
+def confirm_trials(work: Path) -> list[tuple[str, str | None]]:
+    """(state, confirm_key) of every trial of the confirm study."""
+    return trial_attrs(work, "confirm_key")
 
 
 def running_workers(work: Path) -> list[dict]:
     """The ``worker`` attribute of every RUNNING replicate that recorded it."""
-    with sqlite3.connect(work / "studies.db") as db:
-        rows = db.execute(
-            "SELECT a.value_json FROM trials t JOIN studies s ON s.study_id = t.study_id "
-            "JOIN trial_user_attributes a ON a.trial_id = t.trial_id AND a.key = 'worker' "
-            "WHERE s.study_name = ? AND t.state = 'RUNNING'",
-            (confirm_study_name("numpy-mlp"),),
-        ).fetchall()
-    return [json.loads(value) for (value,) in rows]
+    return [
+        worker for state, worker in trial_attrs(work, "worker") if state == "RUNNING" and worker is not None
+    ]
 
 
 def running_with_worker(work: Path) -> int:

@@ -7,6 +7,7 @@ Needs root (skips elsewhere, fails under CI=true). About 2 minutes per test on a
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -135,6 +136,23 @@ def start_two_hosts(cluster: Cluster, study: str, data_dir: Path) -> tuple[subpr
     return a, b
 
 
+@contextlib.contextmanager
+def struck_mid_trial(
+    cluster: Cluster, kind: str, data_dir: Path
+) -> Iterator[tuple[str, subprocess.Popen, subprocess.Popen, FrozenTrial, float]]:
+    """A new study on both hosts (:func:`start_two_hosts`) and its victim (:func:`pick_victim`): yields
+    ``(study, a, b, victim, struck)``, ``struck`` the time the caller strikes host a; both hosts are killed
+    when the block ends, however it ends."""
+    study = f"{kind}-{time.time_ns()}"
+    a, b = start_two_hosts(cluster, study, data_dir)
+    try:
+        victim = pick_victim(cluster, study, [a, b])
+        yield study, a, b, victim, time.time()
+    finally:
+        cluster.net.kill_host("a")
+        cluster.net.kill_host("b")
+
+
 def pick_victim(cluster: Cluster, study: str, procs: list[subprocess.Popen]) -> FrozenTrial:
     """Host a's trial once it saved an epoch (and has epochs left), while host b runs its first trial."""
     deadline, seen = time.time() + 300, []
@@ -243,18 +261,11 @@ def check_failed_and_resumed(found: list[FrozenTrial], victim: FrozenTrial, stru
 
 
 def test_multihost_killed_host_fails_by_heartbeat_and_resumes_on_the_other(cluster, data_dir) -> None:
-    study = f"kill-{time.time_ns()}"
-    a, b = start_two_hosts(cluster, study, data_dir)
-    try:
-        victim = pick_victim(cluster, study, [a, b])
-        struck = time.time()
+    with struck_mid_trial(cluster, "kill", data_dir) as (study, a, b, victim, struck):
         assert cluster.net.kill_host("a"), "host a had processes"
         assert wait(a, 30) == -signal.SIGKILL
         wait_for_the_retry(cluster, study, victim, b)
         stopped = stop_mid_trial(cluster, study, "b", b)
-    finally:
-        cluster.net.kill_host("a")
-        cluster.net.kill_host("b")
     found = trials(cluster, study)
     check_failed_and_resumed(found, victim, struck)
     by_a = [t for t in found[1:] if host_of(t) == "rpz-a" and t.state == TrialState.COMPLETE]
@@ -273,11 +284,7 @@ def counts_of(found: list[FrozenTrial], host: str | None = None) -> dict[TrialSt
 
 
 def test_multihost_cut_link_fails_by_heartbeat_and_the_cut_host_never_completes_it(cluster, data_dir) -> None:
-    study = f"cut-{time.time_ns()}"
-    a, b = start_two_hosts(cluster, study, data_dir)
-    try:
-        victim = pick_victim(cluster, study, [a, b])
-        struck = time.time()
+    with struck_mid_trial(cluster, "cut", data_dir) as (study, a, b, victim, struck):
         cluster.net.cut("a")
         deadline = time.time() + 300
         while not resumed(trials(cluster, study), victim) and time.time() < deadline and b.poll() is None:
@@ -288,9 +295,6 @@ def test_multihost_cut_link_fails_by_heartbeat_and_the_cut_host_never_completes_
         wait_for_the_retry(cluster, study, victim, b)
         stopped = stop_mid_trial(cluster, study, "b", b)
         check_failed_and_resumed(trials(cluster, study), victim, struck)
-    finally:
-        cluster.net.kill_host("a")
-        cluster.net.kill_host("b")
     found = trials(cluster, study)
     assert found[victim.number].state == TrialState.FAIL, "the cut host must not complete a failed trial"
     said = (cluster.base / f"{study}-a.log").read_text()

@@ -26,8 +26,8 @@ MYNET = [
     "--device", "cpu",
 ]  # fmt: skip
 FINETUNE = [
-    "--set", "max_images=120", "--set", "epochs=2", "--set", "freeze=linear", "--set", "augment=none",
-    "--set", "resolution=96", "--set", "backbone=tf_efficientnet_lite0", "--trials", "1", "--pruner", "none",
+    "--set", "max_images=200", "--set", "epochs=3", "--set", "freeze=linear", "--set", "augment=none",
+    "--set", "resolution=128", "--set", "backbone=tf_efficientnet_lite0", "--trials", "1", "--pruner", "none",
 ]  # fmt: skip
 
 
@@ -47,7 +47,8 @@ def work(data_dir, tmp_path_factory) -> Path:
     rpztune("run", "mynet", "--data", str(data_dir), *MYNET, *common, cwd=work)
     rpztune("run", "finetune", "--data", str(data_dir / "dogs_and_cats"), *FINETUNE, *common, cwd=work)
     rpztune("refit", "--study", "mynet", "--device", "cpu", cwd=work)
-    submitted = rpztune("submit", "--out", "submission.zip", cwd=work)
+    # validate judges FinetuneNet on photos of --data (96 % for this probe; the threshold is 90 %)
+    submitted = rpztune("submit", "--out", "submission.zip", "--data", str(data_dir), cwd=work)
     (work / "submit.out").write_text(submitted.stdout)
     return work
 
@@ -144,12 +145,12 @@ BROKEN = {
     "FinetuneNet downloads at construction": (
         lambda name, data: [(name, data + _DOWNLOADING if name == "pytorch_cnn.py" else data)],
         "FinetuneNet() builds",
-        "tried to use the network: look up ('download.pytorch.org', 443)",
+        "URLError: <urlopen error",  # the sandbox has no network: the download fails, so construction does
     ),
     "MyNet outputs 5 classes": (
         lambda name, data: [(name, data.replace(b"num_classes=10,", b"num_classes=5,", 1))],
         "MyNet() on torch.rand",
-        "output torch.Size([64, 5]), expected [64, 10]",
+        "output [64, 5], expected [64, 10]",
     ),
 }
 
@@ -210,8 +211,10 @@ def test_submit_reports_a_missing_or_corrupt_checkpoint_by_trial_and_file(work, 
     assert f"checkpoint {refit.relative_to(copy)} is missing" in result.stderr
 
 
-def test_submit_standalone_writes_a_pytorch_cnn_py_that_needs_only_torch(work) -> None:
-    result = rpztune("submit", "--standalone", "--out", "plain.zip", cwd=work, check=False)
+def test_submit_standalone_writes_a_pytorch_cnn_py_that_needs_only_torch(work, data_dir) -> None:
+    result = rpztune(
+        "submit", "--standalone", "--out", "plain.zip", "--data", str(data_dir), cwd=work, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "imports: pytorch_cnn.py: needs torch" in result.stdout and "PASS:" in result.stdout
     with zipfile.ZipFile(work / "plain.zip") as archive:

@@ -1,6 +1,7 @@
 """``rpztune validate`` treats a zip as untrusted: hostile zips through the real CLI are contained by the
 sandbox (no network, no writes outside its scratch folder, process/time/memory limits) and fail with a line
-saying what they tried; a zip bomb is refused before anything big is written; a good zip still passes."""
+saying what they tried; a zip bomb is refused before anything big is written; an untrained zip's outputs
+pass every check but accuracy. (Forged verdicts: test_validate_forgery.py.)"""
 
 from __future__ import annotations
 
@@ -113,10 +114,9 @@ def _scratch(zip_path: Path) -> Path:
 def line(result: subprocess.CompletedProcess, start: str) -> str:
     """The report line starting with ``start`` (after its PASS/FAIL mark)."""
     for text in result.stdout.splitlines():
-        if text.strip()[6:].startswith(start):
+        if text.strip().split(None, 1)[-1].startswith(start):
             return text.strip()
     raise AssertionError(f"no line {start!r} in:\n{result.stdout}\n{result.stderr}")
-
 
 
 # Every way out the issue names, tried at import; each outcome (what the kernel answered) goes into the
@@ -198,6 +198,7 @@ def test_validate_sandbox_memory_hog_fails_at_the_memory_limit(escapes) -> None:
     result, _ = escapes
     imported = line(result, "pytorch_cnn.py imports")
     assert imported.startswith("FAIL") and "MemoryError: over the sandbox's memory limit" in imported
+    assert line(result, "MyNet with model.pt").startswith("FAIL")
     assert "(limit 8192 MiB of address space per process)" in imported
 
 
@@ -257,13 +258,12 @@ def bomb_then_loop(bwrap, tmp_path_factory) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_validate_sandbox_contains_a_fork_bomb_by_the_process_limit(bomb_then_loop) -> None:
+    # The bomb never lets the process answer, so it gives no account of itself: the time limit ends it, and
+    # every check fails for want of an answer.
     result = bomb_then_loop
     assert result.returncode == 1, result.stdout + result.stderr
     imported = line(result, "numpy_nn.py imports")
-    assert "tried to start a process: os.fork" in imported
-    children = int(imported.split("fork refused after ")[1].split(" ")[0])
-    assert 0 < children < 24, imported
-    assert "Resource temporarily unavailable" in imported
+    assert imported.startswith("FAIL") and "no answer: killed at the time limit of 25 s" in imported
     assert "Traceback" not in result.stderr
     assert _checkers_running(Path(result.args[4])) == [], "the bomb's processes end with the sandbox"
 
@@ -271,8 +271,10 @@ def test_validate_sandbox_contains_a_fork_bomb_by_the_process_limit(bomb_then_lo
 @pytest.mark.slow
 def test_validate_sandbox_kills_a_runaway_at_the_time_limit(bomb_then_loop) -> None:
     result = bomb_then_loop
-    killed = "FAIL  time limit: killed at the time limit of 25 s during 'pytorch_cnn.py imports'"
+    killed = "FAIL  time limit: killed at the time limit of 25 s while waiting for 'the imports of numpy_nn"
     assert killed in result.stdout
+    for check in ("pytorch_cnn.py imports", "MyNet() on torch.rand", "numpy_nn.Linear", "time: MyNet"):
+        assert line(result, check).startswith("FAIL"), check  # each check the timeout left unanswered
     assert result.stdout.rstrip().splitlines()[-1].startswith("FAIL: ")
 
 
@@ -298,7 +300,7 @@ def test_validate_refuses_a_zip_bomb_before_unpacking_it(tmp_path) -> None:
     assert result.returncode == 1, result.stdout + result.stderr
     refused = "FAIL  unpack: refused before unpacking: model.pt would unpack to 200.0 MiB (cap 50)"
     assert refused in result.stdout
-    assert "lab checks" not in result.stdout and "numpy_nn.py imports" not in result.stdout
+    assert "numpy_nn.py imports" not in result.stdout
 
 
 def test_validate_stops_unpacking_a_file_larger_than_its_header_says(tmp_path) -> None:
@@ -316,9 +318,13 @@ def test_validate_without_bubblewrap_is_one_clear_error(tmp_path, monkeypatch) -
 
 
 @pytest.mark.slow
-def test_validate_sandbox_passes_a_good_zip(bwrap, good_zip) -> None:
+def test_validate_sandbox_runs_an_untrained_zip_and_fails_it_on_accuracy_alone(bwrap, good_zip) -> None:
     result = validate(good_zip, "--max-memory-mb", "6144")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert line(result, "sandbox: no network").endswith("no processes: nothing of the kind tried")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert line(result, "sandbox: no network").startswith("INFO")
     for check in ("numpy_nn.Linear", "MyNet() on torch.rand", "FinetuneNet() builds", "classify(", "time: F"):
         assert line(result, check).startswith("PASS"), check
+    accuracy = line(result, "MyNet accuracy on the 500-image FashionMNIST sample shipped with rpztune")
+    assert accuracy.startswith("FAIL") and "below the threshold" in accuracy
+    assert line(result, "FinetuneNet accuracy on photos").startswith("UNCHECKED  FinetuneNet accuracy")
+    assert result.stdout.rstrip().splitlines()[-1].startswith("FAIL: 1 of ")

@@ -27,6 +27,13 @@ ONE_SPLIT = ["--set", "folds=1"]  # numpy-mlp trials as long as these tests are 
 QUICK += ONE_SPLIT
 
 
+def start_numpy_mlp(
+    data_dir: Path, tmp_path: Path, *options: str, trials: int, workers: int = 1
+) -> subprocess.Popen:
+    """Start ``rpztune run numpy-mlp [--workers W] --trials T --data DATA_DIR OPTIONS`` in ``tmp_path``."""
+    parallel = ["--workers", str(workers)] if workers > 1 else []
+    argv = ["run", "numpy-mlp", *parallel, "--trials", str(trials), "--data", str(data_dir), *options]
+    return start(*argv, cwd=tmp_path)
 
 
 def states(storage: str, study: str) -> dict[int, TrialState]:
@@ -61,20 +68,15 @@ def test_two_workers_on_postgresql_account_for_every_trial(pg_url, data_dir, tmp
     study = f"pg-{os.getpid()}-{time.time_ns()}"
     common = ["--storage", pg_url, "--study", study, "--checkpoints", str(tmp_path)]
     code, out, err = finish(
-        start(
-            "run",
-            "numpy-mlp",
-            "--workers",
-            "2",
-            "--trials",
-            "12",
-            "--data",
-            str(data_dir),
+        start_numpy_mlp(
+            data_dir,
+            tmp_path,
             *common,
             *QUICK,
             # trials of ~0.5 s, unpruned: QUICK's could all be run before the second worker has started
             *["--set", "epochs=50", "--pruner", "none"],
-            cwd=tmp_path,
+            trials=12,
+            workers=2,
         )
     )
     assert code == 0, err
@@ -113,20 +115,7 @@ def test_sigkill_of_a_worker_fails_and_retries_its_trial_and_completes_the_total
     for setting in settings:
         slow += ["--set", setting]
     slow += ONE_SPLIT
-    proc = start(
-        "run",
-        "numpy-mlp",
-        "--workers",
-        "2",
-        "--trials",
-        "4",
-        "--data",
-        str(data_dir),
-        "--storage",
-        storage,
-        *slow,
-        cwd=tmp_path,
-    )
+    proc = start_numpy_mlp(data_dir, tmp_path, "--storage", storage, *slow, trials=4, workers=2)
     victim, seen, running_before = None, [], set()
     deadline = time.time() + 120
     while victim is None and time.time() < deadline and proc.poll() is None:
@@ -223,21 +212,7 @@ def test_workers_on_one_machine_share_its_ram_under_the_default_memory_cap(data_
 def test_eight_workers_on_one_sqlite_file_lose_nothing(data_dir, tmp_path) -> None:
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     code, out, err = finish(
-        start(
-            "run",
-            "numpy-mlp",
-            "--workers",
-            "8",
-            "--trials",
-            "120",
-            "--data",
-            str(data_dir),
-            "--storage",
-            storage,
-            *QUICK,
-            cwd=tmp_path,
-        ),
-        timeout=600,
+        start_numpy_mlp(data_dir, tmp_path, "--storage", storage, *QUICK, trials=120, workers=8), timeout=600
     )
     assert code == 0, err
     assert "locked" not in err.lower() and "Traceback" not in err
@@ -261,20 +236,7 @@ def test_ctrl_c_stops_workers_and_leaves_no_running_trial(data_dir, tmp_path) ->
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     slow = ["--pruner", "none", "--set", "epochs=300", "--set", "depth=1", "--set", "width=256", "--quiet"]
     slow += ONE_SPLIT
-    proc = start(
-        "run",
-        "numpy-mlp",
-        "--workers",
-        "2",
-        "--trials",
-        "50",
-        "--data",
-        str(data_dir),
-        "--storage",
-        storage,
-        *slow,
-        cwd=tmp_path,
-    )
+    proc = start_numpy_mlp(data_dir, tmp_path, "--storage", storage, *slow, trials=50, workers=2)
     deadline = time.time() + 120
     while time.time() < deadline:
         time.sleep(0.5)
@@ -298,20 +260,7 @@ def test_ctrl_c_stops_workers_and_leaves_no_running_trial(data_dir, tmp_path) ->
 
 def test_a_new_run_clears_a_dead_workers_ghost_at_once(data_dir, tmp_path) -> None:
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
-    code, _, err = finish(
-        start(
-            "run",
-            "numpy-mlp",
-            "--trials",
-            "2",
-            "--data",
-            str(data_dir),
-            "--storage",
-            storage,
-            *QUICK,
-            cwd=tmp_path,
-        )
-    )
+    code, _, err = finish(start_numpy_mlp(data_dir, tmp_path, "--storage", storage, *QUICK, trials=2))
     assert code == 0, err
     # A trial left RUNNING by a process that is gone (a worker killed with the machine's power, say).
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -322,20 +271,7 @@ def test_a_new_run_clears_a_dead_workers_ghost_at_once(data_dir, tmp_path) -> No
         ghost._trial_id, "worker", {**worker_identity(), "pid": dead.pid, "trial": ghost.number}
     )
 
-    code, _, err = finish(
-        start(
-            "run",
-            "numpy-mlp",
-            "--trials",
-            "1",
-            "--data",
-            str(data_dir),
-            "--storage",
-            storage,
-            *QUICK,
-            cwd=tmp_path,
-        )
-    )
+    code, _, err = finish(start_numpy_mlp(data_dir, tmp_path, "--storage", storage, *QUICK, trials=1))
     assert code == 0, err
     trials = optuna.load_study(study_name="numpy-mlp", storage=storage).get_trials(deepcopy=False)
     assert trials[ghost.number].state == TrialState.FAIL
@@ -365,20 +301,7 @@ def test_a_dead_workers_trial_counts_as_lost_whoever_failed_it_first(tmp_path) -
 def test_journal_file_storage_serves_two_workers(data_dir, tmp_path) -> None:
     storage = f"journal:///{tmp_path / 'studies.log'}"  # journal:/// + an absolute path
     code, _, err = finish(
-        start(
-            "run",
-            "numpy-mlp",
-            "--workers",
-            "2",
-            "--trials",
-            "10",
-            "--data",
-            str(data_dir),
-            "--storage",
-            storage,
-            *QUICK,
-            cwd=tmp_path,
-        )
+        start_numpy_mlp(data_dir, tmp_path, "--storage", storage, *QUICK, trials=10, workers=2)
     )
     assert code == 0, err
     found = states(storage, "numpy-mlp")
