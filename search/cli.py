@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import logging
 import shlex
 import shutil
 import sys
@@ -679,6 +680,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rpztune`` console script."""
     args = build_parser().parse_args(argv)
+    # A stop signal landing inside a database read makes SQLAlchemy log "Error closing cursor" with a
+    # traceback through Python's last-resort handler; the interrupt itself is reported below, in one line.
+    logging.getLogger("sqlalchemy").addHandler(logging.NullHandler())
     keep_freed_memory()  # in-process trials, refits and confirmations (objectives/training/allocator.py)
     try:
         with raise_on_sigterm():  # SIGTERM ends a run like Ctrl-C: trials FAIL, not left RUNNING

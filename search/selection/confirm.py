@@ -386,6 +386,7 @@ def _run(job: tuple, workers: int, dataset: Any) -> set[int]:
 def _child_main(*job: Any, **options: Any) -> None:
     """A spawned confirmation worker: the stop signals raise once (then are ignored while the replicate is
     failed), and an interrupt ends the process with the shell's code, without a traceback."""
+    logging.getLogger("sqlalchemy").addHandler(logging.NullHandler())  # as search/cli.py's main
     try:
         with redeliver_dropped_interrupts():
             for sig in STOP_SIGNALS:
