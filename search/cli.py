@@ -468,11 +468,11 @@ def _existing_storage(url: str) -> optuna.storages.BaseStorage:
 def _add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("task", help=f"one of: {', '.join(objectives.task_names())}")
     parser.add_argument("--study", help="study name (default: the task name)")
-    parser.add_argument("--sampler", default="tpe", choices=SAMPLERS)
+    parser.add_argument("--sampler", choices=SAMPLERS, help="default: the study's, else tpe")
     parser.add_argument(
         "--pruner",
         choices=PRUNERS,
-        help="default: the task's (mynet: rungs, finetune: asha, numpy-mlp: none: 5-fold trials are cheap)",
+        help="default: the study's, else the task's (mynet: rungs, finetune: asha, numpy-mlp: none)",
     )
     parser.add_argument("--seed", type=int, help="sampler seed (reproducible studies)")
     parser.add_argument("--data", help="data path (default: download when possible, else bundled sample)")

@@ -6,6 +6,7 @@ checked before the storage is written, so a mistake leaves the storage as it was
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -143,7 +144,7 @@ def run_study(
     *,
     study_name: str | None = None,
     storage: str = DEFAULT_STORAGE,
-    sampler: str = "tpe",
+    sampler: str | None = None,
     pruner: str | None = None,
     seed: int | None = None,
     data: str | None = None,
@@ -156,7 +157,11 @@ def run_study(
     """Create (or resume) the study of ``task_name`` and run trials on it.
 
     Args:
-        pruner: A name of ``search.engine.algorithms.PRUNERS`` (``None``: the task's ``default_pruner``).
+        sampler: A name of ``search.engine.algorithms.SAMPLERS`` (``None``: the study's, else ``tpe``).
+        pruner: A name of ``search.engine.algorithms.PRUNERS`` (``None``: the study's, else the task's
+            ``default_pruner``).
+        space_file, overrides: The space of a new study; a study resumed without them keeps its own, and one
+            resumed with a different space (or sampler, or pruner) is refused: its trials would mix.
         baseline: Enqueue the task's known-good configuration (``Task.baseline``, as far as the space draws
             it) as a new study's first trial.
         heartbeat_grace: Seconds without a heartbeat after which a worker's trial is failed and retried
@@ -169,8 +174,8 @@ def run_study(
     """
     task = objectives.get_task(task_name)
     space = build_space(task, space_file, overrides)
-    pruner, built = study_pruner(task, space, pruner)  # bad names fail before anything is written
-    make_sampler(sampler, seed)
+    study_pruner(task, space, pruner)  # bad names fail before anything is written
+    make_sampler(sampler or "tpe", seed)
     run = Execution(**execution)
     run.check()
     check_grace(heartbeat_grace)
@@ -178,11 +183,15 @@ def run_study(
         raise StudyError("--study must name a study (leave it out to use the task's name)")
     check_storage_url(storage)
     check_writable(storage, run.checkpoints)
+    study_name = study_name or task.name
+    existing = _existing_attrs(get_storage(storage), study_name) if storage_exists(storage) else None
+    if existing is not None and "space" in existing and space_file is None and not overrides:
+        space = task.space.with_overrides(existing["space"], origin=f"study {study_name!r}")  # as created
+    sampler = _same_as_stored(existing, study_name, "sampler", sampler) or "tpe"
+    pruner, built = study_pruner(task, space, _same_as_stored(existing, study_name, "pruner", pruner))
     dataset = task.load_data(data, space.settings())
     optuna.logging.set_verbosity(logging.WARNING)
     backend = get_storage(storage)
-    study_name = study_name or task.name
-    existing = _existing_attrs(backend, study_name)
     if existing is not None:
         _check_compatible(existing, study_name, task, space, dataset)
     study = optuna.create_study(
@@ -350,12 +359,37 @@ def _check_compatible(
     settings = attrs.get("settings", {})
     if settings != space.settings():
         raise StudyError(f"study {name!r} {_settings_change(settings, space.settings())}")
+    change = _space_change(attrs.get("space", {}), json.loads(json.dumps(space.describe())))
+    if "space" in attrs and change is not None:
+        raise StudyError(
+            f"study {name!r} searches another space ({change}): its trials would mix two searches; run it "
+            "with its own --space/--set (or none: it keeps its own), or start a new --study"
+        )
     if attrs.get("data_fingerprint") != dataset.fingerprint:
         raise StudyError(
             f"study {name!r} was run on data {attrs.get('data_source')} (fingerprint "
             f"{attrs.get('data_fingerprint')}), but this data ({dataset.source}) has fingerprint "
             f"{dataset.fingerprint}; pass the study's --data or start a new --study"
         )
+
+
+def _same_as_stored(existing: dict[str, Any] | None, name: str, what: str, asked: str | None) -> str | None:
+    """The study's stored sampler or pruner when this run asks none; a different one is refused."""
+    stored = None if existing is None else existing.get(what)
+    if asked is not None and stored is not None and asked != stored:
+        raise StudyError(
+            f"study {name!r} searches with the {what} {stored!r}, not {asked!r}: its trials would mix two "
+            f"searches; leave --{what} out to resume it, or start a new --study"
+        )
+    return asked or stored
+
+
+def _space_change(stored: dict[str, Any], requested: dict[str, Any]) -> str | None:
+    """The first searched key whose range differs between a study's stored space and this run's."""
+    for key in sorted({*stored, *requested}):
+        if stored.get(key, ...) != requested.get(key, ...):
+            return f"{key}: {stored.get(key, 'absent')!r} (this run: {requested.get(key, 'absent')!r})"
+    return None
 
 
 def _settings_change(stored: dict[str, Any], requested: dict[str, Any]) -> str:

@@ -213,3 +213,22 @@ def test_photos_beyond_the_pixel_limit_are_skipped_and_counted_before_decoding(d
         "cat/bomb.png": f"ValueError: more pixels than {limit}",
         "dog/scan.png": f"ValueError: 6000x6000 pixels, more than {limit}",
     }
+
+
+@pytest.mark.slow
+def test_a_study_resumed_with_another_space_or_sampler_is_refused_and_without_them_keeps_its_own(
+    data_dir, tmp_path
+) -> None:
+    common = ["run", "numpy-mlp", "--trials", "1", "--data", str(data_dir), "--quiet"]
+    rpztune(*common, "--set", "epochs=3", "--set", "folds=1", cwd=tmp_path, check=True)
+    other_space = rpztune(*common, "--set", "epochs=5", "--set", "folds=1", cwd=tmp_path)
+    assert_refused(
+        other_space, "searches another space (epochs: 3 (this run: 5))", tmp_path, opens_a_study=True
+    )
+    other_sampler = rpztune(*common, "--sampler", "random", cwd=tmp_path)
+    assert_refused(
+        other_sampler, "searches with the sampler 'tpe', not 'random'", tmp_path, opens_a_study=True
+    )
+    rpztune(*common, cwd=tmp_path, check=True)  # no --set: the study's own space
+    study = optuna.load_study(study_name="numpy-mlp", storage=f"sqlite:///{tmp_path / 'studies.db'}")
+    assert [t.params.get("epochs", t.user_attrs["config"]["epochs"]) for t in study.trials] == [3, 3]
