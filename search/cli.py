@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy
+
 import objectives
 from objectives import DataError, TaskError
 from objectives.training.allocator import keep_freed_memory
@@ -691,6 +693,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         print(f"rpztune {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except sqlalchemy.exc.OperationalError as exc:
+        if "full" not in str(exc):  # "database or disk is full": the disk holding the storage
+            raise
+        where = getattr(args, "storage", "the storage")
+        print(f"rpztune {args.command}: error: no space left on the device holding {where}", file=sys.stderr)
         return 2
     except OSError as exc:  # the machine, not the input: a full disk, a read-only or forbidden folder
         if args.debug:

@@ -16,11 +16,13 @@ for them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -56,6 +58,7 @@ from search.engine.write_behind import WriteBehindStorage, write_behind
 from spaces import SpaceError
 
 __all__ = [
+    "DiskFull",
     "Terminated",
     "TrialBudget",
     "WorkerError",
@@ -76,6 +79,10 @@ LATE_STARTS = 10  # new trials in a row too long to finish by the deadline: the 
 
 class WorkerError(RuntimeError):
     """Every worker process failed to start (e.g. its data differs from the study's)."""
+
+
+class DiskFull(WorkerError):
+    """A trial could not write its files: the disk holding them is full."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +211,8 @@ def work(
     current: dict[str, int] = {}  # the trial being run: its number and storage id
     out_of_time: list[int] = []  # a trial whose first rung could not end by the deadline: draw no more
     late: list[int] = []  # trials in a row too long to finish by the deadline (objectives.WouldOverrun)
+    disk_full: list[str] = []  # a trial could not write: every later one would fail the same way
+    threading.excepthook = _quiet_full_storage_threads
 
     def objective(trial: optuna.Trial) -> float:
         current.update(number=trial.number, id=trial_id(trial))
@@ -226,6 +235,13 @@ def work(
         except (optuna.TrialPruned, optuna.exceptions.UpdateFinishedTrialError):
             raise  # the latter: another worker failed this trial meanwhile (see below)
         except Exception as exc:  # the trial fails (Optuna catches it); keep the reason with the trial
+            if _storage_full(exc) or isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                where = spec.storage if _storage_full(exc) else getattr(exc, "filename", None) or ckpt_dir
+                disk_full.append(f"no space left on the device holding {where}")
+                optuna.logging.set_verbosity(optuna.logging.ERROR)  # the run ends with one line: below
+                with contextlib.suppress(Exception):  # a full storage cannot take the reason either
+                    trial.set_user_attr("fail_reason", disk_full[-1])
+                raise
             trial.set_user_attr("fail_reason", _reason(exc))
             raise
         except KeyboardInterrupt as exc:  # Optuna fails the trial and re-raises
@@ -252,14 +268,26 @@ def work(
             # Another process failed this worker's trial meanwhile (its heartbeat did not reach the storage
             # within the grace, a recovery, a user's tell), so the trial's tell was rejected: Optuna raises
             # the rejection, or "Should not reach." when the objective had returned a value.
-            except (ValueError, AssertionError, optuna.exceptions.UpdateFinishedTrialError):
-                if not taken_over(study, current.get("id")):
+            except Exception as exc:
+                if _storage_full(exc):  # nothing can be written, not even the trial's end
+                    raise DiskFull(
+                        f"no space left on the device holding the storage {spec.storage}; a trial left "
+                        "RUNNING is failed by the next run once there is space"
+                    ) from None
+                taken = isinstance(
+                    exc, ValueError | AssertionError | optuna.exceptions.UpdateFinishedTrialError
+                )
+                if not taken or not taken_over(study, current.get("id")):
                     raise
                 print(
                     f"rpztune: {_taken_over_line(study, current['id'], current['number'])}", file=sys.stderr
                 )
                 budget.refund(1)
                 continue
+            if disk_full:
+                raise DiskFull(
+                    f"{disk_full[0]}; trial {current.get('number')} ended FAIL; free space to go on"
+                )
             ran += 1
     return ran
 
@@ -436,6 +464,22 @@ def _taken_over_line(study: optuna.Study, trial: int, number: int) -> str:
     how = "was failed and re-queued by another worker" if retried else "was failed by another process"
     why = f" ({reason})" if reason else ""
     return f"trial {number} {how}{why} while this worker ran it; going on"
+
+
+def _storage_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` or an exception behind it is SQLite's "database or disk is full"."""
+    seen = 0
+    while exc is not None and seen < 20:
+        if "database or disk is full" in str(exc):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _quiet_full_storage_threads(args: threading.ExceptHookArgs) -> None:
+    # Optuna's heartbeat thread dies with the full disk too; the worker reports it once, in one line.
+    if not _storage_full(args.exc_value):
+        threading.__excepthook__(args)
 
 
 def _reason(exc: Exception) -> str:

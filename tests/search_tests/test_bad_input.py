@@ -232,3 +232,24 @@ def test_a_study_resumed_with_another_space_or_sampler_is_refused_and_without_th
     rpztune(*common, cwd=tmp_path, check=True)  # no --set: the study's own space
     study = optuna.load_study(study_name="numpy-mlp", storage=f"sqlite:///{tmp_path / 'studies.db'}")
     assert [t.params.get("epochs", t.user_attrs["config"]["epochs"]) for t in study.trials] == [3, 3]
+
+
+@pytest.mark.slow
+def test_a_run_onto_a_full_disk_ends_with_one_line_and_its_trial_failed(data_dir, tmp_path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], check=True)
+    try:
+        result = rpztune("run", "numpy-mlp", "--trials", "15", "--data", str(data_dir), "--quiet", cwd=disk)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.startswith("rpztune run: error: no space left on the device holding ")
+        assert "ended FAIL; free space to go on" in result.stderr or "failed by the next run" in result.stderr
+        leftovers = [
+            p.name for p in (disk / "studies-checkpoints" / "numpy-mlp").iterdir() if p.name[0] == "."
+        ]
+        assert leftovers == [], "no partial checkpoint"
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
