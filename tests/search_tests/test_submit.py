@@ -26,8 +26,8 @@ MYNET = [
     "--device", "cpu",
 ]  # fmt: skip
 FINETUNE = [
-    "--set", "max_images=200", "--set", "epochs=3", "--set", "freeze=linear", "--set", "augment=none",
-    "--set", "resolution=128", "--set", "backbone=tf_efficientnet_lite0", "--trials", "1", "--pruner", "none",
+    "--set", "max_images=300", "--set", "epochs=8", "--set", "freeze=linear", "--set", "augment=none",
+    "--set", "resolution=224", "--set", "backbone=tf_efficientnet_lite0", "--trials", "1", "--pruner", "none",
 ]  # fmt: skip
 
 
@@ -47,7 +47,9 @@ def work(data_dir, tmp_path_factory) -> Path:
     rpztune("run", "mynet", "--data", str(data_dir), *MYNET, *common, cwd=work)
     rpztune("run", "finetune", "--data", str(data_dir / "dogs_and_cats"), *FINETUNE, *common, cwd=work)
     rpztune("refit", "--study", "mynet", "--device", "cpu", cwd=work)
-    # validate judges FinetuneNet on photos of --data (96 % for this probe; the threshold is 90 %)
+    # validate judges FinetuneNet on 200 photos of --data drawn afresh: this probe classifies 97.2 % of all
+    # 1,500 photos right, 6 binomial standard deviations of a 200-photo draw above the 90 % threshold; a
+    # smaller one (120 photos at 96 px) scored 89.5 % on one draw and 96 % on another
     submitted = rpztune("submit", "--out", "submission.zip", "--data", str(data_dir), cwd=work)
     (work / "submit.out").write_text(submitted.stdout)
     return work
