@@ -78,7 +78,9 @@ def test_confirm_interrupted_fails_its_replicates_with_one_line(
 ) -> None:
     proc = start(*CONFIRM, "--workers", str(workers), "--storage", study_copy, cwd=tmp_path)
     try:
-        wait_for_running(study_copy, workers, proc)
+        # one replicate training is enough for the signal to land in; waiting for two at once would depend
+        # on both workers' starts overlapping, which a busy machine does not promise
+        wait_for_running(study_copy, 1, proc)
     except BaseException:
         os.killpg(proc.pid, signal.SIGKILL)
         raise

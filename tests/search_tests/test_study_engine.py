@@ -67,14 +67,16 @@ SETTING_TASK = _register(
 def test_resuming_with_other_settings_names_what_changed_and_how_to_resume(tmp_path) -> None:
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     run_study("test-setting", storage=storage, n_trials=1, progress=False, overrides=["mode=b"])
-    with pytest.raises(StudyError) as error:  # e.g. a default that changed since the study was created
-        run_study("test-setting", storage=storage, n_trials=1, progress=False)
+    with pytest.raises(StudyError) as error:
+        run_study("test-setting", storage=storage, n_trials=1, progress=False, overrides=["mode=a"])
     assert str(error.value) == (
         "study 'test-setting' was created with mode='b' (this run: 'a'); settings cannot change within a "
         "study: pass --set mode=b to resume it, or start a new --study"
     )
     summary = run_study("test-setting", storage=storage, n_trials=1, progress=False, overrides=["mode=b"])
     assert summary.counts == {"COMPLETE": 2}, "resumed with the hint, nothing lost"
+    summary = run_study("test-setting", storage=storage, n_trials=1, progress=False)  # no --set: its own
+    assert summary.counts == {"COMPLETE": 3}
 
 
 def test_an_exception_fails_only_its_trial_and_the_worker_goes_on(tmp_path) -> None:
