@@ -156,9 +156,7 @@ def run_sandboxed(
     Raises:
         SandboxUnavailable: naming what is missing or what bwrap said, when no sandbox can be made.
     """
-    uid = _fresh_uid() if os.geteuid() == 0 else None
-    argv = sandbox_argv(command, readonly=readonly, cwd=cwd, env=env or {}, limits=limits, uid=uid)
-    _preflight(readonly, limits, uid)
+    argv = _checked_argv(command, readonly, cwd, env or {}, limits)
     with tempfile.TemporaryDirectory(prefix="rpztune-sandbox-") as tmp:
         # Files, not pipes: what the code prints is capped by RLIMIT_FSIZE, never held in our memory.
         out_path, err_path = Path(tmp, "stdout"), Path(tmp, "stderr")
@@ -177,6 +175,16 @@ def run_sandboxed(
                 returncode = process.wait()
             seconds = time.monotonic() - start
         return SandboxResult(returncode, _read(out_path), _read(err_path), timed_out, seconds)
+
+
+def _checked_argv(
+    command: Sequence[str], readonly: dict[str, Path], cwd: str, env: dict[str, str], limits: SandboxLimits
+) -> list[str]:
+    """The bwrap command line for ``command`` (a fresh uid as root), once a sandbox is known to start."""
+    uid = _fresh_uid() if os.geteuid() == 0 else None
+    argv = sandbox_argv(command, readonly=readonly, cwd=cwd, env=env, limits=limits, uid=uid)
+    _preflight(readonly, limits, uid)
+    return argv
 
 
 def _read(path: Path, limit: int = 4 * _MB) -> str:
@@ -388,7 +396,5 @@ def start_sandboxed(
     Raises:
         SandboxUnavailable: naming what is missing or what bwrap said, when no sandbox can be made.
     """
-    uid = _fresh_uid() if os.geteuid() == 0 else None
-    argv = sandbox_argv(command, readonly=readonly, cwd=cwd, env=env or {}, limits=limits, uid=uid)
-    _preflight(readonly, limits, uid)
+    argv = _checked_argv(command, readonly, cwd, env or {}, limits)
     return SandboxProcess(argv, limits, tempfile.TemporaryDirectory(prefix="rpztune-sandbox-"))
