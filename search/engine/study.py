@@ -174,8 +174,6 @@ def run_study(
     """
     task = objectives.get_task(task_name)
     space = build_space(task, space_file, overrides)
-    study_pruner(task, space, pruner)  # bad names fail before anything is written
-    make_sampler(sampler or "tpe", seed)
     run = Execution(**execution)
     run.check()
     check_grace(heartbeat_grace)
@@ -188,6 +186,7 @@ def run_study(
     if existing is not None and "space" in existing and space_file is None and not overrides:
         space = task.space.with_overrides(existing["space"], origin=f"study {study_name!r}")  # as created
     sampler = _same_as_stored(existing, study_name, "sampler", sampler) or "tpe"
+    make_sampler(sampler, seed)  # bad names fail here, before anything is written
     pruner, built = study_pruner(task, space, _same_as_stored(existing, study_name, "pruner", pruner))
     dataset = task.load_data(data, space.settings())
     optuna.logging.set_verbosity(logging.WARNING)
