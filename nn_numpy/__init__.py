@@ -31,6 +31,7 @@ from ._standalone import sorted_imports
 from ._standalone import standalone_source
 from ._trainer import Diverged
 from ._trainer import EpochStats
+from ._trainer import Stopped
 from ._trainer import Trainer
 from ._trainer import TrainResult
 from ._trainer import restore
@@ -46,6 +47,7 @@ __all__ = [
     "SE",
     "SGD",
     "Sigmoid",
+    "Stopped",
     "Tanh",
     "TrainResult",
     "Trainer",

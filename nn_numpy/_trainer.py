@@ -22,6 +22,7 @@ import numpy as np
 from ._optim import SGD
 
 _EVAL_CHUNK = 4096  # validation samples per forward pass, bounds memory on large sets
+_STOP_EVERY = 32  # minibatches between two calls of a step's ``stop``
 
 
 class _Loss(Protocol):
@@ -71,6 +72,21 @@ class Diverged(Exception):
 
     def __str__(self) -> str:
         return f"training diverged at epoch {self.epoch}: {self.what} {self.loss:g}"
+
+
+class Stopped(Exception):
+    """Raised by :meth:`Trainer.step` when its ``stop`` says so: the epoch under way is abandoned.
+
+    Attributes:
+        epoch: 1-based epoch that was under way (not in the history).
+    """
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(epoch)
+        self.epoch = epoch
+
+    def __str__(self) -> str:
+        return f"stopped in epoch {self.epoch}"
 
 
 @dataclass
@@ -194,11 +210,16 @@ class Trainer:
         self.history: list[EpochStats] = []
         self._best_epoch, self._best_key, self._best_params = 0, (math.inf, math.inf), []
 
-    def step(self) -> EpochStats:
+    def step(self, stop: Callable[[], bool] | None = None) -> EpochStats:
         """Train one epoch, validate, track the best epoch and return the epoch's stats.
+
+        Args:
+            stop: Asked before the epoch's first minibatch and every 32 after it (e.g. a deadline).
 
         Raises:
             Diverged: As soon as a minibatch loss or the validation loss is not finite.
+            Stopped: When ``stop`` says ``True``. The history and the best epoch stay those of the epochs
+                that ended; the model keeps the part of the epoch it trained (:func:`restore` the best).
         """
         epoch = len(self.history) + 1
         start, lr = time.perf_counter(), self.optimizer.lr
@@ -213,6 +234,7 @@ class Trainer:
                 self._augment,
                 self._per_sample,
                 epoch,
+                stop,
             )
             val_loss, val_error, val_brier = _evaluate(self.model, self.loss, *self._val)
         if not math.isfinite(val_loss):
@@ -277,11 +299,14 @@ def _train_one_epoch(
     augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None,
     per_sample_grads: bool,
     epoch: int,
+    stop: Callable[[], bool] | None = None,
 ) -> float:
     """Runs one shuffled pass over the data and returns the mean of the minibatch mean losses."""
     order = rng.permutation(len(x))
     batch_losses = []
     for start in range(0, len(x), batch_size):
+        if stop is not None and start // batch_size % _STOP_EVERY == 0 and stop():
+            raise Stopped(epoch)
         idx = order[start : start + batch_size]
         activation = x[idx]
         if augment is not None:

@@ -8,6 +8,7 @@ Each task package fills these in where it defines its :class:`~objectives.task.T
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,9 @@ class RefitRequest:
         data_fraction: ``--data-fraction`` (``None``: the study's).
         device: ``auto``, ``cpu`` or ``cuda``.
         settings: The study's settings.
+        deadline: ``time.time()`` by which the refit must end (the pipeline's budget; ``None``: none). A
+            refit checks :meth:`out_of_time` every few seconds of work and, when it says ``True``, raises
+            :class:`objectives.DeadlineReached` without writing anything (export keeps the trial's weights).
     """
 
     epochs: int | None = None
@@ -70,6 +74,11 @@ class RefitRequest:
     data_fraction: float | None = None
     device: str = "auto"
     settings: dict[str, Any] = field(default_factory=dict)
+    deadline: float | None = None
+
+    def out_of_time(self) -> bool:
+        """Whether :attr:`deadline` has passed."""
+        return self.deadline is not None and time.time() >= self.deadline
 
     def seed_for(self, trial: FrozenTrial) -> int:
         """The asked seed, else the trial's own."""
@@ -77,9 +86,9 @@ class RefitRequest:
 
     def confirmed_epochs_for(self, trial: FrozenTrial) -> int:
         """The confirmed epoch count, else the trial's best epoch, else its configured epochs."""
-        return self.confirmed_epochs or int(
-            trial.user_attrs.get("best_epoch") or trial.user_attrs["config"]["epochs"]
-        )
+        config = trial.user_attrs["config"]
+        configured = config.get("epochs") or config["train"]["epochs"]  # numpy-mlp's flat, the torch tasks'
+        return self.confirmed_epochs or int(trial.user_attrs.get("best_epoch") or configured)
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,8 @@ class Refit:
             refused with :attr:`fixed`.
         fixed: Why the other options do not apply (``"it trains its confirmed epochs on all its images"``).
         quick: Seconds, not minutes: ``confirm`` refits the confirmed winner right away.
+        seconds: ``(trial, request) -> seconds`` the refit is estimated to train (the pipeline starts it
+            only when they fit its budget); ``None``: the trial's own training seconds.
     """
 
     train: Callable[[FrozenTrial, Any, Path, RefitRequest], dict[str, Any]]
@@ -101,17 +112,22 @@ class Refit:
     options: frozenset[str] = frozenset()
     fixed: str = ""
     quick: bool = True
+    seconds: Callable[[FrozenTrial, RefitRequest], float] | None = None
 
 
 def confirmed_epochs_refit(
-    train: Callable[..., dict[str, Any]], *, settings: bool = False
+    train: Callable[..., dict[str, Any]], *, settings: bool = False, stops: bool = False
 ) -> Callable[[FrozenTrial, Any, Path, RefitRequest], dict[str, Any]]:
     """A :attr:`Refit.train` that calls ``train(trial, data, path, epochs=, seed=)`` (and ``settings=`` when
-    ``settings``) with the trial's confirmed epochs and refit seed, and records them."""
+    ``settings``, ``stop=request.out_of_time`` when ``stops``: ``train`` then raises
+    :class:`objectives.DeadlineReached` without writing) with the trial's confirmed epochs and refit seed,
+    and records them."""
 
     def refit(trial: FrozenTrial, data: Any, path: Path, request: RefitRequest) -> dict[str, Any]:
         epochs = request.confirmed_epochs_for(trial)
-        extra = {"settings": request.settings} if settings else {}
+        extra: dict[str, Any] = {"settings": request.settings} if settings else {}
+        if stops:
+            extra["stop"] = request.out_of_time
         record = train(trial, data, path, epochs=epochs, seed=request.seed_for(trial), **extra)
         return record | {"trial": trial.number, "device": "cpu", "confirmed_epochs": epochs}
 

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from objectives.training.resume import Resume  # imports torch: only torch tasks resume
 
 __all__ = [
+    "BudgetShares",
+    "DeadlineReached",
     "OutOfTime",
     "Task",
     "TaskError",
@@ -46,6 +48,37 @@ class WouldOverrun(optuna.TrialPruned):
     """A trial pruned before training because, though its first rung could end by the run's deadline, not
     all its rungs can: only a finished trial can win. Its worker draws again (a cheaper configuration may
     fit), and stops after a few such trials in a row (``search.engine.workers.LATE_STARTS``)."""
+
+
+class DeadlineReached(OutOfTime):
+    """A trial stopped by the run's deadline before it had a valid value (no complete epoch, rung or
+    schedule): it is pruned with the reason, and its worker starts no more trials. A trial that has a valid
+    value when the deadline comes completes with it instead (see :meth:`TrialContext.out_of_time`)."""
+
+
+@dataclass(frozen=True)
+class BudgetShares:
+    """How ``run --timeout T`` splits T between the pipeline's stages (``search/pipeline``).
+
+    Each stage gets its share of the time still left when it starts, over the shares of the stages still
+    to run, so a stage that ends early (or a slower machine) moves time on to the next. Shares follow what
+    a stage costs in the task: a finetune probe's confirmation replicate takes seconds, a mynet one a whole
+    schedule.
+
+    Args:
+        search: The search's share.
+        confirm: Confirmation of the top trials (and the reference) on fresh folds or seeds.
+        refit: Retraining the confirmed winner on all its images.
+        top: The most trials confirmed (fewer when their replicates would not fit the confirm share).
+        overhead_s: Seconds a confirmation or refit spends before it trains (starting processes, importing
+            torch, loading the data), added to its estimate.
+    """
+
+    search: float = 0.7
+    confirm: float = 0.2
+    refit: float = 0.1
+    top: int = 3
+    overhead_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +108,9 @@ class Task:
         refit: How it retrains its winner on all its images (``None``: no ``refit``).
         exporter: How it writes its winner as the lab's files (``None``: no ``export``).
         ensembling: How it averages confirmed configurations (``None``: no ``--ensemble``).
+        budget: How ``run --timeout`` splits its budget between search, confirmation and refit.
+        data_subfolder: The folder holding its data inside a data folder holding every task's
+            (``submit --data DIR``; ``None``: ``DIR`` itself).
     """
 
     name: str
@@ -92,6 +128,8 @@ class Task:
     refit: Refit | None = None
     exporter: Exporter | None = None
     ensembling: Ensembling | None = None
+    budget: BudgetShares = BudgetShares()
+    data_subfolder: str | None = None
 
 
 _TASKS: dict[str, Task] = {}
@@ -131,6 +169,18 @@ class TrialContext:
     def seconds_left(self) -> float | None:
         """Seconds until the run's deadline (``None`` without ``--timeout``)."""
         return None if self.deadline is None else self.deadline - time.time()
+
+    def out_of_time(self) -> bool:
+        """Whether the run's deadline has passed. Trials check it every epoch and every few seconds of long
+        work (batches, feature extraction), whatever their plan estimated: a trial that finds it passed
+        ends with what it has -- completed with its best epoch so far when that is a valid value, else
+        pruned with :class:`DeadlineReached` -- and records ``deadline_stop`` (where it stopped)."""
+        return self.deadline is not None and time.time() >= self.deadline
+
+    def stopped_by_deadline(self, trial: optuna.Trial, where: str) -> None:
+        """Record on ``trial`` that the deadline ended it ``where`` (e.g. ``"in epoch 4 of 9"``); the run
+        prints it when the budget ends."""
+        trial.set_user_attr("deadline_stop", where)
 
     def keeps_checkpoint(self, trial: optuna.Trial, value: float) -> bool:
         """Whether ``trial``, completing with ``value``, should write its final checkpoint: ``False`` when

@@ -11,7 +11,7 @@ from objectives.finetune.export import export_finetune
 from objectives.finetune.objective import evaluate, load_data, load_model, objective
 from objectives.finetune.replicate import refit_finetune, retrain_finetune
 from objectives.hooks import Confirmation, Ensembling, Exporter, Refit, confirmed_epochs_refit
-from objectives.task import Task, register
+from objectives.task import BudgetShares, Task, register
 from spaces.finetune import BASELINE, SPACE
 
 
@@ -27,7 +27,7 @@ TASK = register(
         baseline=BASELINE,
         confirmation=Confirmation(retrain_finetune, schemes=("fold", "seed"), default=("fold", 5)),
         refit=Refit(
-            confirmed_epochs_refit(refit_finetune, settings=True),
+            confirmed_epochs_refit(refit_finetune, settings=True, stops=True),
             fixed="it trains its confirmed epochs on every photo",
         ),
         exporter=Exporter(export_finetune, standalone=True),
@@ -42,5 +42,8 @@ TASK = register(
             input_shape=(100, 3, 96, 96),
             needs_timm=lambda plain_torch: not plain_torch,
         ),
+        # a probe's replicate or refit trains on cached features: seconds (docs/pipeline.md)
+        budget=BudgetShares(search=0.75, confirm=0.15, refit=0.1, top=3, overhead_s=10.0),
+        data_subfolder="dogs_and_cats",
     )
 )

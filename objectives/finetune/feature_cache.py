@@ -53,7 +53,9 @@ class FeatureCache:
         weights: str,
         compute: Callable[[], dict[str, torch.Tensor]],
     ) -> tuple[dict[str, torch.Tensor], bool]:
-        """The cached features, or ``compute()``'s, written to the cache; and whether it was a hit."""
+        """The cached features, or ``compute()``'s, written to the cache; and whether it was a hit. A
+        ``compute`` that raises (e.g. :class:`~objectives.task.DeadlineReached` part-way) writes nothing: the
+        cache only ever holds whole features."""
         path = self.path(backbone, resolution, fingerprint, weights)
         cached = _load(path)
         if cached is not None:

@@ -8,6 +8,10 @@ and trained; after every epoch the leaderboard proxy (``objectives/finetune/prox
 split is reported for pruning, and its parts are stored (``orig_acc``, ``aug_acc``, ``new_acc``). A linear
 probe without augmentation trains its head on cached backbone features
 (``objectives/finetune/feature_cache.py``).
+
+The run's deadline is checked before every training step, evaluation chunk and feature-extraction chunk,
+whatever the time plan estimated: a trial it reaches completes with its best epoch so far, or, before any
+epoch ended, is pruned with :class:`~objectives.task.DeadlineReached` (features are cached only whole).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from objectives.finetune.photos import Photos, load_photos, seeded_split
 from objectives.finetune.proxy import condition_bank, proxy_score, proxy_weights
 from objectives.finetune.stages import PROBE, Stage, assign_stage, load_probe_head, save_probe_head
 from objectives.sources import DataError
-from objectives.task import TrialContext
+from objectives.task import DeadlineReached, TrialContext
 from objectives.training.fit import cpu_state, restore_training, save_state, training_state
 from objectives.training.memory import plan_batch
 from objectives.training.resume import Resume, resumable
@@ -188,21 +192,30 @@ def objective(
     def save_progress(training: dict[str, Any]) -> None:
         resume.save({**training, "curves": curves, "best": best, "epochs": cfg.train.epochs})
 
-    loop = {"resume": resume.state, "save_progress": save_progress}
+    loop = {"resume": resume.state, "save_progress": save_progress, "stop": context.out_of_time}
     torch.manual_seed(seed)  # the first load of a backbone's weights in a process draws random numbers
     started = time.perf_counter()
     try:
         for epoch, value in enumerate(curves["proxy"], start=1):
             stage.report(context, trial, value, epoch)  # the pruner sees the epochs the predecessor ran
         if cfg.train.uses_cache:
-            features, hit = _features(model, data, cfg, source, state)
+            features, hit = _features(model, data, cfg, source, state, stop=context.out_of_time)
             trial.set_user_attr("feature_cache", "hit" if hit else "miss")
-            fit_head(model.head, features, data, cfg.train, on_epoch, **loop)
+            stopped_in = fit_head(model.head, features, data, cfg.train, on_epoch, **loop)
         else:
             trial.set_user_attr("feature_cache", "unused")
-            fit_model(model, data, cfg.train, on_epoch, micro_batch=micro_batch, **loop)
+            stopped_in = fit_model(model, data, cfg.train, on_epoch, micro_batch=micro_batch, **loop)
+        where = None if stopped_in is None else f"in epoch {stopped_in} of {cfg.train.epochs}"
+    except DeadlineReached as exc:  # while extracting features
+        where = str(exc)
     except optuna.TrialPruned as exc:
         raise context.pruned(trial, curves, str(exc)) from None
+    if where is not None:
+        if "state" not in best:  # no epoch ended (a retry's predecessor's count): nothing valid to keep
+            context.stopped_by_deadline(trial, where)
+            reason = f"the run's deadline came {where}, before any epoch ended"
+            raise context.pruned(trial, curves, reason, error=DeadlineReached)
+        context.stopped_by_deadline(trial, f"{where}; completed with epoch {best['epoch']}")
     best_state = best["state"]
     if cfg.train.uses_cache:
         model.head.load_state_dict(best_state)
@@ -337,26 +350,45 @@ def _weights(
     return resolve_weights(name, weights_dir=weights_dir, download=bool(download))
 
 
-def backbone_features(model: FinetuneNet, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The frozen backbone's pooled features of each part's uint8 photos, ``NET_CHUNK`` photos at a time."""
+def backbone_features(
+    model: FinetuneNet, parts: dict[str, torch.Tensor], *, stop: Callable[[], bool] | None = None
+) -> dict[str, torch.Tensor]:
+    """The frozen backbone's pooled features of each part's uint8 photos, ``NET_CHUNK`` photos at a time.
+
+    Raises:
+        DeadlineReached: when ``stop`` (asked before every chunk) says ``True``; its message says where
+            (``"while extracting ... features (train photos: 32 of 80 done)"``).
+    """
     model.eval()
+    features: dict[str, torch.Tensor] = {}
     with torch.inference_mode():
-        return {
-            name: torch.cat(
-                [model.forward_features(to_float(x[i : i + NET_CHUNK])) for i in range(0, len(x), NET_CHUNK)]
-            )
-            for name, x in parts.items()
-        }
+        for name, x in parts.items():
+            chunks = []
+            for i in range(0, len(x), NET_CHUNK):
+                if stop is not None and stop():
+                    raise DeadlineReached(
+                        f"while extracting {model.cfg.backbone} features at {model.cfg.resolution} px "
+                        f"({name} photos: {i} of {len(x)} done)"
+                    )
+                chunks.append(model.forward_features(to_float(x[i : i + NET_CHUNK])))
+            features[name] = torch.cat(chunks)
+    return features
 
 
 def _features(
-    model: FinetuneNet, data: FinetuneData, cfg: FinetuneTrialConfig, source: str, state: dict
+    model: FinetuneNet,
+    data: FinetuneData,
+    cfg: FinetuneTrialConfig,
+    source: str,
+    state: dict,
+    *,
+    stop: Callable[[], bool] | None = None,
 ) -> tuple[dict[str, torch.Tensor], bool]:
     def compute() -> dict[str, torch.Tensor]:
         parts = {"train": data.x_train, "val": data.x_val, "aug": data.x_aug}
         if data.x_new is not None:
             parts["new"] = data.x_new
-        return backbone_features(model, parts)
+        return backbone_features(model, parts, stop=stop)
 
     tag = weights_tag(source, state)
     return FeatureCache().get_or_compute(
@@ -373,9 +405,15 @@ def fit_head(
     *,
     resume: dict[str, Any] | None = None,
     save_progress: Callable[[dict[str, Any]], None] | None = None,
-) -> None:
+    stop: Callable[[], bool] | None = None,
+) -> int | None:
     """Train the head alone on cached features (a linear probe); report after every epoch, then save the
-    progress (``resume`` continues from a saved one)."""
+    progress (``resume`` continues from a saved one).
+
+    Returns:
+        The epoch abandoned when ``stop`` (asked before every step) said ``True``, else ``None``; the
+        epochs before it were reported, the head's weights are then part-way through it.
+    """
     x, y = features["train"], data.y_train
     optimizer, scheduler, steps = _optim([{"params": head.parameters(), "lr": cfg.lr}], cfg, len(y))
     batch = min(cfg.batch_size, len(y))
@@ -383,6 +421,8 @@ def fit_head(
         head.train()
         order, total = torch.randperm(len(y)), 0.0
         for step in range(steps):
+            if stop is not None and stop():
+                return epoch
             index = order[step * batch : (step + 1) * batch]
             loss = F.cross_entropy(head(x[index]), y[index], label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
@@ -401,6 +441,7 @@ def fit_head(
         on_epoch(epoch, total / steps, parts, lambda: cpu_state(head))
         if save_progress is not None:
             save_progress(training_state(epoch, head, optimizer, scheduler))
+    return None
 
 
 def fit_model(
@@ -412,10 +453,16 @@ def fit_model(
     resume: dict[str, Any] | None = None,
     save_progress: Callable[[dict[str, Any]], None] | None = None,
     micro_batch: int | None = None,
-) -> None:
+    stop: Callable[[], bool] | None = None,
+) -> int | None:
     """Train the trainable part of ``model`` on augmented images; report after every epoch, then save the
     progress (``resume`` continues from a saved one). With ``micro_batch`` below the batch, each step
-    accumulates the gradients of micro-batches (the memory cap: ``objectives/training/memory.py``)."""
+    accumulates the gradients of micro-batches (the memory cap: ``objectives/training/memory.py``).
+
+    Returns:
+        The epoch abandoned when ``stop`` (asked before every micro-batch and evaluation chunk) said
+        ``True``, else ``None``; the epochs before it were reported, the weights are then part-way through it.
+    """
     groups = [{"params": list(model.head.parameters()), "lr": cfg.lr}]
     backbone = [p for p in model.backbone.parameters() if p.requires_grad]
     if backbone:
@@ -428,29 +475,34 @@ def fit_model(
     for epoch in range(restore_training(resume, model, optimizer, scheduler), cfg.epochs + 1):
         model.train()
         order, total = torch.randperm(n), 0.0
-        for step in range(steps):
-            index = order[step * batch : (step + 1) * batch]
-            optimizer.zero_grad(set_to_none=True)
-            for part in index.split(micro_batch or batch):
-                x, y = to_float(augment_batch(data.x_train[part], policy)), data.y_train[part]
-                if mix is not None:
-                    x, y = mix(x, y)
-                loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing) * (
-                    len(part) / len(index)
-                )
-                loss.backward()
-                total += float(loss.detach())
-            optimizer.step()
-            scheduler.step()
-        parts = {
-            "orig": _accuracy(_logits(model, data.x_val), data.y_val),
-            "aug": _accuracy(_logits(model, data.x_aug), data.y_aug),
-        }
-        if data.x_new is not None:
-            parts["new"] = _accuracy(_logits(model, data.x_new), data.y_new)
+        try:
+            for step in range(steps):
+                index = order[step * batch : (step + 1) * batch]
+                optimizer.zero_grad(set_to_none=True)
+                for part in index.split(micro_batch or batch):
+                    _check(stop)
+                    x, y = to_float(augment_batch(data.x_train[part], policy)), data.y_train[part]
+                    if mix is not None:
+                        x, y = mix(x, y)
+                    loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing) * (
+                        len(part) / len(index)
+                    )
+                    loss.backward()
+                    total += float(loss.detach())
+                optimizer.step()
+                scheduler.step()
+            parts = {
+                "orig": _accuracy(_logits(model, data.x_val, stop), data.y_val),
+                "aug": _accuracy(_logits(model, data.x_aug, stop), data.y_aug),
+            }
+            if data.x_new is not None:
+                parts["new"] = _accuracy(_logits(model, data.x_new, stop), data.y_new)
+        except _Stopped:
+            return epoch
         on_epoch(epoch, total / steps, parts, lambda: cpu_state(model))
         if save_progress is not None:
             save_progress(training_state(epoch, model, optimizer, scheduler))
+    return None
 
 
 def _optim(
@@ -481,13 +533,27 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255)
 
 
-def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Eval-mode logits of uint8 images ``x``, in chunks (the model's mode is restored)."""
+class _Stopped(Exception):
+    """A loop's ``stop`` said ``True`` (caught by the trainer that asked it)."""
+
+
+def _check(stop: Callable[[], bool] | None) -> None:
+    if stop is not None and stop():
+        raise _Stopped
+
+
+def _logits(model: nn.Module, x: torch.Tensor, stop: Callable[[], bool] | None = None) -> torch.Tensor:
+    """Eval-mode logits of uint8 images ``x``, in chunks (the model's mode is restored); ``stop`` is asked
+    before every chunk (raises :class:`_Stopped`)."""
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            return torch.cat([model(to_float(x[i : i + NET_CHUNK])) for i in range(0, len(x), NET_CHUNK)])
+            chunks = []
+            for i in range(0, len(x), NET_CHUNK):
+                _check(stop)
+                chunks.append(model(to_float(x[i : i + NET_CHUNK])))
+            return torch.cat(chunks)
     finally:
         model.train(was_training)
 

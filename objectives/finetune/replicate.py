@@ -1,5 +1,6 @@
 """finetune confirmation replicates (folds or seeds; a linear probe trains on cached backbone features of
-*all* photos, so a fold costs seconds; other policies fine-tune per fold) and its refit on every photo."""
+*all* photos, so a fold costs seconds; other policies fine-tune per fold) and its refit on every photo (which
+stops at its deadline, writing nothing)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from objectives.finetune.objective import (
 from objectives.finetune.proxy import condition_bank, proxy_score
 from objectives.held_out import finetune_predictions
 from objectives.replicate import Replicate, fold_split
+from objectives.task import DeadlineReached
 from objectives.training.fit import cpu_state, save_state
 from objectives.training.memory import plan_batch
 from spaces.finetune import FinetuneTrialConfig
@@ -73,9 +75,19 @@ def _finetune_parts(data: Any, rep: Replicate | None) -> tuple[SimpleNamespace, 
 
 
 def _finetune_run(
-    trial: FrozenTrial, data: Any, rep: Replicate | None, settings: dict[str, Any], epochs: int, seed: int
+    trial: FrozenTrial,
+    data: Any,
+    rep: Replicate | None,
+    settings: dict[str, Any],
+    epochs: int,
+    seed: int,
+    stop: Callable[[], bool] | None = None,
 ) -> tuple[FinetuneNet, dict[str, Any], SimpleNamespace]:
-    """Train a finetune configuration on one replicate (or, ``rep=None``, on every photo)."""
+    """Train a finetune configuration on one replicate (or, ``rep=None``, on every photo).
+
+    Raises:
+        DeadlineReached: when ``stop`` says ``True`` (asked every few seconds of work), saying where.
+    """
     cfg = FinetuneTrialConfig.from_dict(trial.user_attrs["config"])
     train_cfg = replace(cfg.train, epochs=epochs)
     torch.manual_seed(seed)
@@ -91,11 +103,13 @@ def _finetune_run(
             best.update(proxy=score, epoch=epoch, parts=dict(acc), state=snapshot())
 
     if cfg.train.uses_cache:
-        every = _all_features(model, data, cfg, source, state)
+        every = _all_features(model, data, cfg, source, state, stop)
         features = {name: every[name][index] for name, index in rows.items()}
         if data.x_new is not None:
             features["new"] = every["new"]
-        fit_head(model.head, features, parts, train_cfg, on_epoch)
+        stopped_in = fit_head(model.head, features, parts, train_cfg, on_epoch, stop=stop)
+        if stopped_in is not None:
+            raise DeadlineReached(f"in epoch {stopped_in} of {epochs}")
         model.head.load_state_dict(best["state"])
         best["features"] = features  # the held-out predictions go through the head only
     else:
@@ -103,16 +117,25 @@ def _finetune_run(
         plan = plan_batch(model, shape, batch, settings)  # the search's memory cap holds here too
         if plan.reason:
             raise MemoryError(plan.reason)
-        fit_model(model, parts, train_cfg, on_epoch, micro_batch=plan.micro_batch)
+        stopped_in = fit_model(model, parts, train_cfg, on_epoch, micro_batch=plan.micro_batch, stop=stop)
+        if stopped_in is not None:
+            raise DeadlineReached(f"in epoch {stopped_in} of {epochs}")
         model.load_state_dict(best["state"])
     return model.eval(), best, parts
 
 
-def _all_features(model: FinetuneNet, data: Any, cfg: FinetuneTrialConfig, source: str, state: dict) -> dict:
+def _all_features(
+    model: FinetuneNet,
+    data: Any,
+    cfg: FinetuneTrialConfig,
+    source: str,
+    state: dict,
+    stop: Callable[[], bool] | None = None,
+) -> dict:
     def compute() -> dict[str, torch.Tensor]:
         x, _, x_aug, _ = _all_photos(data)
         parts = {"train": x, "aug": x_aug} | ({} if data.x_new is None else {"new": data.x_new})
-        return backbone_features(model, parts)
+        return backbone_features(model, parts, stop=stop)
 
     features, _ = FeatureCache().get_or_compute(
         cfg.model.backbone,
@@ -152,11 +175,23 @@ def refit_finetune(
     epochs: int,
     seed: int,
     settings: dict[str, Any] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Train a finetune configuration on every photo of the study for ``epochs`` epochs; the last epoch's
-    weights (backbone and head) go to ``path``."""
+    weights (backbone and head) go to ``path``.
+
+    Raises:
+        DeadlineReached: when ``stop`` (e.g. ``RefitRequest.out_of_time``, asked before the refit and every
+            few seconds of its work) says ``True``; nothing is written (nor any part of features to cache).
+    """
     started = time.perf_counter()
-    model, _, parts = _finetune_run(trial, data, None, settings or {}, epochs, seed)
+    if stop is not None and stop():
+        raise DeadlineReached(f"the refit of trial {trial.number} reached its deadline before it started")
+    try:
+        model, _, parts = _finetune_run(trial, data, None, settings or {}, epochs, seed, stop)
+    except DeadlineReached as exc:
+        message = f"the refit of trial {trial.number} reached its deadline {exc}; nothing was written"
+        raise DeadlineReached(message) from None
     save_state(cpu_state(model), path)
     return {
         "checkpoint": path.name,

@@ -11,11 +11,16 @@ anneal, so the last epoch is where training ends up, and one reading of it is un
 30 noisy epochs is the luckiest reading and overrates the trial. Curves and the t10k test accuracy are
 stored as trial user attributes (the test split is never used to choose anything). :func:`refit` retrains a
 finished trial's configuration on more data.
+
+Training asks :meth:`TrialContext.out_of_time` before every step. A trial the run's deadline stops completes
+with its last epoch validated on all the images (its weights are kept for that), else ends
+:class:`objectives.DeadlineReached`; by rungs, with its last complete rung.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,7 +36,7 @@ from objectives.mynet.data import FashionSplit, fashion_split, load_fashion
 from objectives.mynet.rungs import train_by_rungs
 from objectives.mynet.validation import Validation
 from objectives.rung_pruner import RungPruner
-from objectives.task import TrialContext
+from objectives.task import DeadlineReached, TrialContext
 from objectives.training.augment import augment
 from objectives.training.fit import (
     EpochStats,
@@ -74,7 +79,8 @@ def load_data(data: str | None, settings: dict[str, Any]) -> FashionSplit:
 def objective(
     trial: optuna.Trial, data: FashionSplit, space: Space, context: TrialContext, resume: Resume
 ) -> float:
-    """Train the configuration drawn for ``trial``; return the final epoch's validation accuracy.
+    """Train the configuration drawn for ``trial``; return the final epoch's validation accuracy (the last
+    one on all the validation images when the run's deadline stopped it).
 
     A retry of a trial whose worker died continues from its predecessor's last saved epoch.
     """
@@ -112,6 +118,14 @@ def objective(
             values.append(float(getattr(stats, key)))
         context.report(trial, stats.val_accuracy, stats.epoch)
 
+    # the last epoch validated on all the images and its weights: what a trial the deadline stops ends with
+    full: dict[str, Any] = dict(resume.state.get("full_epoch", {})) if resume.state is not None else {}
+
+    def save(training: dict[str, Any]) -> None:
+        if len(validation.at(training["epoch"])[1]) == len(validation.y):
+            full.update(epoch=training["epoch"], state=training["model"])
+        resume.save({**training, "full_epoch": full})
+
     started = time.perf_counter()
     try:
         for stats in resume.state["history"] if resume.state is not None else []:
@@ -125,11 +139,23 @@ def objective(
             generator=torch.Generator(device=device).manual_seed(seed),
             on_epoch=on_epoch,
             resume=resume.state,
-            save_progress=resume.save,
+            save_progress=save,
+            stop=context.out_of_time,
         )
     except (Diverged, optuna.TrialPruned) as exc:
         raise context.pruned(trial, curves, str(exc)) from None
-    final = result.history[-1]
+    if result.stopped_in is None:
+        final = result.history[-1]
+    else:
+        where = f"in epoch {result.stopped_in} of {cfg.train.epochs}"
+        if not full:
+            context.stopped_by_deadline(trial, f"{where}: no epoch validated on all the images")
+            reason = f"the run's deadline came {where}: no epoch validated on all the images"
+            raise context.pruned(trial, curves, reason, error=DeadlineReached)
+        final = result.history[full["epoch"] - 1]
+        context.stopped_by_deadline(trial, f"{where}; completed with epoch {final.epoch}")
+        model.load_state_dict(full["state"])
+        curves = {key: values[: final.epoch] for key, values in curves.items()}
     checkpoint = save_state(cpu_state(model), context.checkpoint_dir / f"trial-{trial.number:05d}.pt")
     trial.set_user_attr("curves", curves)
     trial.set_user_attr("best_epoch", final.epoch)  # the epoch of the checkpoint (a refit trains as many)
@@ -153,7 +179,8 @@ def _train_by_rungs(
     seed: int,
 ) -> float:
     """Successive halving over complete short schedules (:mod:`objectives.mynet.rungs`); the value is the
-    top rung's final epoch on all the validation images."""
+    top rung's final epoch on all the validation images (the last complete rung's when the deadline stopped
+    the trial: its ``config`` then names that rung's epochs, the schedule its weights and value come from)."""
     plan = trial.study.pruner.plan
     promotion = space.settings().get("promotion", "retrain")  # what studies stored before the setting did
     # a promoted trial's value is the top rung's epochs (re-trained as one schedule, or continued from the
@@ -181,6 +208,9 @@ def _train_by_rungs(
         estimate=_epoch_estimate(model, cfg, data, validation, seed, context),
     )
     top = result.rungs[-1]
+    if top["epochs"] != cfg.train.epochs:  # the deadline stopped it: a rung below the top is its value
+        cfg = replace(cfg, train=replace(cfg.train, epochs=top["epochs"]))
+        trial.set_user_attr("config", cfg.to_dict())
     checkpoint = save_state(cpu_state(result.model), context.checkpoint_dir / f"trial-{trial.number:05d}.pt")
     trial.set_user_attr("rungs", result.rungs)
     trial.set_user_attr("curves", result.curves)
@@ -243,6 +273,7 @@ def refit(
     device: str = "auto",
     seed: int | None = None,
     epochs: int | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Retrain a completed trial's configuration on its training and validation images.
 
@@ -262,6 +293,7 @@ def refit(
         device: ``auto``, ``cpu`` or ``cuda``.
         seed: Initialisation, shuffling and augmentation seed (default: the trial's).
         epochs: The refit's epochs (default: the trial's ``best_epoch``).
+        stop: Asked before every step (e.g. ``RefitRequest.out_of_time``); ``True`` ends the refit.
 
     Returns:
         A JSON-ready record: ``epochs``, ``n_train``, ``data_fraction``, ``seed``, ``device``, ``seconds``,
@@ -270,6 +302,7 @@ def refit(
 
     Raises:
         ValueError: when ``data_fraction`` leaves no room or the trial has no best epoch.
+        objectives.DeadlineReached: when ``stop`` said ``True``; nothing is written.
     """
     cfg = MyNetTrialConfig.from_dict(trial.user_attrs["config"])
     epochs = epochs or trial.user_attrs.get("best_epoch")
@@ -300,7 +333,13 @@ def refit(
         (x, y),
         None,
         generator=torch.Generator(device=torch_device).manual_seed(seed),
+        stop=stop,
     )
+    if result.stopped_in is not None:
+        raise DeadlineReached(
+            f"the deadline came in epoch {result.stopped_in} of {epochs} of trial {trial.number}'s refit: "
+            f"{path.name} not written"
+        )
     seconds = time.perf_counter() - started
     save_state(result.best_state, path)
     test = data.to(torch_device)
@@ -318,7 +357,6 @@ def refit(
         "test_accuracy": accuracy(model, test.x_test, test.y_test),
         "n_test": len(data.y_test),
     }
-
 
 
 def _over_cap(n_params: int, latency_ms: float, settings: dict[str, Any]) -> str | None:

@@ -15,9 +15,14 @@ that could train its first rung but, on the estimate, not all its rungs ends :cl
 before training (its worker draws again): only a finished trial can win, so the rung would be spent for
 nothing.
 
-The training state is saved after every epoch with the rung it belongs to and the records of the rungs
-before it, so a retry of a trial whose worker died replays those rungs to the pruner and continues the rung
-it was in.
+Whatever the estimates said, training asks :meth:`TrialContext.out_of_time` before every step. When the
+deadline comes in a rung, that rung is abandoned: a trial with a complete rung ends with the last one (its
+value, epochs and weights: only a rung's last epoch is validated on all the images), one without ends
+:class:`objectives.DeadlineReached`; either records ``deadline_stop``.
+
+The training state is saved after every epoch with the rung it belongs to, the records of the rungs before
+it and the last complete rung's weights, so a retry of a trial whose worker died replays those rungs to the
+pruner and continues the rung it was in.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ from torch import nn
 from nn_numpy import Diverged
 from objectives.mynet.validation import Validation
 from objectives.rung_pruner import EPOCH_SECONDS_ATTR, RungPlan
-from objectives.task import OutOfTime, TrialContext, WouldOverrun
-from objectives.training.fit import EpochStats, fit
+from objectives.task import DeadlineReached, OutOfTime, TrialContext, WouldOverrun
+from objectives.training.fit import EpochStats, cpu_state, fit
 from objectives.training.resume import Resume
 from objectives.training.time_plan import EpochCost, rung_overruns
 from spaces.mynet import MyNetTrialConfig
@@ -46,7 +51,8 @@ CURVE_KEYS = ("train_loss", "val_loss", "val_accuracy", "lr")
 
 @dataclass
 class RungsResult:
-    """The trained model (the top rung's final weights), the rung records, the trial's curves."""
+    """The trained model (the last complete rung's final weights: the top rung's unless the deadline
+    stopped the trial), the records of the complete rungs, the trial's curves."""
 
     model: nn.Module
     rungs: list[dict[str, Any]]
@@ -77,7 +83,7 @@ def train_by_rungs(
         validation: The trial's validation images; each rung's last epoch uses all of them.
         plan: The rungs.
         promotion: ``"retrain"`` or ``"continue"``.
-        context: The trial's context (reports, progress).
+        context: The trial's context (reports, progress, the deadline training stops at).
         resume: The trial's saved state; a retry continues the rung its predecessor was in.
         seed: The trial's seed.
         estimate: The estimated cost of an epoch before any rung measured one (``None``: the first rung
@@ -85,20 +91,24 @@ def train_by_rungs(
             of its epochs, validation included).
 
     Returns:
-        The result once the top rung has ended.
+        The result once the top rung has ended, or once the deadline came in a rung after another had ended
+        (the last complete rung is the result; nothing more is reported).
 
     Raises:
         optuna.TrialPruned: when the pruner stops the trial, training diverges or the next rung would end
             after the deadline (:class:`objectives.OutOfTime`, :class:`objectives.WouldOverrun` before the
-            first rung); the trial's ``rungs``, ``curves``, ``prune_reason`` and ``pruned_epoch``
-            (the epochs of the rung it reached) are recorded first.
+            first rung), or the deadline comes before a rung has ended (:class:`objectives.DeadlineReached`);
+            the trial's ``rungs``, ``curves``, ``prune_reason`` and ``pruned_epoch`` (the epochs of the rung
+            it reached) are recorded first.
     """
     rungs = plan.epochs
     records: list[dict[str, Any]] = []
     first = 0
+    completed: dict[str, torch.Tensor] | None = None  # the last complete rung's weights (on the CPU)
     state = resume.state
     if state is not None:
         records, first = list(state["rungs"]), int(state["rung"])
+        completed = state.get("rung_state")
         for record in records:  # the pruner sees the rungs the predecessor passed (promoted then: not asked)
             trial.set_user_attr(EPOCH_SECONDS_ATTR, _epoch_seconds(record))
             trial.report(record["val_accuracy"], record["epochs"])
@@ -129,8 +139,12 @@ def train_by_rungs(
             if context.progress is not None:
                 context.progress(trial.number, stats.epoch, stats.val_accuracy)
 
-        def save(training: dict[str, Any], index: int = index) -> None:
-            resume.save({**training, "rung": index, "rungs": records})
+        def save(
+            training: dict[str, Any],
+            index: int = index,
+            completed: dict[str, torch.Tensor] | None = completed,
+        ) -> None:
+            resume.save({**training, "rung": index, "rungs": records, "rung_state": completed})
 
         own = state if state is not None and index == first else None
         if records or own is not None:  # a new trial's first rung was checked before the loop
@@ -161,10 +175,31 @@ def train_by_rungs(
                 on_epoch=on_epoch,
                 resume=own,
                 save_progress=save,
+                stop=context.out_of_time,
             )
         except Diverged as exc:  # keep what the rung ran
             diverged = {"epochs": rungs[index], "mode": mode, "curves": curves, "diverged": True}
             raise _pruned(trial, context, [*records, diverged], rungs[index], str(exc)) from None
+        if result.stopped_in is not None:
+            where = f"in epoch {result.stopped_in} of {epochs} of rung {index + 1}"
+            if mode == "continue":
+                where += f" (continuing rung {index} to {rungs[index]} epochs)"
+            if completed is None:  # no complete rung (or a retry of a file without its weights)
+                why = "no complete rung" if not records else f"rung {index}'s weights were not saved"
+                context.stopped_by_deadline(trial, f"{where}: {why}")
+                stopped = {"epochs": rungs[index], "mode": mode, "curves": curves, "deadline": True}
+                raise _pruned(
+                    trial,
+                    context,
+                    [*records, stopped],
+                    rungs[index],
+                    f"the run's deadline came {where}: {why}",
+                    error=DeadlineReached,
+                )
+            ended = f"completed with rung {index} ({_epochs(records[-1]['epochs'])})"
+            context.stopped_by_deadline(trial, f"{where}; {ended}")
+            model.load_state_dict(completed)
+            break
         last = result.history[-1]
         records.append(
             {
@@ -181,6 +216,7 @@ def train_by_rungs(
         if index == len(rungs) - 1:
             trial.report(float(last.val_accuracy), rungs[index])
             break
+        completed = cpu_state(model)
         trial.set_user_attr(EPOCH_SECONDS_ATTR, _epoch_seconds(records[-1]))  # a cost-aware pruner reads it
         try:
             context.report(trial, float(last.val_accuracy), rungs[index])
@@ -202,6 +238,10 @@ def _late_start(
     if late := rung_overruns(sum(planned) / sum(trained), left, sum(trained), finish=True):
         return WouldOverrun, late
     return None
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
 def _epoch_seconds(record: dict[str, Any]) -> float:

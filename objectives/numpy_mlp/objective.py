@@ -3,9 +3,11 @@
 A trial is validated by stratified k-fold cross-validation of the training images (setting ``folds``,
 default 5; the folds train side by side, an epoch at a time) or, with ``folds=1``, on the study's one seeded
 validation split (``val_fraction``). Canonical order per epoch: train -> validate -> ``trial.report(value,
-epoch)`` -> prune if told. The best epoch's weights are kept and written as the trial's checkpoint; curves,
-per-fold figures and the test error are stored as trial user attributes (the test split is never used to
-choose anything). :func:`fit_config` trains one configuration on given train/validation indices.
+epoch)`` -> prune if told; a trial the run's deadline reaches ends with its best epoch so far
+(:meth:`~objectives.task.TrialContext.out_of_time`). The best epoch's weights are kept and written as the
+trial's checkpoint; curves, per-fold figures and the test error are stored as trial user attributes (the test
+split is never used to choose anything). :func:`fit_config` trains one configuration on given
+train/validation indices.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from nn_numpy import (
     SGD,
     Diverged,
     EpochStats,
+    Stopped,
     Trainer,
     TrainResult,
     build_mlp,
@@ -36,7 +39,7 @@ from nn_numpy import (
 from objectives.folds import pooled, stratified_folds, tie_broken_error
 from objectives.mnist import DigitPair, binary_split, load_mnist, select_pair
 from objectives.numpy_mlp.fold_arrays import derived, read_only
-from objectives.task import TrialContext
+from objectives.task import DeadlineReached, TrialContext
 from spaces import Space
 from spaces.numpy_mlp import NumpyMLPConfig, suggest
 
@@ -193,21 +196,24 @@ def _single_split(
 ) -> tuple[list, int, float]:
     """Today's selection: one seeded validation split (``val_fraction``), the best epoch's error."""
     curves: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_error": []}
-
-    def on_epoch(stats: EpochStats) -> None:
-        for key, values in curves.items():
-            values.append(float(getattr(stats, key)))
-        context.report(trial, stats.val_error, stats.epoch)
-
     n_train = len(data.y_train)
     indices = np.arange(n_train + len(data.y_val))
     rng = np.random.default_rng([trial.number, seed])
+    trainer = start_fit(cfg, data, indices[:n_train], indices[n_train:], rng)
     try:
-        fit = fit_config(cfg, data, indices[:n_train], indices[n_train:], rng, on_epoch)
+        for _ in range(cfg.epochs):
+            stats = trainer.step(stop=context.out_of_time)
+            for key, values in curves.items():
+                values.append(float(getattr(stats, key)))
+            context.report(trial, stats.val_error, stats.epoch)
+    except Stopped as stop:
+        _stopped_by_deadline(trial, context, curves, stop.epoch, cfg.epochs, _best_epoch(trainer.history))
     except (Diverged, optuna.TrialPruned) as exc:
         raise context.pruned(trial, curves, str(exc)) from None
+    result = trainer.result()
+    restore(trainer.model, result.best_params)
     trial.set_user_attr("curves", curves)
-    return fit.model, fit.result.best_epoch, float(fit.result.best.val_error)
+    return trainer.model, result.best_epoch, float(result.best.val_error)
 
 
 def _cross_validate(
@@ -215,7 +221,8 @@ def _cross_validate(
 ) -> tuple[list, int, float]:
     """Train the ``k`` folds an epoch at a time, reporting the pooled figure each epoch (so every pruner
     can stop a poor trial after its first epochs); the checkpoint is fold 1's model at the epoch where the
-    pooled figure was best (fold 1: a fixed choice, not the luckiest fold)."""
+    pooled figure was best (fold 1: a fixed choice, not the luckiest fold). An epoch has a value once every
+    fold ended it: a deadline in epoch E leaves epochs 1 to E - 1."""
     folds = fold_arrays(data, k, seed, np.dtype(cfg.dtype))
     sizes = [len(arrays[3]) for arrays in folds]
     n = sum(sizes)
@@ -227,17 +234,20 @@ def _cross_validate(
     best = (math.inf, 0, [])  # (pooled figure, epoch, fold 1's parameters)
     try:
         for epoch in range(1, cfg.epochs + 1):
-            stats = [trainer.step() for trainer in trainers]
+            stats = [trainer.step(stop=context.out_of_time) for trainer in trainers]
             for key, values in curves.items():
                 values.append(pooled([getattr(s, key) for s in stats], sizes))
             value = tie_broken_error(curves["val_error"][-1], curves["val_brier"][-1], n)
             if value < best[0]:
                 best = (value, epoch, trainers[0].params())
             context.report(trial, value, epoch)
+    except Stopped as stop:
+        _stopped_by_deadline(trial, context, curves, stop.epoch, cfg.epochs, best[1])
     except (Diverged, optuna.TrialPruned) as exc:
         raise context.pruned(trial, curves, str(exc)) from None
     value, best_epoch, params = best
-    fold_best = [trainer.result().best_epoch for trainer in trainers]
+    done = len(curves["val_error"])  # some folds may have ended the epoch the deadline stopped
+    fold_best = [_best_epoch(trainer.history[:done]) for trainer in trainers]
     trial.set_user_attr("curves", curves)
     trial.set_user_attr("folds", k)
     trial.set_user_attr("n_val", n)
@@ -248,6 +258,34 @@ def _cross_validate(
     model = trainers[0].model
     restore(model, params)
     return model, best_epoch, value
+
+
+def _best_epoch(history: list[EpochStats]) -> int:
+    """The best of ``history``'s epochs as :class:`~nn_numpy.Trainer` picks it (0: none)."""
+    keys = [(stats.val_error, stats.val_loss) for stats in history]
+    return keys.index(min(keys)) + 1 if keys else 0
+
+
+def _stopped_by_deadline(
+    trial: optuna.Trial,
+    context: TrialContext,
+    curves: dict[str, list[float]],
+    epoch: int,
+    epochs: int,
+    best_epoch: int,
+) -> None:
+    """Record that the deadline stopped ``trial`` in ``epoch``; it completes with ``best_epoch``, or, when no
+    epoch has a value yet (0), is pruned.
+
+    Raises:
+        DeadlineReached: when ``best_epoch`` is 0.
+    """
+    where = f"in epoch {epoch} of {epochs}"
+    if not best_epoch:
+        context.stopped_by_deadline(trial, f"{where}; no epoch ended")
+        reason = f"the run's deadline came {where}, before any epoch ended"
+        raise context.pruned(trial, curves, reason, error=DeadlineReached)
+    context.stopped_by_deadline(trial, f"{where}; completed with epoch {best_epoch}")
 
 
 def evaluate(
@@ -275,7 +313,6 @@ def random_shift(
     cols = dx[:, None] + np.arange(_SIDE)
     shifted = images[np.arange(batch)[:, None, None], rows[:, :, None], cols[:, None, :]]
     return shifted.reshape(batch, _SIDE * _SIDE)
-
 
 
 def _error(model: list, x: np.ndarray, y: np.ndarray) -> float:

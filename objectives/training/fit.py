@@ -65,6 +65,7 @@ class FitResult:
     best_epoch: int = 0
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
     last_lr: float | None = None  # the learning rate of the last step this call took (None: none taken)
+    stopped_in: int | None = None  # the epoch ``stop`` interrupted (discarded); None: all epochs ran
 
 
 def resolve_device(name: str) -> torch.device:
@@ -94,6 +95,7 @@ def fit(
     on_epoch: Callable[[EpochStats], None] | None = None,
     resume: dict[str, Any] | None = None,
     save_progress: Callable[[dict[str, Any]], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> FitResult:
     """Train ``model`` (already on the data's device) for ``epochs`` (default ``cfg.epochs``) epochs.
 
@@ -110,6 +112,9 @@ def fit(
         resume: A state ``save_progress`` was given by an earlier run of the same configuration; training
             continues after its epoch, and ends with the weights an uninterrupted run would have.
         save_progress: Called after every epoch, before ``on_epoch``, with the whole training state.
+        stop: Asked before every step (e.g. ``TrialContext.out_of_time``); when it says ``True`` the epoch
+            under way is abandoned and the result so far is returned with ``stopped_in`` set (its
+            ``best_state`` is empty when no epoch ended).
 
     Raises:
         Diverged: when the epoch's training loss or the validation loss is not finite.
@@ -140,6 +145,9 @@ def fit(
         order = torch.randperm(n, generator=generator, device=x_train.device)
         total = torch.zeros((), device=x_train.device)
         for step in range(steps):
+            if stop is not None and stop():
+                result.stopped_in = epoch
+                return result
             index = order[step * batch_size : (step + 1) * batch_size]
             x = augment(x_train[index].float().div_(255), augment_cfg, generator)
             if channels_last:
@@ -260,6 +268,7 @@ def restore_training(
 
 def save_state(state: dict[str, torch.Tensor], path: Path) -> Path:
     """``torch.save`` a state dict so a reader sees the old file or the whole new one, never a part."""
+
     def write(tmp: str) -> None:
         with open(tmp, "wb") as handle:
             torch.save(state, handle)
