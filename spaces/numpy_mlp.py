@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -9,7 +11,7 @@ import optuna
 
 from ._space import Choice, FloatRange, IntRange, Param, Space
 
-__all__ = ["NumpyMLPConfig", "SPACE", "suggest"]
+__all__ = ["BASELINE", "NumpyMLPConfig", "SPACE", "suggest"]
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu")
 INITS = ("lab", "he", "xavier")
@@ -36,7 +38,27 @@ def _check_folds(value: Any) -> str | None:
     return None if ok else "must be an integer in [1, 20]"
 
 
-SPACE = Space(
+_LAYER_WIDTH = re.compile(r"width_[1-9][0-9]*")
+
+
+class _NumpyMLPSpace(Space):
+    """The space, knowing that the hidden widths are drawn as ``width_1``, ``width_2`` ... under the one
+    ``width`` spec (see :func:`suggest`), so that a baseline's widths can be enqueued."""
+
+    def with_overrides(self, overrides: Mapping[str, Any], *, origin: str = "--set") -> Space:
+        """See :meth:`Space.with_overrides`."""
+        specs = super().with_overrides(overrides, origin=origin).specs
+        return _NumpyMLPSpace(self.task, self.params.values(), specs)
+
+    def searched(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """See :meth:`Space.searched`; ``width_N`` is searched when ``width`` is and its value reachable."""
+        plain = super().searched
+        found = plain({k: v for k, v in params.items() if not _LAYER_WIDTH.fullmatch(k)})
+        widths = {k: v for k, v in params.items() if _LAYER_WIDTH.fullmatch(k) and plain({"width": v})}
+        return {k: v for k, v in params.items() if k in found or k in widths}
+
+
+SPACE = _NumpyMLPSpace(
     "numpy-mlp",
     [
         Param("depth", "int", IntRange(0, 3), bounds=(0, 3), doc="hidden layers"),
@@ -69,6 +91,23 @@ SPACE = Space(
         ),
     ],
 )
+
+# A new study's first trial (see Task.baseline): one hidden layer of 100 ReLUs (scikit-learn's default MLP's
+# size), cross-entropy and one-pixel shifts; chosen among a handful on dev splits of the training images,
+# seconds to train (docs/measurements.md, "numpy-mlp: a known-good first trial").
+BASELINE: dict[str, Any] = {
+    "depth": 1,
+    "width_1": 100,
+    "activation": "relu",
+    "init": "he",
+    "loss": "bce",
+    "lr": 0.05,
+    "momentum": 0.9,
+    "batch_size": 32,
+    "weight_decay": 1e-3,
+    "lr_decay": 0.95,
+    "augment_shift": 1,
+}
 
 
 @dataclass(frozen=True)
