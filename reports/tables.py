@@ -23,7 +23,14 @@ def confirmed_line(attrs: dict, backend: optuna.storages.BaseStorage) -> str:
     confirmed = attrs.get("confirm")
     if confirmed:
         trials = len(confirmed.get("top", []))
-        return f"trial {confirmed['winner']} ({trials} trials × {confirmed['count']} {confirmed['scheme']}s)"
+        plan = f"({trials} trials × {confirmed['count']} {confirmed['scheme']}s)"
+        mine = next((e for e in confirmed.get("estimates", []) if e["trial"] == confirmed["winner"]), None)
+        if mine is None:
+            return f"trial {confirmed['winner']} {plan}"
+        metric = attrs.get("metric", "value")
+        line = f"trial {confirmed['winner']}: {metric} {mine['mean']:.4f} ± {mine['sd']:.4f} {plan}"
+        reference = confirmed.get("reference") or {}
+        return line + (f"; {reference['line']}" if reference.get("line") else "")
     name = attrs.get("confirm_study")
     if not name:
         return ""

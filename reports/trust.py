@@ -42,13 +42,22 @@ def trust_section(data: StudyData) -> str:
         parts.append(figure(_scatter(pairs, data.metric, test), "trust-scatter"))
     confirmed = data.attrs.get("confirm")
     if confirmed:
-        facts["confirmed winner"] = f"trial {confirmed['winner']}: {confirmed['reason']}"
+        mine = next((e for e in confirmed["estimates"] if e["trial"] == confirmed["winner"]), None)
+        figure_text = "" if mine is None else f"{data.metric} {mine['mean']:.4f} ± {mine['sd']:.4f}; "
+        facts["confirmed winner"] = f"trial {confirmed['winner']}: {figure_text}{confirmed['reason']}"
+        if confirmed.get("ensemble"):
+            chosen = confirmed["ensemble"]
+            members = ", ".join(map(str, chosen["members"])) + (" with flip TTA" if chosen["flip"] else "")
+            gain = f"paired gain {chosen['gain']:+.4f} ± {chosen['gain_se']:.4f}"
+            facts["ensemble exported"] = f"trials {members}: {gain}"
         if confirmed.get("reference"):
             facts["against the baseline"] = confirmed["reference"]["line"]
         parts.append(figure(_ranking(confirmed, data.metric), "trust-ranking"))
         parts.append(_ranking_table(confirmed, done, test))
     else:
-        facts["confirmed winner"] = "none: rpztune confirm --study NAME re-trains the top trials"
+        facts["confirmed winner"] = (
+            "none: the best validation value below comes from one split, unconfirmed (rpztune run confirms)"
+        )
     intro = (
         "<p>The test figure is recorded for information only; it never chose anything. A low Spearman or "
         "many ties at the top mean the best validation value is mostly noise: trust the confirmed "

@@ -12,10 +12,12 @@ import argparse
 import errno
 import json
 import logging
+import os
 import shlex
 import shutil
 import sys
 import textwrap
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,6 +40,7 @@ from search.engine.storage import (
 )
 from search.engine.study import StudyError
 from search.engine.workers import WorkerError, exit_code, raise_on_sigterm
+from search.pipeline.budget import STAGES
 from spaces import SpaceError
 
 if TYPE_CHECKING:
@@ -63,11 +66,22 @@ USER_ERRORS = (
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run (or resume) a study of TASK: --trials N adds N trials to it."""
-    from search.engine.study import run_study
+    """Run (or resume) a study of TASK through the pipeline within --timeout seconds (the whole command's
+    budget): search, confirm the top trials against the reference, refit the winner, ensemble where
+    confirmation shows a gain (--stages search: the search alone). --trials N: the search's trials."""
+    from search.pipeline.budget import parse_stages
+    from search.pipeline.run import run_pipeline
 
-    summary = run_study(
+    stages = parse_stages(args.stages)
+    if args.confirm is not None and args.confirm < 1:
+        raise ValueError(f"--confirm must be at least 1, got {args.confirm}")
+    result = run_pipeline(
         args.task,
+        stages=stages,
+        started=_STARTED[0],
+        top=args.confirm,
+        log=lambda line: print(line, flush=True),
+        on_search=lambda summary: _print_summary(summary, args.storage, pipeline=stages != ("search",)),
         study_name=args.study,
         space_file=args.space,
         overrides=args.set,
@@ -75,10 +89,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         **_same_names(args, "storage", "sampler", "pruner", "seed", "data", "heartbeat_grace"),
         **_execution(args),
     )
-    _print_summary(summary, args.storage)
-    if args.confirm and summary.best_trial is not None:
-        return _confirm(args, summary.study_name, args.confirm, None, None)
+    if "search" not in stages or not result.searched:
+        _print_summary(result.summary, args.storage, pipeline=stages != ("search",))
+    if stages != ("search",) and result.summary.best_trial is not None:
+        name = result.summary.study_name
+        print(_winner_line(args.storage, name, args.checkpoints))
+        print(_hint("export", *_study_args(name, args.storage), "--out", _results(name)))
+    if stages != ("search",):
+        print(result.time_line)
     return 0
+
+
+def _winner_line(storage: str, study: str, checkpoints: str | None) -> str:
+    """What export will write, with the figure to expect (the confirmed one when there is one)."""
+    from search.selection.ensemble import chosen_ensemble
+    from search.selection.winner import find_winner
+
+    winner = find_winner(storage, study, checkpoints=checkpoints)
+    line = f"export writes {winner.describe()}"
+    chosen = chosen_ensemble(winner.study)
+    if chosen is not None:
+        members = ", ".join(map(str, chosen["members"]))
+        gain = f"paired gain {chosen['gain']:+.4f} ± {chosen['gain_se']:.4f}"
+        line += f"; as the ensemble of trials {members} ({gain})"
+    return line
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
@@ -166,7 +200,10 @@ def _results(study: str) -> str:
     return f"results/{study_dirname(study)}"
 
 
-def _print_summary(summary: RunSummary, storage_url: str) -> None:
+def _print_summary(summary: RunSummary, storage_url: str, *, pipeline: bool = False) -> None:
+    """The search's outcome; ``pipeline``: its best value is a single split's, and confirmation follows."""
+    for line in summary.at_deadline:
+        print(line)
     counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(summary.counts.items()))
     print(
         f"study {summary.study_name!r} in {summary.storage}: {summary.new_trials} new trials; total {counts}"
@@ -178,6 +215,11 @@ def _print_summary(summary: RunSummary, storage_url: str) -> None:
             print("no trial completed; how the trials ended (the most frequent first):")
             for reason, n in sorted(summary.reasons.items(), key=lambda item: -item[1])[:5]:
                 print(f"  {n} trial(s): {reason}")
+    elif pipeline:
+        print(
+            f"best search value: {summary.metric} {summary.best_value:.4f} (trial {summary.best_trial}; one "
+            "validation split, before confirmation)"
+        )
     else:
         print(f"best {summary.metric} {summary.best_value:.4f} (trial {summary.best_trial})")
         print(
@@ -252,9 +294,14 @@ def _widest(table: Any) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """Write the winner (or --trial N) of a study as the lab's files into --out (--standalone: no timm)."""
     from search.delivery.export import export
+    from search.selection.ensemble import chosen_ensemble
     from search.selection.winner import find_winner
 
     winner = find_winner(args.storage, args.study, args.trial, checkpoints=args.checkpoints)
+    chosen = None if args.single or winner.confirmed is None else chosen_ensemble(winner.study)
+    if chosen is not None and args.ensemble is None and args.tta == "none":
+        args.ensemble, args.tta = len(chosen["members"]), "flip" if chosen["flip"] else "none"
+        print("the ensemble rpztune run chose on confirmation (--single: the winner alone)")
     if args.ensemble is not None or args.tta != "none":
         return _export_ensemble(args, winner)
     written = export(winner, args.out, data=args.data, standalone=args.standalone)
@@ -350,21 +397,66 @@ def cmd_refit(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """Write the lab's submission zip (--out) from the winners of the numpy-mlp, mynet and finetune studies
-    and an FCNet study (a short one is run when there is none), then validate it like `rpztune validate`."""
+    and an FCNet study (a short one is run when there is none), then validate it like `rpztune validate`.
+    With --timeout T and --data DIR: first run the three studies through the pipeline within T seconds."""
     from search.delivery.submit import build_submission
     from search.delivery.validate import validate
 
+    runs = None
+    if args.timeout is not None:
+        runs = _submit_studies(args)
     submission = build_submission(
         args.storage,
         args.out,
-        **_same_names(args, *_SUBMIT_STUDIES, "standalone", "checkpoints", "ensemble"),
+        **_same_names(args, *_SUBMIT_STUDIES, "standalone", "checkpoints", "ensemble", "single"),
         flip=args.tta == "flip",
         log=lambda line: print(line, flush=True),
     )
     print(f"wrote {submission.path}")
     for name, source in submission.sources.items():
         print(f"  {name}: {source}")
-    return _print_report(validate(submission.path, _limits(args)))
+    code = _print_report(validate(submission.path, _limits(args)))
+    if runs is not None:
+        _submit_progress(args).unlink(missing_ok=True)
+        runs.seconds["fcnet, zip and validate"] = time.time() - runs.finish_started
+        print(runs.describe(time.time() - _STARTED[0], args.timeout))
+    return code
+
+
+def _submit_progress(args: argparse.Namespace) -> Path:
+    out = Path(args.out)
+    return out.with_name(f".{out.name}.progress.json")
+
+
+def _submit_studies(args: argparse.Namespace) -> Any:
+    """Run the three studies within the budget of ``submit --timeout`` (``search/pipeline/submit.py``)."""
+    from search.pipeline.submit import run_studies
+
+    if args.data is None:
+        raise ValueError(
+            "--timeout runs the three studies: give --data DIR (MNIST, FashionMNIST, dogs_and_cats)"
+        )
+    if not (args.timeout > 0):
+        raise ValueError(f"--timeout must be positive, but got {args.timeout}")
+    if not Path(args.out).parent.is_dir():
+        raise FileNotFoundError(f"folder {str(Path(args.out).parent)!r} of --out does not exist")
+    check_writable(args.storage, args.checkpoints)
+    studies = {"numpy": args.numpy_study, "mynet": args.mynet_study, "finetune": args.finetune_study}
+    overrides: dict[str, list[str]] = {}
+    for text in args.set:
+        task, sep, assignment = text.partition(":")
+        if not sep or task not in objectives.task_names():
+            raise ValueError(
+                f"--set {text!r}: write TASK:KEY=VALUE, TASK one of {', '.join(objectives.task_names())}"
+            )
+        overrides.setdefault(task, []).append(assignment)
+    runs = run_studies(
+        args.storage, args.data, args.timeout, studies=studies, progress=_submit_progress(args),
+        started=_STARTED[0], seed=args.seed, workers=args.workers, checkpoints=args.checkpoints,
+        n_trials=args.trials, overrides=overrides, log=lambda line: print(line, flush=True),
+    )  # fmt: skip
+    runs.finish_started = time.time()
+    return runs
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -391,7 +483,7 @@ def _limits(args: argparse.Namespace) -> Limits:
         threads=args.threads,
         strict_imports=args.strict_imports,
         sandbox=SandboxLimits(
-            seconds=args.timeout, memory_mb=args.max_memory_mb, processes=args.max_processes
+            seconds=args.sandbox_timeout, memory_mb=args.max_memory_mb, processes=args.max_processes
         ),
         data=Path(data) if data is not None else None,
     )
@@ -485,7 +577,7 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-baseline",
         action="store_true",
-        help="do not start a new study from the task's known-good configuration (mynet has one)",
+        help="do not start a new study from the task's known-good configuration",
     )
     parser.add_argument(
         "--heartbeat-grace",
@@ -495,7 +587,12 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
         "stored with the study (default 30; PostgreSQL/MySQL/SQLite)",
     )
     parser.add_argument(
-        "--confirm", type=int, metavar="K", help="when the search ends, confirm its top K (rpztune confirm)"
+        "--stages",
+        default=",".join(STAGES),
+        help=f"the pipeline's stages (default {','.join(STAGES)}; 'search': the search alone)",
+    )
+    parser.add_argument(
+        "--confirm", type=int, metavar="K", help="confirm at most K trials (default: the task's, e.g. 3)"
     )
     _add_execution(parser)
 
@@ -522,7 +619,7 @@ def _add_execution(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout",
         type=float,
-        help="seconds: no trial starts after them, and mynet/finetune trials plan to end by then",
+        help="seconds: the command's wall-clock budget; trials plan to end by it and stop at it",
     )
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument(
@@ -558,8 +655,23 @@ def _add_submit(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", default="submission.zip", help="the zip to write (default submission.zip)")
     parser.add_argument("--standalone", action="store_true", help="FinetuneNet in plain torch (no timm)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds: run the three studies through the pipeline first, the whole command within them "
+        "(needs --data DIR holding MNIST, FashionMNIST and dogs_and_cats; a rerun continues)",
+    )
+    parser.add_argument("--seed", type=int, help="with --timeout: the studies' sampler seed")
+    parser.add_argument("--workers", type=int, default=1, help="with --timeout: worker processes (default 1)")
+    parser.add_argument(
+        "--trials", type=int, help="with --timeout: each study's search trials (default: its time)"
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="TASK:KEY=VALUE",
+        help="with --timeout: override one key of a new study's space, e.g. mynet:epochs=10",
+    )  # fmt: skip
     _add_ensemble(parser)
-    _add_limits(parser)
+    _add_limits(parser, budget=True)
 
 
 def _add_validate(parser: argparse.ArgumentParser) -> None:
@@ -567,7 +679,9 @@ def _add_validate(parser: argparse.ArgumentParser) -> None:
     _add_limits(parser)
 
 
-def _add_limits(parser: argparse.ArgumentParser) -> None:
+def _add_limits(parser: argparse.ArgumentParser, *, budget: bool = False) -> None:
+    """validate's limits; ``budget``: ``--timeout`` is the command's budget (submit), the sandbox's limit is
+    ``--sandbox-timeout``."""
     parser.add_argument("--max-zip-mb", type=float, help="fail when the zip is larger (MiB)")
     parser.add_argument("--max-file-mb", type=float, help="fail when a file in the zip is larger (MiB)")
     parser.add_argument("--max-mynet-ms", type=float, help="fail when MyNet takes longer per 100 images (ms)")
@@ -579,7 +693,10 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
         "--strict-imports", action="store_true", help="fail when a file imports beyond the lab's modules"
     )
     sandbox = "the zip's code runs in a sandbox"
-    parser.add_argument("--timeout", type=float, default=300, help=f"{sandbox}: its time limit, s (300)")
+    names = ["--sandbox-timeout"] if budget else ["--timeout", "--sandbox-timeout"]
+    parser.add_argument(
+        *names, dest="sandbox_timeout", type=float, default=300, help=f"{sandbox}: its time limit, s (300)"
+    )
     parser.add_argument("--max-memory-mb", type=int, default=8192, help=f"{sandbox}: address space (8192)")
     parser.add_argument("--max-processes", type=int, default=64, help=f"{sandbox}: processes+threads (64)")
     if not any("--data" in action.option_strings for action in parser._actions):
@@ -624,6 +741,10 @@ def _add_ensemble(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tta", choices=("none", "flip"), default="none",
         help="finetune ensembles: average over left-right flipped photos too",
+    )  # fmt: skip
+    parser.add_argument(
+        "--single", action="store_true",
+        help="the winner alone, not the ensemble rpztune run chose for it on confirmation",
     )  # fmt: skip
 
 
@@ -681,6 +802,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rpztune`` console script."""
+    _STARTED[0] = _process_start()  # a --timeout budget counts from the process's start
     args = build_parser().parse_args(argv)
     # A stop signal landing inside a database read makes SQLAlchemy log "Error closing cursor" with a
     # traceback through Python's last-resort handler; the interrupt itself is reported below, in one line.
@@ -713,6 +835,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 _RUNS_TRIALS = ("run", "worker", "confirm")
+_STARTED = [0.0]  # when main() began
+
+
+def _process_start() -> float:
+    """When this process started (Linux: from /proc, so a budget counts the interpreter's start and the
+    imports), else now."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime")
+        )
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
+    return min(time.time(), boot + ticks / os.sysconf("SC_CLK_TCK"))
 
 
 def _os_error(exc: OSError) -> str:

@@ -156,18 +156,18 @@ def _check_file(path: Path, hooks: Ensembling, ensemble: AveragedEnsemble, weigh
 def submission_ensembles(
     storage: str,
     winners: dict[str, Winner],
-    k: int,
+    choices: dict[str, tuple[int, bool]],
     work: Path,
     *,
-    flip: bool = False,
     plain_torch: bool = False,
     checkpoints: str | Path | None = None,
     log: Callable[[str], None] = lambda line: None,
 ) -> tuple[str, dict[str, Path], dict[str, str]]:
     """A submission's ``pytorch_cnn.py`` text and weights with ensembles where confirmation shows a gain.
 
-    Each part (``winners``: ``"mynet"``, ``"finetune"``) is an ensemble of the top ``k`` confirmed
-    configurations when its paired gain is positive, else its winner alone (``log`` says which and why).
+    Each part (``winners``: ``"mynet"``, ``"finetune"``) named in ``choices`` (part → members ``k``, flip
+    TTA) is an ensemble of the top ``k`` confirmed configurations when its paired gain is positive, else its
+    winner alone (``log`` says which and why).
 
     Returns:
         The file's text, the weights files written under ``work`` (``model.pt``, ``finetuned.pt``) for the
@@ -183,6 +183,9 @@ def submission_ensembles(
     notes: dict[str, str] = {}
     flipped = False
     for task, winner in winners.items():
+        if task not in choices:
+            continue
+        k, flip = choices[task]
         use_flip = flip and _hooks(winner).flip is None
         estimate = estimate_ensemble(
             winner.study, study_dir(storage, winner.study.study_name), k, flip=use_flip

@@ -30,6 +30,7 @@ from search.delivery.export_ensemble import submission_ensembles
 from search.delivery.validate import REQUIRED_FILES
 from search.engine.storage import get_storage
 from search.engine.study import run_study
+from search.selection.ensemble import chosen_ensemble
 from search.selection.refit import find_refit
 from search.selection.winner import Winner, find_winner
 from spaces.finetune import FinetuneTrialConfig
@@ -82,6 +83,7 @@ def build_submission(
     checkpoints: str | Path | None = None,
     ensemble: int | None = None,
     flip: bool = False,
+    single: bool = False,
     log: Callable[[str], None] = lambda line: None,
 ) -> Submission:
     """Write the lab's zip at ``out`` from the studies' winners; run a short FCNet study when none exists.
@@ -93,6 +95,8 @@ def build_submission(
         ensemble: ``MyNet`` and ``FinetuneNet`` average the top ``ensemble`` confirmed configurations of
             their studies, each where its confirmation shows a gain (``search/delivery/export_ensemble.py``).
         flip: With ``ensemble``, FinetuneNet averages left-right flips too.
+        single: Without ``ensemble``: each winner alone, not the ensemble ``rpztune run`` chose for it
+            (``search.selection.ensemble.chosen_ensemble``).
         log: Called with one line per step (the CLI prints them).
 
     Raises:
@@ -132,11 +136,12 @@ def build_submission(
         files["finetuned.pt"] = work / "finetune" / "finetuned.pt"
         files["pytorch_cnn.py"] = work / "pytorch_cnn.py"
         files["pytorch_cnn.py"].write_text(source)
-        if ensemble is not None:
+        parts = {"mynet": mynet, "finetune": finetune}
+        choices = _ensembles(parts, ensemble, flip, single)
+        if choices:
             source, packed, notes = submission_ensembles(
-                storage, {"mynet": mynet, "finetune": finetune}, ensemble, work, flip=flip,
-                plain_torch=standalone, checkpoints=checkpoints, log=log,
-            )  # fmt: skip
+                storage, parts, choices, work, plain_torch=standalone, checkpoints=checkpoints, log=log
+            )
             files["pytorch_cnn.py"].write_text(source)
             files |= packed
         files["pytorch_fcnet_training.png"] = _plot_fcnet(fcnet, work / "pytorch_fcnet_training.png")
@@ -150,7 +155,7 @@ def build_submission(
             "finetuned.pt": _describe(finetune) + (" (its refit)" if find_refit(finetune) else ""),
             "pytorch_fcnet_training.png": _describe(fcnet),
         }
-        if ensemble is not None:
+        if choices:
             submission.sources |= {
                 name: f"{submission.sources[name]}; {note}" for name, note in notes.items()
             }
@@ -158,6 +163,18 @@ def build_submission(
         assert set(REQUIRED_FILES) <= set(files), "every required file has a source"
         _write_zip(out, files)
     return submission
+
+
+def _ensembles(
+    parts: dict[str, Winner], ensemble: int | None, flip: bool, single: bool
+) -> dict[str, tuple[int, bool]]:
+    """Part → (members, flip): the asked ``ensemble`` for both, else what the pipeline chose for each."""
+    if ensemble is not None:
+        return {part: (ensemble, flip) for part in parts}
+    if single:
+        return {}
+    chosen = {part: chosen_ensemble(winner.study) for part, winner in parts.items() if winner.confirmed}
+    return {part: (len(c["members"]), bool(c["flip"])) for part, c in chosen.items() if c}
 
 
 def _winner(storage: str, study: str, role: str, checkpoints: str | Path | None) -> Winner:
@@ -261,6 +278,7 @@ def _notebook(path: Path, sources: dict[str, str]) -> Path:
 
 def _write_zip(out: Path, files: dict[str, Path]) -> Path:
     """Write ``files`` (name in the zip -> file) at the zip's root, atomically: a temp file, then a rename."""
+
     def write(tmp: str) -> None:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
             for name in sorted(files):

@@ -67,6 +67,7 @@ class RunSummary:
     best_value: float | None = None
     best_trial: int | None = None
     reasons: dict[str, int] = field(default_factory=dict)  # why trials ended pruned or failed, with counts
+    at_deadline: list[str] = field(default_factory=list)  # this run's trials the deadline ended, in words
 
 
 def build_space(task: objectives.Task, space_file: str | Path | None, overrides: Sequence[str]) -> Space:
@@ -104,6 +105,8 @@ class Execution:
         progress: Live per-worker lines (default: when stderr is a terminal).
         timed_trials: Trials see ``timeout`` and plan to end by it (mynet's rungs, finetune's stages and
             epochs); ``False``: it only stops new trials (a bench's slices of one longer run).
+        deadline: The ``time.time()`` at which ``timeout`` ends, when the caller fixed it before loading
+            anything (the pipeline's search stage); default: ``timeout`` from when the workers start.
     """
 
     n_trials: int | None = None
@@ -115,6 +118,7 @@ class Execution:
     device: str = "auto"
     progress: bool | None = None
     timed_trials: bool = True
+    deadline: float | None = None
 
     def check(self) -> None:
         """Raises ``ValueError`` naming the first out-of-range setting."""
@@ -254,6 +258,7 @@ def _execute(
     dataset: Any = None,
 ) -> RunSummary:
     n_before = _started(study)
+    before = {t.number for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING}
     # no more workers than trials; but a run asked for worker processes keeps trials out of its own (two)
     workers = min(execution.workers, max(execution.n_trials or execution.workers, 2))
     threads = max(1, available_cores() // workers)
@@ -273,7 +278,8 @@ def _execute(
         keep_top=execution.keep_top,
         device=execution.device,
         threads=execution.threads or threads,  # an explicit --threads wins over the task's cap
-        deadline=None if execution.timeout is None else time.time() + execution.timeout,
+        deadline=execution.deadline
+        or (None if execution.timeout is None else time.time() + execution.timeout),
         timeout=execution.timeout,
         timed_trials=execution.timed_trials,
         heartbeat_grace=study.user_attrs.get("heartbeat_grace"),
@@ -283,7 +289,7 @@ def _execute(
         run_workers(spec, execution.n_trials, workers, board, dataset=dataset)
     finally:
         board.close()
-    return summarize(study, storage, new_trials=_started(study) - n_before)
+    return summarize(study, storage, new_trials=_started(study) - n_before, before=before)
 
 
 def _started(study: optuna.Study) -> int:
@@ -313,8 +319,11 @@ def study_dir(storage: str, study_name: str, checkpoints: str | Path | None = No
     return checkpoint_root(storage, checkpoints) / study_dirname(study_name)
 
 
-def summarize(study: optuna.Study, storage: str, *, new_trials: int = 0) -> RunSummary:
-    """Trial counts by state and the best trial of ``study``."""
+def summarize(
+    study: optuna.Study, storage: str, *, new_trials: int = 0, before: set[int] | None = None
+) -> RunSummary:
+    """Trial counts by state and the best trial of ``study``; with ``before`` (the trial numbers that had
+    started before this run), what the deadline did to this run's trials."""
     trials = study.get_trials(deepcopy=False)
     counts: dict[str, int] = {}
     for trial in trials:
@@ -336,7 +345,23 @@ def summarize(study: optuna.Study, storage: str, *, new_trials: int = 0) -> RunS
         best_value=None if best is None else best.value,
         best_trial=None if best is None else best.number,
         reasons=reasons,
+        at_deadline=[] if before is None else _deadline_lines(trials, before),
     )
+
+
+def _deadline_lines(trials: list[optuna.trial.FrozenTrial], before: set[int]) -> list[str]:
+    """One line per trial of this run that the deadline ended: where it stopped and what it became."""
+    lines = []
+    for trial in trials:
+        where = trial.user_attrs.get("deadline_stop")
+        if trial.number in before or not where:
+            continue
+        if trial.state == TrialState.COMPLETE:
+            outcome = f"completed with {trial.value:.4f} (best epoch {trial.user_attrs.get('best_epoch')})"
+        else:
+            outcome = f"{trial.state.name.lower()}: {trial.user_attrs.get('prune_reason', 'no valid value')}"
+        lines.append(f"trial {trial.number} was running when the time was up ({where}); {outcome}")
+    return lines
 
 
 def _existing_attrs(backend: optuna.storages.BaseStorage, study_name: str) -> dict[str, Any] | None:

@@ -74,6 +74,7 @@ __all__ = [
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _MAX_RESPAWNS_PER_WORKER = 3
+OVERRUN_GRACE_S = 15.0  # a worker still training this long after the deadline is stopped by its parent
 LATE_STARTS = 10  # new trials in a row too long to finish by the deadline: the worker stops drawing
 
 
@@ -348,7 +349,17 @@ class _Pool:
                 writer.close()
 
     def supervise(self, study: optuna.Study, board: ProgressBoard) -> None:
+        stopped = False
         while self.procs:
+            late = self.spec.deadline is not None and time.time() > self.spec.deadline + OVERRUN_GRACE_S
+            if late and not stopped:  # a trial that ignores the deadline: trials check it, this is the net
+                stopped = True
+                print(
+                    f"rpztune: a trial was still running {OVERRUN_GRACE_S:.0f} s after the deadline; its "
+                    "worker was stopped (the trial ends FAIL, interrupted)",
+                    file=sys.stderr,
+                )
+                self.stop(Terminated("the run's deadline"))
             for reader in wait(list(self.pipes.values()), timeout=0.25):
                 index = next(i for i, r in self.pipes.items() if r is reader)
                 self._drain(index, board)

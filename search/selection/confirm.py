@@ -44,6 +44,7 @@ from objectives.training.memory import shared_cap, track_peak_rss
 from search.engine.interrupts import (
     STOP_SIGNALS,
     StopGate,
+    Terminated,
     describe,
     exit_code,
     forward_and_wait,
@@ -59,7 +60,15 @@ from search.selection import reference as ref
 from search.selection.ensemble import save_predictions
 from search.selection.winner import RULE, Estimate, choose_confirmed, complexity
 
-__all__ = ["CONFIRM_SUFFIX", "ConfirmResult", "confirm", "confirm_study_name", "default_plan", "estimates"]
+__all__ = [
+    "CONFIRM_SUFFIX",
+    "ConfirmResult",
+    "confirm",
+    "confirm_study_name",
+    "default_plan",
+    "estimates",
+    "top_trials",
+]
 
 CONFIRM_SUFFIX = ":confirm"
 _STALE_S = 120  # a RUNNING replicate that never recorded its worker (killed right after ask()) is given up
@@ -122,12 +131,17 @@ def confirm(
     workers: int = 1,
     data: str | None = None,
     device: str = "auto",
+    deadline: float | None = None,
     log: Callable[[str], None] = lambda line: None,
 ) -> ConfirmResult:
     """Re-train the ``top`` best completed trials of a study on ``folds`` folds or ``seeds`` seeds (default
     per task: 5 folds, mynet 2 seeds), store the estimates and the confirmed winner in the study.
 
     Runs the replicates not done yet (resuming a killed confirmation); ``workers`` processes share them.
+    With a ``deadline`` (``time.time()``, the pipeline's budget) the replicates run in child processes
+    that start none after it and are stopped at it (their replicates fail as interrupted and a later
+    confirmation re-queues them); the winner is then chosen among the trials whose replicates all ended,
+    and the record says which were left out (``partial``).
 
     Raises:
         StudyError: when the study is missing, not rpztune's, has no completed trial, or ``data`` differs.
@@ -144,7 +158,7 @@ def confirm(
     task = objectives.get_task(attrs["task"])
     scheme, count = default_plan(task, folds, seeds)
     baseline = ref.reference_trial(study)
-    leaders = ref.with_reference(_leaders(study, top), baseline)
+    leaders = ref.with_reference(top_trials(study, top), baseline)
     plan_seed = int(attrs.get("seed", 0))
     data = data if data is not None else attrs.get("data")
     dataset = _load_checked(study, task, data)
@@ -173,10 +187,11 @@ def confirm(
     waiting_for: list[int] = []
     while True:  # another confirm of this study may share the queue: train what is queued, then wait for it
         if queued or cstudy.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            pids |= _run((storage, study_name, cstudy.study_name, data, device), workers, dataset)
+            job = (storage, study_name, cstudy.study_name, data, device)
+            pids |= _run(job, workers, dataset, deadline)
         queued = 0
         running = _running(cstudy, leaders, scheme, count, plan_seed)
-        if not running:
+        if not running or (deadline is not None and time.time() >= deadline):
             break
         if running != waiting_for:
             waiting_for = running
@@ -189,7 +204,11 @@ def confirm(
 
     found = estimates(study, cstudy, leaders, scheme, count, plan_seed)
     missing = [t.number for t in leaders if t.number not in {e.trial for e in found}]
-    if missing:
+    if missing and deadline is not None and found:
+        log(f"the deadline came before trials {missing} had all their replicates: ranked without them")
+        if baseline is not None and baseline.number in missing:
+            baseline = None
+    elif missing:
         raise StudyError(
             f"confirmation of {study_name!r} is incomplete: trials {missing} lack replicates (failed ones "
             f"say why in {cstudy.study_name!r}); run rpztune confirm again"
@@ -210,6 +229,7 @@ def confirm(
             "reference": versus,
             "parts": ref.replicate_parts(cstudy, [t.number for t in leaders], (scheme, count, plan_seed)),
             "rule": RULE,
+            "partial": missing,
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         },
     )
@@ -254,7 +274,12 @@ def estimates(
     return found
 
 
-def _leaders(study: optuna.Study, top: int) -> list[FrozenTrial]:
+def top_trials(study: optuna.Study, top: int) -> list[FrozenTrial]:
+    """The ``top`` best completed trials of ``study`` (ties: the earlier first).
+
+    Raises:
+        StudyError: when it has none.
+    """
     complete = [
         t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "config" in t.user_attrs
     ]
@@ -350,13 +375,15 @@ def _load_checked(study: optuna.Study, task: objectives.Task, data: str | None) 
     return dataset
 
 
-def _run(job: tuple, workers: int, dataset: Any) -> set[int]:
+def _run(job: tuple, workers: int, dataset: Any, deadline: float | None = None) -> set[int]:
     """Train the queued replicates of ``job`` in this process or ``workers`` spawned ones; return their pids.
 
     Ctrl-C or SIGTERM: each process fails its running replicate (``interrupted (...)``) and exits; the
     signal is passed on to the workers (``kill PID`` reached this process only), and a worker that is gone
-    without failing its replicate has it failed here; then the interrupt goes on to the command."""
-    if workers == 1:
+    without failing its replicate has it failed here; then the interrupt goes on to the command.
+    A ``deadline`` is kept the same way: the workers (spawned even for one) start no replicate after it,
+    and those still training at it are sent SIGTERM."""
+    if workers == 1 and deadline is None:
         _work(*job, threads=None, dataset=dataset)
         return {os.getpid()}
     threads = max(1, available_cores() // workers)
@@ -364,23 +391,31 @@ def _run(job: tuple, workers: int, dataset: Any) -> set[int]:
     procs: list[Any] = []
     try:
         with thread_env(threads):
-            share = {"threads": threads, "workers": workers}
+            share = {"threads": threads, "workers": workers, "deadline": deadline}
             for _ in range(workers):
                 proc = context.Process(target=_child_main, args=job, kwargs=share)
                 with signals_deferred():  # the child starts with the signals blocked (workers.py does so)
                     proc.start()
                     procs.append(proc)
         for proc in procs:
-            proc.join()
+            proc.join(None if deadline is None else max(0.0, deadline - time.time()))
+        if any(proc.exitcode is None for proc in procs):  # the deadline came: stop them as Ctrl-C would
+            forward_and_wait(procs, Terminated())
+            _recover_from(job, procs)
     except KeyboardInterrupt as interrupt:
         forward_and_wait(procs, interrupt)
-        storage, _, confirm_name = job[:3]
-        recover_orphans(
-            optuna.load_study(study_name=confirm_name, storage=get_storage(storage)),
-            pids={proc.pid for proc in procs},
-        )
+        _recover_from(job, procs)
         raise
     return {proc.pid for proc in procs}
+
+
+def _recover_from(job: tuple, procs: list[Any]) -> None:
+    """Fail the replicates the stopped ``procs`` left RUNNING (the next confirmation re-queues them)."""
+    storage, _, confirm_name = job[:3]
+    recover_orphans(
+        optuna.load_study(study_name=confirm_name, storage=get_storage(storage)),
+        pids={proc.pid for proc in procs},
+    )
 
 
 def _child_main(*job: Any, **options: Any) -> None:
@@ -407,9 +442,10 @@ def _work(
     threads: int | None,
     workers: int = 1,
     dataset: Any = None,
+    deadline: float | None = None,
 ) -> int:
-    """Train queued replicates until none is left (one of ``workers`` processes); return how many this
-    process trained."""
+    """Train queued replicates until none is left or the ``deadline`` has passed (one of ``workers``
+    processes); return how many this process trained."""
     optuna.logging.set_verbosity(logging.WARNING)
     # replicates are claimed with ask()/tell(); a dead process's are recovered by the next confirm run
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
@@ -428,7 +464,9 @@ def _work(
     identity = worker_identity()
     gate = StopGate()  # Ctrl-C / SIGTERM land in the re-training, never between ask() and tell()
     trained = 0
-    while cstudy.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+    while cstudy.get_trials(deepcopy=False, states=(TrialState.WAITING,)) and (
+        deadline is None or time.time() < deadline
+    ):
         with gate.held():
             trial = cstudy.ask()
             trial.set_user_attr("worker", {**identity, "trial": trial.number})

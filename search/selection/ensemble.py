@@ -30,12 +30,16 @@ from objectives.replicate import Replicate
 from search.engine.checkpoints import check_checkpoint, checkpoint_path
 
 __all__ = [
+    "ENSEMBLE_MOST",
     "PREDICTIONS_DIR",
     "EnsembleEstimate",
+    "choose_ensemble",
+    "chosen_ensemble",
     "estimate_ensemble",
     "member_weights",
     "predictions_file",
     "save_predictions",
+    "store_choice",
 ]
 
 PREDICTIONS_DIR = "confirm-predictions"
@@ -54,6 +58,7 @@ def save_predictions(folder: Path, confirm_key: str, predictions: dict[str, tupl
     for part, (probs, labels) in predictions.items():
         arrays[part] = np.asarray(probs, dtype=np.float32)
         arrays[f"{part}_y"] = np.asarray(labels, dtype=np.int64)
+
     def write(tmp: str) -> None:
         with open(tmp, "wb") as handle:  # a file object: np.savez adds no ".npz" to its name
             np.savez(handle, **arrays)
@@ -207,3 +212,45 @@ def member_weights(study: optuna.Study, folder: Path, trials: list[int]) -> list
         what = f"ensemble member trial {number} of {study.study_name!r} (kept by --keep-top?)"
         found.append((check_checkpoint(path, what=what), source))
     return found
+
+
+ENSEMBLE_MOST = 3  # the largest ensemble the pipeline tries: each member multiplies the evaluator's CPU time
+
+
+def choose_ensemble(
+    study: optuna.Study, folder: Path, *, most: int = ENSEMBLE_MOST
+) -> tuple[EnsembleEstimate | None, list[EnsembleEstimate]]:
+    """The ensemble of 2..``most`` top confirmed configurations (with and without flip TTA where the task
+    allows it) with the largest paired gain over the winner, when that gain exceeds twice its standard error
+    over the confirmation replicates (the confirmation rule; ``None``: the winner alone); and every
+    ensemble tried.
+
+    Raises:
+        ValueError: as :func:`estimate_ensemble` (a task without ensembles, too few confirmed
+            configurations, missing predictions).
+    """
+    hooks = objectives.get_task(str(study.user_attrs.get("task"))).ensembling
+    if hooks is None:
+        raise ValueError(f"a {study.user_attrs.get('task')} study has no ensembles")
+    confirmed = len((study.user_attrs.get("confirm") or {}).get("estimates", []))
+    tried = [
+        estimate_ensemble(study, folder, k, flip=flip)
+        for k in range(2, min(most, confirmed) + 1)
+        for flip in ((False, True) if hooks.flip is None else (False,))
+    ]
+    gaining = [e for e in tried if e.gain > 0 and e.gain > 2 * e.gain_se]
+    return max(gaining, key=lambda e: e.gain, default=None), tried
+
+
+def store_choice(study: optuna.Study, estimate: EnsembleEstimate | None) -> None:
+    """Record the chosen ensemble (``None``: the winner alone) in the study's confirmation record, so a new
+    confirmation, which replaces the record, forgets it."""
+    record = dict(study.user_attrs.get("confirm") or {})
+    if record:
+        record["ensemble"] = None if estimate is None else estimate.to_dict()
+        study.set_user_attr("confirm", record)
+
+
+def chosen_ensemble(study: optuna.Study) -> dict[str, Any] | None:
+    """The ensemble the pipeline chose for the study's confirmation (``None``: the winner alone)."""
+    return (study.user_attrs.get("confirm") or {}).get("ensemble")

@@ -57,6 +57,7 @@ def refit(
     seed: int | None = None,
     checkpoints: str | Path | None = None,
     epochs: int | None = None,
+    deadline: float | None = None,
 ) -> RefitResult:
     """Retrain the winner (or trial ``trial_number``) of a study for its best epoch count; store the refit.
 
@@ -68,6 +69,8 @@ def refit(
         seed: Default: the trial's own seed.
         epochs: The refit's epochs, where the task lets a user set them (mynet; default: the study's
             ``refit_epochs`` setting, at least the trial's best epoch).
+        deadline: ``time.time()`` by which the refit must end (the pipeline's budget): past it the task's
+            refit stops and raises :class:`objectives.DeadlineReached`, and nothing is stored.
 
     Raises:
         StudyError: when the study, trial or checkpoint is missing, or ``data`` is not the study's data.
@@ -105,6 +108,7 @@ def refit(
         data_fraction=data_fraction,
         device=device,
         settings=settings,
+        deadline=deadline,
     )
     record = refitter.train(trial, dataset, path, request)
     record["created"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

@@ -178,8 +178,8 @@ class Winner:
                 best = self.study.best_trial.number
                 how = f"chosen by --trial; the best validation value is trial {best}'s"
             else:
-                how = "best validation value; not confirmed (rpztune confirm re-trains the top trials)"
-            return f"{head}: {metric} {self.trial.value:.4f} ({how})"
+                how = "the best validation value; rpztune run (or confirm) re-trains the top trials"
+            return f"{head}: single-split {metric} {self.trial.value:.4f}, unconfirmed ({how})"
         mine = next(e for e in record["estimates"] if e["trial"] == self.trial.number)
         versus = f"; {record['reference']['line']}" if record.get("reference") else ""
         return (

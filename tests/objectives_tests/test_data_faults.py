@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from rpz_offline import OFFLINE_PRELUDE
 
+RUN = ("run", "--stages", "search")  # the search alone (the pipeline's stages: test_pipeline.py)
+
 pytestmark = pytest.mark.slow  # real data files and a failed download, through the real command (4-6 s each)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +41,7 @@ def error_line(result: subprocess.CompletedProcess) -> str:
 def test_data_faults_a_failed_mnist_download_writes_nothing_and_says_why(tmp_path) -> None:
     folder = tmp_path / "mine"
     folder.mkdir()
-    result = rpztune_offline("run", "numpy-mlp", "--trials", "1", "--data", str(folder), cwd=tmp_path)
+    result = rpztune_offline(*RUN, "numpy-mlp", "--trials", "1", "--data", str(folder), cwd=tmp_path)
     line = error_line(result)
     assert "the download failed: Error downloading train-images-idx3-ubyte.gz: Tried https://" in line
     assert "<urlopen error network access blocked by the test>" in line, line
@@ -53,7 +55,7 @@ def test_data_faults_a_truncated_fashionmnist_file_is_unreadable_not_missing(dat
     images = raw / "train-images-idx3-ubyte"
     images.chmod(0o644)
     os.truncate(images, images.stat().st_size // 2)
-    result = rpztune_offline("run", "mynet", "--trials", "1", "--data", str(raw.parents[1]), cwd=tmp_path)
+    result = rpztune_offline(*RUN, "mynet", "--trials", "1", "--data", str(raw.parents[1]), cwd=tmp_path)
     line = error_line(result)
     promised = 16 + 60_000 * 28 * 28  # the idx header's dimensions
     assert f"{images} has {images.stat().st_size} bytes where its header promises {promised}" in line, line

@@ -17,6 +17,8 @@ import rpz_cli
 
 from search.cli import main
 
+RUN = ("run", "--stages", "search")  # the search alone (the pipeline's stages: test_pipeline.py)
+
 
 def rpztune(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run the real ``rpztune ARGS`` in a subprocess."""
@@ -142,7 +144,7 @@ def test_report_cli_missing_storage_is_not_created(tmp_path, monkeypatch) -> Non
 
 @pytest.mark.slow
 def test_report_cli_on_a_real_numpy_mlp_study(data_dir, tmp_path) -> None:
-    run = ["run", "numpy-mlp", "--trials", "4", "--seed", "1", "--set", "epochs=3", "--quiet"]
+    run = [*RUN, "numpy-mlp", "--trials", "4", "--seed", "1", "--set", "epochs=3", "--quiet"]
     ok(rpztune(*run, "--data", str(data_dir), cwd=tmp_path))
     ok(rpztune("report", "--study", "numpy-mlp", cwd=tmp_path))
     page = (tmp_path / "rpztune-reports" / "study-numpy-mlp.html").read_text()
@@ -154,7 +156,7 @@ def test_report_cli_on_a_real_numpy_mlp_study(data_dir, tmp_path) -> None:
 def test_report_cli_on_a_real_mynet_study(data_dir, tmp_path) -> None:
     # mynet keeps epochs under config["train"] and records test_accuracy (not test_error).
     tiny = ["--set", "epochs=3", "--set", "data_fraction=0.01", "--set", "stages=1", "--set", "channels=8"]
-    run = ["run", "mynet", "--trials", "3", "--seed", "0", "--threads", "1", "--device", "cpu", "--quiet"]
+    run = [*RUN, "mynet", "--trials", "3", "--seed", "0", "--threads", "1", "--device", "cpu", "--quiet"]
     ok(rpztune(*run, *tiny, "--data", str(data_dir), cwd=tmp_path))
     ok(rpztune("report", "--study", "mynet", cwd=tmp_path))
     ok(rpztune("report", "--study", "mynet", "--csv", "--out", "tables", cwd=tmp_path))

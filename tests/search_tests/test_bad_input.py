@@ -28,6 +28,8 @@ from search.engine.checkpoints import CheckpointError, check_checkpoint
 from search.engine.storage import StorageError, get_storage, study_dirname
 from search.engine.study import max_workers
 
+RUN = ("run", "--stages", "search")  # the search alone (the pipeline's stages: test_pipeline.py)
+
 QUICK = ["--set", "epochs=3", "--set", "depth=0", "--set", "folds=1", "--quiet"]
 
 
@@ -37,7 +39,7 @@ def rpztune(*args: str, cwd: Path, check: bool = False) -> subprocess.CompletedP
 
 def test_more_workers_than_the_machine_can_run_are_refused_before_anything_is_written(tmp_path) -> None:
     too_many = max_workers() + 1
-    result = rpztune("run", "numpy-mlp", "--workers", str(too_many), "--trials", "1", cwd=tmp_path)
+    result = rpztune(*RUN, "numpy-mlp", "--workers", str(too_many), "--trials", "1", cwd=tmp_path)
     assert_refused(result, f"--workers {too_many} is more than this machine can run: at most", tmp_path)
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -47,7 +49,7 @@ def test_the_next_hint_is_shell_quoted_and_a_500_character_study_name_runs_and_e
     data_dir, tmp_path
 ) -> None:
     hostile = "a;touch PWNED #"
-    result = rpztune("run", "numpy-mlp", "--trials", "1", "--study", hostile, "--data", str(data_dir),
+    result = rpztune(*RUN, "numpy-mlp", "--trials", "1", "--study", hostile, "--data", str(data_dir),
                      *QUICK, cwd=tmp_path, check=True)  # fmt: skip
     hint = next(line for line in result.stdout.splitlines() if line.startswith("next: "))
     argv = shlex.split(hint.removeprefix("next: "))
@@ -56,7 +58,7 @@ def test_the_next_hint_is_shell_quoted_and_a_500_character_study_name_runs_and_e
     assert not (tmp_path / "PWNED").exists()
 
     long_name = "s" * 500
-    rpztune("run", "numpy-mlp", "--trials", "1", "--study", long_name, "--data", str(data_dir), *QUICK,
+    rpztune(*RUN, "numpy-mlp", "--trials", "1", "--study", long_name, "--data", str(data_dir), *QUICK,
             cwd=tmp_path, check=True)  # fmt: skip
     exported = rpztune("export", "--study", long_name, "--out", "out", cwd=tmp_path, check=True)
     assert (tmp_path / "out" / "numpy_nn.py").is_file(), exported.stdout
@@ -65,7 +67,7 @@ def test_the_next_hint_is_shell_quoted_and_a_500_character_study_name_runs_and_e
 
 @pytest.mark.slow
 def test_a_run_that_completes_no_trial_says_why(data_dir, tmp_path) -> None:
-    result = rpztune("run", "mynet", "--trials", "2", "--device", "cpu", "--data", str(data_dir),
+    result = rpztune(*RUN, "mynet", "--trials", "2", "--device", "cpu", "--data", str(data_dir),
                      "--set", "max_params=10", "--set", "epochs=1", "--set", "data_fraction=0.01", "--quiet",
                      cwd=tmp_path, check=True)  # fmt: skip
     assert "no trial completed; how the trials ended" in result.stdout
@@ -76,7 +78,7 @@ def test_a_run_that_completes_no_trial_says_why(data_dir, tmp_path) -> None:
 def test_a_failed_export_leaves_no_partial_folder_and_a_killed_refits_temporary_is_removed(
     data_dir, tmp_path
 ) -> None:
-    rpztune("run", "numpy-mlp", "--trials", "2", "--data", str(data_dir), *QUICK, cwd=tmp_path, check=True)
+    rpztune(*RUN, "numpy-mlp", "--trials", "2", "--data", str(data_dir), *QUICK, cwd=tmp_path, check=True)
     folder = tmp_path / "studies-checkpoints" / "numpy-mlp"
     killed = "import os, sys; from pathlib import Path; from objectives.files import replace_atomically; "
     killed += "replace_atomically(Path(sys.argv[1]), lambda tmp: os._exit(9))"  # dies mid-write
@@ -100,7 +102,7 @@ def test_a_failed_export_leaves_no_partial_folder_and_a_killed_refits_temporary_
 def test_an_export_onto_a_full_disk_is_one_line_and_writes_nothing(data_dir, tmp_path) -> None:
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
-    rpztune("run", "numpy-mlp", "--trials", "1", "--data", str(data_dir), *QUICK, cwd=tmp_path, check=True)
+    rpztune(*RUN, "numpy-mlp", "--trials", "1", "--data", str(data_dir), *QUICK, cwd=tmp_path, check=True)
     disk = tmp_path / "disk"
     disk.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], check=True)
@@ -219,7 +221,7 @@ def test_photos_beyond_the_pixel_limit_are_skipped_and_counted_before_decoding(d
 def test_a_study_resumed_with_another_space_or_sampler_is_refused_and_without_them_keeps_its_own(
     data_dir, tmp_path
 ) -> None:
-    common = ["run", "numpy-mlp", "--trials", "1", "--data", str(data_dir), "--quiet"]
+    common = [*RUN, "numpy-mlp", "--trials", "1", "--data", str(data_dir), "--quiet"]
     rpztune(*common, "--set", "epochs=3", "--set", "folds=1", cwd=tmp_path, check=True)
     other_space = rpztune(*common, "--set", "epochs=5", "--set", "folds=1", cwd=tmp_path)
     assert_refused(
@@ -242,7 +244,7 @@ def test_a_run_onto_a_full_disk_ends_with_one_line_and_its_trial_failed(data_dir
     disk.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], check=True)
     try:
-        result = rpztune("run", "numpy-mlp", "--trials", "15", "--data", str(data_dir), "--quiet", cwd=disk)
+        result = rpztune(*RUN, "numpy-mlp", "--trials", "15", "--data", str(data_dir), "--quiet", cwd=disk)
         assert result.returncode == 2, result.stderr
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
         assert result.stderr.startswith("rpztune run: error: no space left on the device holding ")

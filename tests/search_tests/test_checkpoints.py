@@ -17,6 +17,8 @@ import torch
 
 from search.engine.checkpoints import CheckpointError, KeepTopCheckpoints, check_checkpoint
 
+RUN = ("run", "--stages", "search")  # the search alone (the pipeline's stages: test_pipeline.py)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -56,7 +58,7 @@ def test_keep_top_ignores_pruned_trials_and_never_deletes_the_best_on_a_tie(tmp_
 
 @pytest.mark.slow
 def test_keep_top_through_the_real_command_leaves_k_checkpoints(data_dir, tmp_path) -> None:
-    args = ["run", "numpy-mlp", "--data", str(data_dir), "--trials", "5", "--seed", "1", "--pruner", "none"]
+    args = [*RUN, "numpy-mlp", "--data", str(data_dir), "--trials", "5", "--seed", "1", "--pruner", "none"]
     args += ["--set", "epochs=3", "--keep-top", "2", "--quiet"]
     rpz_cli.rpztune(*args, cwd=tmp_path)
     study = optuna.load_study(study_name="numpy-mlp", storage=f"sqlite:///{tmp_path / 'studies.db'}")

@@ -19,6 +19,8 @@ import pytest
 import rpz_cli
 from optuna.trial import TrialState
 
+RUN = ("run", "--stages", "search")  # the search alone (the pipeline's stages: test_pipeline.py)
+
 pytestmark = pytest.mark.slow  # real rpztune runs in subprocesses (2-26 s each, a 12 s study shared)
 
 
@@ -36,9 +38,9 @@ def study_dir(data_dir, tmp_path_factory) -> Path:
     """A study of 8 trials run by the real command, then resumed with 4 more."""
     work = tmp_path_factory.mktemp("study")
     common = ["--data", str(data_dir), "--seed", "3", "--set", "epochs=8", "--quiet"]
-    rpztune("run", "numpy-mlp", "--trials", "8", *common, cwd=work)
+    rpztune(*RUN, "numpy-mlp", "--trials", "8", *common, cwd=work)
     assert len(trial_states(work / "studies.db")) == 8
-    resumed = rpztune("run", "numpy-mlp", "--trials", "4", *common, cwd=work)
+    resumed = rpztune(*RUN, "numpy-mlp", "--trials", "4", *common, cwd=work)
     assert "4 new trials" in resumed.stdout
     return work
 
@@ -162,11 +164,20 @@ def test_evaluate_prints_one_json_line_matching_the_recorded_test_error(study_di
     ("args", "message"),
     [
         (["run", "no-such-task"], "unknown task 'no-such-task'; valid tasks: "),
-        (["run", "numpy-mlp", "--storage", "mongodb://x"], "unsupported storage URL"),
-        (["run", "numpy-mlp", "--storage", "sqlite:///missing/dir/s.db"], "does not exist"),
-        (["run", "numpy-mlp", "--data", "/no/such/path"], "data path '/no/such/path' does not exist"),
-        (["run", "numpy-mlp", "--set", "depth=9"], "depth must lie in [0, 3], got 9"),
-        (["run", "numpy-mlp", "--space", "nope.toml"], "space file 'nope.toml' does not exist"),
+        ([*RUN, "numpy-mlp", "--storage", "mongodb://x"], "unsupported storage URL"),
+        (
+            [*RUN, "numpy-mlp", "--storage", "sqlite:///missing/dir/s.db"],
+            "does not exist",
+        ),
+        (
+            [*RUN, "numpy-mlp", "--data", "/no/such/path"],
+            "data path '/no/such/path' does not exist",
+        ),
+        ([*RUN, "numpy-mlp", "--set", "depth=9"], "depth must lie in [0, 3], got 9"),
+        (
+            [*RUN, "numpy-mlp", "--space", "nope.toml"],
+            "space file 'nope.toml' does not exist",
+        ),
         (["export", "--study", "nope", "--out", "o"], "no study 'nope'"),
     ],
 )
@@ -176,7 +187,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, tmp_path
 
 
 def test_study_of_other_task_or_other_data_is_refused(study_dir, tmp_path) -> None:
-    result = rpztune("run", "numpy-mlp", "--trials", "1", cwd=study_dir, check=False)  # offline default data
+    result = rpztune(*RUN, "numpy-mlp", "--trials", "1", cwd=study_dir, check=False)  # offline default data
     assert result.returncode == 2
     assert "fingerprint" in result.stderr and "Traceback" not in result.stderr
     other = rpztune(
@@ -202,7 +213,8 @@ def test_offline_demo_warns_once_labels_the_stand_in_test_split_lists_what_it_ma
     quiet |= {name: closed for name in ("https_proxy", "http_proxy", "HTTPS_PROXY", "HTTP_PROXY")}
     tiny = ["--set", "epochs=1", "--set", "data_fraction=0.02", "--set", "stages=1", "--set", "channels=8"]
     run = rpz_cli.rpztune(
-        "run", "mynet", "--workers", "2", "--trials", "2", "--threads", "1", "--seed", "0", "--quiet", *tiny,
+        *RUN, "mynet",  "--workers", "2", "--trials", "2", "--threads", "1",
+        "--seed", "0", "--quiet", *tiny,
         cwd=tmp_path, env=quiet,
     )  # fmt: skip
     assert run.stderr.count("INSTEAD of FashionMNIST") == 1, run.stderr

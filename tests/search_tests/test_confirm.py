@@ -27,6 +27,8 @@ from search.cli import main
 from search.selection.confirm import confirm_study_name, default_plan
 from search.selection.winner import Estimate, choose_confirmed, find_winner
 
+RUN = ("run", "--stages", "search")  # the search alone (the pipeline's stages: test_pipeline.py)
+
 # Fixed epochs and width, no pruning: 3 complete trials whose replicates train long enough to be killed.
 COMMON = ["--seed", "5", "--set", "epochs=40", "--set", "depth=1", "--set", "width=32", "--pruner", "none"]
 CONFIRM = ["confirm", "--study", "numpy-mlp", "--top", "2", "--folds", "2"]
@@ -78,7 +80,7 @@ def running_with_worker(work: Path) -> int:
 def work(data_dir, tmp_path_factory) -> Path:
     """A real numpy-mlp study of 3 trials, then a confirmation killed with SIGKILL mid-replicate and rerun."""
     work = tmp_path_factory.mktemp("confirm")
-    run = ["run", "numpy-mlp", "--trials", "3", "--data", str(data_dir), *COMMON, "--quiet"]
+    run = [*RUN, "numpy-mlp", "--trials", "3", "--data", str(data_dir), *COMMON, "--quiet"]
     assert cli(*run, "--storage", storage(work))[0] == 0
     command = [sys.executable, "-m", "search.cli", *CONFIRM]
     env = {**os.environ, "PYTHONPATH": str(rpz_cli.ROOT), "RPZTUNE_CACHE": str(work / "cache")}
@@ -126,7 +128,8 @@ def test_status_and_the_pages_show_the_confirmation_on_its_search_study(work, tm
     code, out, _ = cli("status", "--storage", storage(work))
     winner = optuna.load_study(study_name="numpy-mlp", storage=storage(work)).user_attrs["confirm"]["winner"]
     assert code == 0 and confirm_study_name("numpy-mlp") not in out, out  # no row of its own
-    assert f"confirmed: trial {winner} (2 trials × 2 folds)" in " ".join(out.split()), out
+    flat = " ".join(out.split())
+    assert f"confirmed: trial {winner}: val_error " in flat and "(2 trials × 2 folds)" in flat, out
     header, row = out.splitlines()[:2]
     assert [len(header.split()), row.index("3")] == [len(row.split()), header.index("trials")], out
     assert cli("report", "--storage", storage(work), "--out", str(tmp_path))[0] == 0
@@ -207,7 +210,7 @@ def test_default_plan_refuses_folds_for_mynet_and_single_replicates() -> None:
 
 @pytest.mark.slow
 def test_sigterm_stops_the_confirm_workers_too(data_dir, tmp_path) -> None:
-    run = ["run", "numpy-mlp", "--trials", "2", "--data", str(data_dir), *COMMON, "--quiet"]
+    run = [*RUN, "numpy-mlp", "--trials", "2", "--data", str(data_dir), *COMMON, "--quiet"]
     assert cli(*run, "--storage", storage(tmp_path))[0] == 0
     command = [sys.executable, "-m", "search.cli", *CONFIRM[:-1], "5", "--workers", "2"]  # 10 replicates
     env = {**os.environ, "PYTHONPATH": str(rpz_cli.ROOT), "RPZTUNE_CACHE": str(tmp_path / "cache")}

@@ -54,7 +54,8 @@ def work(photos_dir, tmp_path_factory) -> Path:
     url = f"sqlite:///{work / 'studies.db'}"
     new = other_source(photos_dir, work / "new")
     sets = [item for key in [*PROBE, f"max_images={N_IMAGES}", f"new_data={new}"] for item in ("--set", key)]
-    run = ["run", "finetune", "--data", str(photos_dir), "--trials", "2", "--pruner", "none", "--seed", "0"]
+    run = ["run", "finetune", "--stages", "search,confirm,refit", "--data", str(photos_dir), "--trials", "2"]
+    run += ["--pruner", "none", "--seed", "0"]
     code, out = cli(*run, *sets, "--quiet", "--confirm", "2", "--storage", url)
     assert code == 0, out
     work.joinpath("run.txt").write_text(out)

@@ -18,6 +18,8 @@ from rpz_cli import finish, rpztune, start
 from search.engine.storage import get_storage
 from search.selection.confirm import confirm_study_name
 
+RUN = ("run", "--stages", "search")  # the search alone (the pipeline's stages: test_pipeline.py)
+
 pytestmark = pytest.mark.slow
 
 # Unpruned trials of fixed size: their replicates train long enough (seconds) for a signal to land in one.
@@ -29,7 +31,7 @@ CONFIRM = ["confirm", "--study", "numpy-mlp", "--top", "2", "--folds", "5"]  # 1
 def searched(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real numpy-mlp study of 2 complete trials (no confirmation yet)."""
     work = tmp_path_factory.mktemp("searched")
-    run = ["run", "numpy-mlp", "--trials", "2", "--data", str(data_dir), *SEARCH, "--quiet", "--threads", "1"]
+    run = [*RUN, "numpy-mlp", "--trials", "2", "--data", str(data_dir), *SEARCH, "--quiet", "--threads", "1"]
     rpztune(*run, cwd=work)
     return work / "studies.db"
 

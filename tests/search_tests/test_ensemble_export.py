@@ -28,6 +28,8 @@ from search.selection.ensemble import estimate_ensemble, predictions_file
 from search.selection.winner import find_winner
 from spaces.mynet import MyNetTrialConfig
 
+RUN = ("run", "--stages", "search")  # the search alone (the pipeline's stages: test_pipeline.py)
+
 MYNET = [
     "--set", "data_fraction=0.01", "--set", "epochs=2", "--set", "stages=1", "--set", "channels=8",
     "--set", "fc_layers=0", "--set", "batch_size=32", "--set", "optimizer=adamw", "--set", "val_images=1000",
@@ -112,7 +114,7 @@ def work(data_dir, tmp_path_factory) -> Path:
     """A small real mynet study (3 trials) confirmed over 2 seeds for its top 2 configurations."""
     work = tmp_path_factory.mktemp("ensemble")
     url = f"sqlite:///{work / 'studies.db'}"
-    assert cli("run", "mynet", "--data", str(data_dir), *MYNET, "--storage", url)[0] == 0
+    assert cli(*RUN, "mynet", "--data", str(data_dir), *MYNET, "--storage", url)[0] == 0
     code, out, err = cli("confirm", "--study", "mynet", "--top", "2", "--seeds", "2", "--device", "cpu",
                          "--storage", url)  # fmt: skip
     assert code == 0, err
@@ -171,7 +173,11 @@ def test_export_refuses_too_few_confirmed_or_no_gain_with_one_line(work, tmp_pat
     lines: list[str] = []
     winner = find_winner(f"sqlite:///{copy / 'studies.db'}", "mynet")
     source, files, _ = submission_ensembles(
-        f"sqlite:///{copy / 'studies.db'}", {"mynet": winner}, 2, tmp_path, log=lines.append
+        f"sqlite:///{copy / 'studies.db'}",
+        {"mynet": winner},
+        {"mynet": (2, False)},
+        tmp_path,
+        log=lines.append,
     )
     assert files == {} and "MyNetEnsemble" not in source and "MYNET_CFG = MyNetCfg(" in source
     assert lines and lines[0].startswith("mynet: the winner alone, confirmation shows no gain")
@@ -188,7 +194,7 @@ def test_export_writes_the_ensemble_when_confirmation_shows_a_gain(work, tmp_pat
     lines: list[str] = []
     (tmp_path / "s").mkdir()
     source, files, _ = submission_ensembles(
-        url, {"mynet": find_winner(url, "mynet")}, 2, tmp_path / "s", log=lines.append
+        url, {"mynet": find_winner(url, "mynet")}, {"mynet": (2, False)}, tmp_path / "s", log=lines.append
     )
     assert ("MyNetEnsemble" in source) == estimate.helps == ("model.pt" in files)
     if estimate.helps:

@@ -15,6 +15,8 @@ import torch
 from objectives.finetune.objective import load_model
 from search import evaluate, find_winner
 
+RUN = ("run", "--stages", "search")  # the search alone (the pipeline's stages: test_pipeline.py)
+
 pytestmark = pytest.mark.slow  # a real fine-tune study (7 s) and rpztune subprocesses (4-6 s each)
 
 # Any socket use (a download, a hub check) prints a marker and fails; the tests assert the marker is absent.
@@ -38,7 +40,7 @@ def study_dir(photos_dir, tmp_path_factory) -> Path:
     """Two linear-probe trials of a tiny finetune study, run by the real command without network."""
     work = tmp_path_factory.mktemp("finetune")
     args = ["--data", str(photos_dir), "--trials", "2", "--seed", "0", "--pruner", "none", "--threads", "1"]
-    rpztune("run", "finetune", *args, *TINY, "--quiet", cwd=work)
+    rpztune(*RUN, "finetune", *args, *TINY, "--quiet", cwd=work)
     return work
 
 
@@ -120,9 +122,18 @@ def test_standalone_export_needs_no_timm(study_dir, tmp_path, run_standalone) ->
     ("args", "message"),
     [
         (["run", "finetune"], "the finetune task needs photos: --data FOLDER"),
-        (["run", "finetune", "--data", "/no/such/photos"], "data path '/no/such/photos' does not exist"),
-        (["run", "finetune", "--set", "freeze=half"], "freeze must be one of 'linear', 'last_k', 'full'"),
-        (["run", "finetune", "--set", "max_memory_mb=0"], "max_memory_mb must be a positive integer (MiB)"),
+        (
+            [*RUN, "finetune", "--data", "/no/such/photos"],
+            "data path '/no/such/photos' does not exist",
+        ),
+        (
+            [*RUN, "finetune", "--set", "freeze=half"],
+            "freeze must be one of 'linear', 'last_k', 'full'",
+        ),
+        (
+            [*RUN, "finetune", "--set", "max_memory_mb=0"],
+            "max_memory_mb must be a positive integer (MiB)",
+        ),
     ],
 )
 def test_bad_finetune_input_is_one_line_exit_2_and_writes_nothing(args, message, tmp_path) -> None:

@@ -17,12 +17,14 @@ from search.engine.recovery import worker_identity
 from search.engine.storage import get_storage
 from search.engine.write_behind import write_behind
 
+RUN = ("run", "--stages", "search")  # the search alone (the pipeline's stages: test_pipeline.py)
+
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
 
 
 def test_heartbeat_grace_below_the_minimum_is_refused_before_the_storage_is_written(tmp_path, capsys) -> None:
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    assert main(["run", "numpy-mlp", "--heartbeat-grace", "1", "--storage", storage]) == 2
+    assert main([*RUN, "numpy-mlp", "--heartbeat-grace", "1", "--storage", storage]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "rpztune run: error: --heartbeat-grace must be at least 3 seconds, but got 1"
     ]

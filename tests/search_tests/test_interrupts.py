@@ -17,6 +17,8 @@ from rpz_cli import finish, start
 
 from search.engine.storage import get_storage
 
+RUN = ("run", "--stages", "search")  # the search alone (the pipeline's stages: test_pipeline.py)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # The signal is sent from inside a weakref callback and lands there (the loop gives the handler bytecode to
@@ -185,7 +187,7 @@ def test_interrupts_stopping_two_workers_mid_run_is_one_line_naming_the_cause(
     per interrupted trial, every interrupted trial FAIL with the cause, nothing RUNNING."""
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     quick = ["--set", "epochs=3", "--set", "depth=0", "--quiet", "--threads", "1"]
-    proc = start("run", "numpy-mlp", "--workers", "2", "--trials", "100000", "--data", str(data_dir),
+    proc = start(*RUN, "numpy-mlp", "--workers", "2", "--trials", "100000", "--data", str(data_dir),
                  "--storage", storage, *quick, cwd=tmp_path)  # fmt: skip
     try:
         deadline = time.monotonic() + 300  # bounds a failure only

@@ -29,6 +29,8 @@ from rpz_netns import SUBNET, Network, missing_tools
 from search.engine.heartbeat import interval_for
 from search.engine.storage import get_storage
 
+RUN = ("run", "--stages", "search")  # the search alone (the pipeline's stages: test_pipeline.py)
+
 pytestmark = pytest.mark.slow  # minutes of namespaces, PostgreSQL and two worker hosts
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,7 +129,7 @@ def start_two_hosts(cluster: Cluster, study: str, data_dir: Path) -> tuple[subpr
     about 2 s on a quiet machine spent it before the retry was queued and left it WAITING. The test stops b
     once the retry is done (:func:`stop_mid_trial`)."""
     settings = [arg for setting in TINY for arg in ("--set", setting)]
-    first = rpztune(cluster, "a", "run", "mynet", "--study", study, "--trials", "1", "--data", str(data_dir),
+    first = rpztune(cluster, "a", *RUN, "mynet", "--study", study, "--trials", "1", "--data", str(data_dir),
                     "--no-baseline", "--pruner", "none", "--seed", "0", "--heartbeat-grace", str(GRACE),
                     *settings, log=f"{study}-run.log")  # fmt: skip
     assert wait(first, 300) == 0, log_tail(cluster, study, "run")

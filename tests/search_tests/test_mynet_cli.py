@@ -15,6 +15,8 @@ from objectives.mynet.data import load_fashion
 from search import evaluate, export, find_winner
 from search.selection.refit import refit
 
+RUN = ("run", "--stages", "search")  # the search alone (the pipeline's stages: test_pipeline.py)
+
 # slow: a real mynet study (9 s) shared by the module, and rpztune subprocesses; tiny networks
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -46,7 +48,7 @@ def study_dir(data_dir, tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("mynet")
     args = ["--data", str(data_dir), "--trials", "3", "--seed", "0", "--pruner", "none", "--device", "cpu"]
     args += ["--threads", "1"]
-    rpztune("run", "mynet", *args, *TINY, "--quiet", cwd=work)
+    rpztune(*RUN, "mynet", *args, *TINY, "--quiet", cwd=work)
     return work
 
 
@@ -128,10 +130,13 @@ def test_evaluate_scores_the_trials_own_checkpoint(study_dir, data_dir) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run", "mynet", "--set", "kernel_size=4"], "kernel_size must be one of 1, 3, 5, 7; got 4"),
+        (
+            [*RUN, "mynet", "--set", "kernel_size=4"],
+            "kernel_size must be one of 1, 3, 5, 7; got 4",
+        ),
         (["refit", "--study", "nope"], "no study 'nope'"),
         pytest.param(
-            ["run", "mynet", "--device", "cuda"],
+            [*RUN, "mynet", "--device", "cuda"],
             "--device cuda, but torch sees no CUDA device",
             marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA"),
         ),

@@ -1,4 +1,4 @@
-"""``rpztune submit`` on three short real studies (numpy-mlp, mynet with a refit, finetune), ``rpztune
+"""``rpztune submit --timeout`` from nothing (three short real studies through the pipeline), ``rpztune
 validate`` on the zip it writes, and on zips that must fail, each for its own reason."""
 
 from __future__ import annotations
@@ -16,19 +16,24 @@ import rpz_cli
 from nn_numpy import standalone_source
 from search.delivery.validate import OPTIONAL_FILES, REQUIRED_FILES, Limits, validate
 
-pytestmark = pytest.mark.slow  # three real studies and a refit (over a minute)
+pytestmark = pytest.mark.slow  # three real studies with confirmations and refits (minutes)
 
-NUMPY = ["--set", "epochs=5", "--trials", "3", "--pruner", "none"]
-MYNET = [
-    "--set", "data_fraction=0.01", "--set", "epochs=2", "--set", "stages=1", "--set", "channels=8",
-    "--set", "kernel_size=3", "--set", "fc_layers=0", "--set", "batch_size=32", "--set", "head=flatten",
-    "--set", "optimizer=adamw", "--set", "adamw_lr=0.003", "--trials", "2", "--pruner", "none",
-    "--device", "cpu",
-]  # fmt: skip
-FINETUNE = [
-    "--set", "max_images=300", "--set", "epochs=8", "--set", "freeze=linear", "--set", "augment=none",
-    "--set", "resolution=224", "--set", "backbone=tf_efficientnet_lite0", "--trials", "1", "--pruner", "none",
-]  # fmt: skip
+# `submit --timeout` runs the three studies itself: the baseline trial each (one configuration: the pipeline
+# skips confirmation, which tests/search_tests/test_pipeline.py covers), refit, on tiny spaces (numpy-mlp 5
+# epochs; mynet one 8-channel stage, 2 epochs on 1 % of the images; finetune a lite0 224 px probe on 300
+# photos)
+SETTINGS = {
+    "numpy-mlp": ["epochs=5"],
+    "mynet": [
+        "data_fraction=0.01", "epochs=2", "stages=1", "channels=8", "kernel_size=3", "fc_layers=0",
+        "batch_size=32", "head=flatten", "optimizer=adamw", "adamw_lr=0.003", "refit_epochs=2",
+    ],
+    "finetune": [
+        "max_images=300", "epochs=8", "freeze=linear", "augment=none", "resolution=224",
+        "backbone=tf_efficientnet_lite0",
+    ],
+}  # fmt: skip
+BUDGET = 2400  # seconds; the studies end by their --trials long before (a minute or two)
 
 
 def rpztune(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -38,25 +43,31 @@ def rpztune(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedPr
 
 @pytest.fixture(scope="module")
 def work(data_dir, tmp_path_factory) -> Path:
-    """Three short real studies, a refit of the mynet winner, and ``rpztune submit`` (fcnet run by it)."""
+    """``rpztune submit --timeout`` from nothing: three studies through the pipeline, the FCNet study, the
+    zip and validate."""
     if not (data_dir / "dogs_and_cats" / "cat").is_dir():
         pytest.skip(f"no Dogs-vs-Cats photos under {data_dir}")
     work = tmp_path_factory.mktemp("submit")
-    common = ["--seed", "0", "--threads", "1", "--quiet"]
-    rpztune("run", "numpy-mlp", "--data", str(data_dir), *NUMPY, *common, cwd=work)
-    rpztune("run", "mynet", "--data", str(data_dir), *MYNET, *common, cwd=work)
-    rpztune("run", "finetune", "--data", str(data_dir / "dogs_and_cats"), *FINETUNE, *common, cwd=work)
-    rpztune("refit", "--study", "mynet", "--device", "cpu", cwd=work)
+    sets = [arg for task, keys in SETTINGS.items() for key in keys for arg in ("--set", f"{task}:{key}")]
     # validate judges FinetuneNet on 200 photos of --data drawn afresh: this probe classifies 97.2 % of all
     # 1,500 photos right, 6 binomial standard deviations of a 200-photo draw above the 90 % threshold; a
     # smaller one (120 photos at 96 px) scored 89.5 % on one draw and 96 % on another
-    submitted = rpztune("submit", "--out", "submission.zip", "--data", str(data_dir), cwd=work)
+    submitted = rpztune(
+        "submit", "--out", "submission.zip", "--data", str(data_dir), "--timeout", str(BUDGET), "--trials",
+        "1", "--seed", "0", *sets, cwd=work,
+    )  # fmt: skip
     (work / "submit.out").write_text(submitted.stdout)
     return work
 
 
 def study(work: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{work / 'studies.db'}")
+
+
+def winner_of(done: optuna.Study) -> optuna.trial.FrozenTrial:
+    """What export and submit write: the confirmed winner, else the best trial."""
+    confirmed = (done.user_attrs.get("confirm") or {}).get("winner")
+    return done.best_trial if confirmed is None else done.trials[confirmed]
 
 
 def test_submit_writes_the_labs_files_at_the_zip_root_and_they_validate(work) -> None:
@@ -79,15 +90,24 @@ def test_submit_writes_the_labs_files_at_the_zip_root_and_they_validate(work) ->
     assert not list(work.glob(".submission.zip.*")), "no temp file is left beside the zip"
 
 
-def test_submit_takes_the_mynet_refit_and_the_finetune_winner(work) -> None:
-    mynet, finetune = study(work, "mynet"), study(work, "finetune")
-    refit = mynet.user_attrs[f"refit:{mynet.best_trial.number}"]
+def test_submit_timeout_runs_each_study_through_the_pipeline_and_takes_the_refits(work) -> None:
+    printed = (work / "submit.out").read_text()
     folder = work / "studies-checkpoints"
-    with zipfile.ZipFile(work / "submission.zip") as archive:
-        assert archive.read("model.pt") == (folder / "mynet" / refit["checkpoint"]).read_bytes()
-        ft_checkpoint = folder / "finetune" / finetune.best_trial.user_attrs["checkpoint"]
-        assert archive.read("finetuned.pt") == ft_checkpoint.read_bytes()
-    assert f"trial {mynet.best_trial.number} of 'mynet'" in (work / "submit.out").read_text()
+    for name, role, weights in (("mynet", "mynet", "model.pt"), ("finetune", "finetune", "finetuned.pt")):
+        done = study(work, name)
+        assert done.user_attrs["pipeline"]["done"] == ["search", "confirm", "refit", "ensemble"]
+        winner = winner_of(done)
+        refit = done.user_attrs[f"refit:{winner.number}"]
+        with zipfile.ZipFile(work / "submission.zip") as archive:
+            assert archive.read(weights) == (folder / name / refit["checkpoint"]).read_bytes()
+        assert f"trial {winner.number} of {name!r}: single-split" in printed and "unconfirmed" in printed
+        assert f"{role}: rpztune run {name} --study {name} for " in printed
+        assert f"{role}: confirm: skipped: one configuration completed" in printed
+    numpy = study(work, "numpy-mlp")
+    assert numpy.user_attrs["pipeline"]["done"] == ["search", "confirm", "refit", "ensemble"]
+    last = printed.strip().splitlines()[-1]
+    assert last.startswith("time: numpy ") and f"of the {BUDGET} s budget" in last
+    assert not list(work.glob(".submission.zip.progress.json")), "the progress file goes with the zip"
 
 
 def test_submit_runs_a_short_fcnet_study_of_mlps_when_there_is_none(work) -> None:
@@ -104,7 +124,8 @@ def test_submit_runs_a_short_fcnet_study_of_mlps_when_there_is_none(work) -> Non
 def test_export_prints_what_it_wrote_and_the_winners_validation_and_test_figures(work) -> None:
     mynet = rpztune("export", "--study", "mynet", "--out", "mynet-out", cwd=work).stdout
     summary = json.loads((work / "mynet-out" / "winner.json").read_text())
-    assert f"validation val_accuracy {study(work, 'mynet').best_value:.4f}" in mynet
+    winner = study(work, "mynet").trials[summary["trial"]]
+    assert f"validation val_accuracy {winner.value:.4f}" in mynet
     assert (
         f"test_accuracy {summary['test_accuracy']:.4f} on 5000 test images (never used for tuning)" in mynet
     )
@@ -190,7 +211,7 @@ def test_validate_of_a_missing_or_non_zip_file_is_a_clear_error(work, tmp_path) 
 def test_submit_reports_a_missing_or_corrupt_checkpoint_by_trial_and_file(work, tmp_path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(work, copy, ignore=shutil.ignore_patterns("cache", "*.zip"))
-    finetune = study(copy, "finetune").best_trial
+    finetune = winner_of(study(copy, "finetune"))
     checkpoint = copy / "studies-checkpoints" / "finetune" / finetune.user_attrs["checkpoint"]
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # a truncated file
     result = rpztune("submit", "--out", "s.zip", cwd=copy, check=False)
@@ -204,12 +225,12 @@ def test_submit_reports_a_missing_or_corrupt_checkpoint_by_trial_and_file(work, 
         copy
         / "studies-checkpoints"
         / "mynet"
-        / mynet.user_attrs[f"refit:{mynet.best_trial.number}"]["checkpoint"]
+        / mynet.user_attrs[f"refit:{winner_of(mynet).number}"]["checkpoint"]
     )
     refit.unlink()
     result = rpztune("export", "--study", "mynet", "--out", "o", cwd=copy, check=False)
     assert result.returncode == 2, result.stderr
-    assert f"the refit of trial {mynet.best_trial.number} of 'mynet'" in result.stderr
+    assert f"the refit of trial {winner_of(mynet).number} of 'mynet'" in result.stderr
     assert f"checkpoint {refit.relative_to(copy)} is missing" in result.stderr
 
 

@@ -19,6 +19,8 @@ from rpz_cli import finish, start
 from search.engine.recovery import recover_orphans, trials_lost_with, worker_identity
 from search.engine.storage import get_storage
 
+RUN = ("run", "--stages", "search")  # the search alone (the pipeline's stages: test_pipeline.py)
+
 pytestmark = pytest.mark.slow  # real worker processes training (3-32 s each)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +34,7 @@ def start_numpy_mlp(
 ) -> subprocess.Popen:
     """Start ``rpztune run numpy-mlp [--workers W] --trials T --data DATA_DIR OPTIONS`` in ``tmp_path``."""
     parallel = ["--workers", str(workers)] if workers > 1 else []
-    argv = ["run", "numpy-mlp", *parallel, "--trials", str(trials), "--data", str(data_dir), *options]
+    argv = [*RUN, "numpy-mlp", *parallel, "--trials", str(trials), "--data", str(data_dir), *options]
     return start(*argv, cwd=tmp_path)
 
 
@@ -166,7 +168,7 @@ def test_the_retry_of_a_killed_mynet_trial_resumes_from_its_last_epoch(data_dir,
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     tiny = ["--set", "stages=1", "--set", "channels=8", "--set", "head=flatten", "--set", "fc_layers=0"]
     proc = start(
-        "run", "mynet", "--trials", "1", "--workers", "2", "--device", "cpu", "--pruner", "none",
+        *RUN, "mynet", "--trials", "1", "--workers", "2", "--device", "cpu", "--pruner", "none",
         "--data", str(data_dir), "--storage", storage, "--set", "epochs=12", *tiny, "--quiet", cwd=tmp_path,
     )  # fmt: skip
     victim, deadline = None, time.time() + 240
@@ -200,7 +202,7 @@ def test_workers_on_one_machine_share_its_ram_under_the_default_memory_cap(data_
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     tiny = ["--set", "stages=1", "--set", "channels=8", "--set", "epochs=1", "--set", "data_fraction=0.01"]
     code, _, err = finish(start(
-        "run", "mynet", "--trials", "4", "--workers", "4", "--device", "cpu", "--pruner", "none",
+        *RUN, "mynet", "--trials", "4", "--workers", "4", "--device", "cpu", "--pruner", "none",
         "--no-baseline", "--data", str(data_dir), "--storage", storage, *tiny, "--quiet", cwd=tmp_path,
     ))  # fmt: skip
     assert code == 0, err

@@ -1,0 +1,83 @@
+"""The pipeline's budget arithmetic and its confirmation plan (no training)."""
+
+from __future__ import annotations
+
+import datetime
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from objectives import BudgetShares
+from search.pipeline.budget import STAGES, Budget, parse_stages
+from search.pipeline.run import confirm_plan, replicate_seconds
+
+
+def trial(number: int, seconds: float, **attrs) -> optuna.trial.FrozenTrial:
+    start = datetime.datetime(2026, 12, 6, 12, 0, 0)
+    return optuna.trial.FrozenTrial(
+        number=number, state=TrialState.COMPLETE, value=0.1, values=None, datetime_start=start,
+        datetime_complete=start + datetime.timedelta(seconds=seconds), params={}, distributions={},
+        user_attrs=attrs, system_attrs={}, intermediate_values={}, trial_id=number,
+    )  # fmt: skip
+
+
+def test_each_stage_gets_its_share_of_what_is_left_over_the_stages_still_to_run() -> None:
+    budget = Budget(BudgetShares(search=0.6, confirm=0.3, refit=0.1), STAGES, seconds=103, started=1000.0)
+    assert budget.end == pytest.approx(1100.0)  # the command's exit keeps END_RESERVE_S (3 s)
+    assert budget.share("search") == pytest.approx(0.6)
+    budget.spent["search"] = 80.0  # the search ended; confirm and refit share what is left, 3 : 1
+    assert budget.share("confirm") == pytest.approx(0.75) and budget.share("refit") == pytest.approx(0.25)
+    budget.spent["confirm"] = 5.0
+    assert budget.share("refit") == 1.0 and budget.share("ensemble") == 0.0
+
+
+def test_a_stage_left_out_gives_its_share_to_the_others() -> None:
+    budget = Budget(BudgetShares(search=0.6, confirm=0.3, refit=0.1), ("search", "refit"), seconds=70)
+    assert budget.share("search") == pytest.approx(6 / 7)
+    assert "confirm" not in budget.plan(("fold", 5))
+
+
+def test_no_budget_means_no_deadline() -> None:
+    budget = Budget(BudgetShares(), STAGES)
+    assert budget.deadline("search") is None and budget.left() is None
+    assert budget.plan(("seed", 2)).startswith("plan: search, confirm ≤ 3 trials × 2 seeds, refit")
+
+
+def test_the_plan_names_each_stage_with_its_minutes() -> None:
+    plan = Budget(BudgetShares(search=0.7, confirm=0.2, refit=0.1), STAGES, seconds=1200).plan(("fold", 5))
+    assert plan == (
+        "plan for 20.0 min: search 14.0 min, confirm ≤ 3 trials × 5 folds ≈ 4.0 min, refit ≈ 2.0 min, "
+        "ensemble if confirmation shows a gain"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "stages"), [("search", ("search",)), ("refit, search", ("search", "refit"))]
+)
+def test_stages_are_put_in_pipeline_order(text, stages) -> None:
+    assert parse_stages(text) == stages
+
+
+@pytest.mark.parametrize("text", ["", "search,deploy", ","])
+def test_unknown_or_no_stages_are_refused(text) -> None:
+    with pytest.raises(ValueError, match="--stages: unknown stage"):
+        parse_stages(text)
+
+
+def test_a_replicate_is_estimated_at_its_trials_training_seconds_over_its_folds() -> None:
+    assert replicate_seconds(trial(0, 50.0, train_seconds=20.0)) == 20.0
+    assert replicate_seconds(trial(1, 50.0)) == 50.0  # no train_seconds: the whole duration
+    assert replicate_seconds(trial(2, 50.0, folds=5)) == 10.0  # a 5-fold trial trained five times
+
+
+def test_confirmation_takes_the_most_top_trials_that_fit_with_the_reference() -> None:
+    leaders = [trial(n, 10.0) for n in range(1, 5)]
+    reference = trial(0, 10.0)
+    # 2 configurations × 2 seeds = 4 replicates of (10 + 1) s, ×1.25, + 5 s: 60 s
+    assert confirm_plan(leaders, reference, 2, 1, 60.0, 3, overhead=5.0) == (1, pytest.approx(60.0))
+    assert confirm_plan(leaders, reference, 2, 1, 59.0, 3, overhead=5.0)[0] == 0  # not even that fits
+    assert confirm_plan(leaders, reference, 2, 2, 59.0, 3, overhead=5.0)[0] == 2  # two workers: 3 rounds
+    assert confirm_plan(leaders, reference, 2, 1, None, 3)[0] == 3  # no budget: the most asked
+    assert confirm_plan(leaders[:1], None, 2, 1, None, 3) == (0, 0.0)  # one configuration: no comparison
+    assert confirm_plan([reference, *leaders], reference, 2, 1, None, 3)[0] == 3  # the reference leads
