@@ -49,6 +49,7 @@ DEFAULT_STORAGE = "sqlite:///studies.db"
 HEARTBEAT_INTERVAL_S = 10
 GRACE_PERIOD_S = 30
 SQLITE_BUSY_TIMEOUT_S = 60
+PG_IDLE_IN_TRANSACTION_S = 10  # a PostgreSQL transaction idle this long is ended by the server
 _SCHEMA_RETRIES = 8
 _MAX_DIRNAME = 240  # a longer name (which no file system took) is cut and hashed
 _KEPT_OPEN = 8  # storages a process keeps open (a test process opens many)
@@ -122,6 +123,12 @@ def _open(url: str, scheme: str) -> optuna.storages.BaseStorage:
             target = f"sqlite:///file:{quote(str(path.resolve()))}?mode=ro&uri=true"
         with _folder_lock(path.parent):  # two processes creating a fresh file's tables take turns
             return _rdb(target, engine_kwargs, shown=url)
+    if url.split(":", 1)[0].split("+")[0] in ("postgresql", "postgres"):
+        # A machine whose link is cut in the middle of a transaction keeps its row locks on the server until
+        # the connection is known dead, and the other machines' heartbeat recovery waits on them; rpztune's
+        # transactions never sit idle, so the server ends one that does after PG_IDLE_IN_TRANSACTION_S.
+        timeout = f"-c idle_in_transaction_session_timeout={PG_IDLE_IN_TRANSACTION_S * 1000}"
+        return _rdb(url, {"pool_pre_ping": True, "connect_args": {"options": timeout}})
     return _rdb(url, {"pool_pre_ping": True})
 
 

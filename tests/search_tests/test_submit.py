@@ -26,7 +26,7 @@ SETTINGS = {
     "numpy-mlp": ["epochs=5"],
     "mynet": [
         "data_fraction=0.01", "epochs=2", "stages=1", "channels=8", "kernel_size=3", "fc_layers=0",
-        "batch_size=32", "head=flatten", "optimizer=adamw", "adamw_lr=0.003", "refit_epochs=2",
+        "batch_size=32", "head=flatten", "optimizer=adamw", "adamw_lr=0.003", "refit_epochs=12",
     ],
     "finetune": [
         "max_images=300", "epochs=8", "freeze=linear", "augment=none", "resolution=224",

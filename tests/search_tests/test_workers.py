@@ -309,3 +309,15 @@ def test_journal_file_storage_serves_two_workers(data_dir, tmp_path) -> None:
     found = states(storage, "numpy-mlp")
     assert sorted(found) == list(range(10))
     assert all(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in found.values())
+
+
+def test_a_postgresql_transaction_left_idle_is_ended_by_the_server(pg_url) -> None:
+    # A machine cut off mid-transaction must not hold its row locks for the other machines' recovery.
+    import sqlalchemy
+
+    from search.engine.storage import PG_IDLE_IN_TRANSACTION_S, get_storage
+
+    engine = get_storage(pg_url).engine
+    with engine.connect() as connection:
+        shown = connection.execute(sqlalchemy.text("SHOW idle_in_transaction_session_timeout")).scalar()
+    assert shown == f"{PG_IDLE_IN_TRANSACTION_S}s"
