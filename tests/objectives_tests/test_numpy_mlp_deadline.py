@@ -11,26 +11,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import optuna
 import pytest
+from test_numpy_mlp import SMALL
 
 from nn_numpy import SE, SGD, Stopped, Trainer, build_mlp, load_model, predict
 from objectives import DeadlineReached, TrialContext
 from objectives.numpy_mlp.objective import fold_arrays, load_data, objective
 from spaces.numpy_mlp import SPACE
 
-SMALL = {
-    "depth": 1,
-    "width": 32,
-    "activation": "relu",
-    "init": "he",
-    "loss": "bce",
-    "lr": 0.05,
-    "momentum": 0.9,
-    "batch_size": 32,  # 800 or 750 training images: under 32 minibatches, one call per epoch and fold
-    "epochs": 8,
-    "augment_shift": 0,
-    "weight_decay": 1e-4,
-    "lr_decay": 0.95,
-}
+# SMALL's batches of 32 on 800 or 750 training images: under 32 minibatches, one stop call per epoch and fold
 
 
 @dataclass(frozen=True)
