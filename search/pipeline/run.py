@@ -23,6 +23,7 @@ import objectives
 from search.engine.storage import DEFAULT_STORAGE, storage_exists
 from search.engine.study import RunSummary, StudyError, load_study, run_study, study_dir, summarize
 from search.pipeline.budget import STAGES, Budget
+from search.selection.reference import with_reference
 
 __all__ = [
     "PIPELINE_ATTR",
@@ -151,9 +152,7 @@ def confirm_plan(
     the estimated seconds (0: none fits; no budget: ``most``)."""
     best = (0, 0.0)
     for top in range(1, min(most, len(leaders)) + 1):
-        chosen = leaders[:top]
-        if reference is not None and reference.number not in {t.number for t in chosen}:
-            chosen = [*chosen, reference]
+        chosen = with_reference(leaders[:top], reference)  # as confirm adds it
         if len(chosen) < 2:
             continue  # one configuration alone is not a comparison: the next top adds one
         each = max(replicate_seconds(t) for t in chosen)
