@@ -95,7 +95,9 @@ class FinetuneNet(nn.Module):
         pretrained = self.backbone.pretrained_cfg
         self.register_buffer("mean", torch.tensor(pretrained["mean"]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(pretrained["std"]).view(1, 3, 1, 1), persistent=False)
-        self.num_features = int(self.backbone.num_features)
+        # the width of timm's pre-logits: MobileNetV3's conv_head makes it 1280 where num_features says 960
+        width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        self.num_features = int(width)
         if cfg.head == "mlp":
             self.head = nn.Sequential(
                 nn.Dropout(cfg.dropout),

@@ -81,6 +81,18 @@ def _check_bool(value: Any) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
 
 
+def _check_positive_or_none(value: Any) -> str | None:
+    if value is None:
+        return None
+    ok = isinstance(value, float | int) and not isinstance(value, bool) and value > 0
+    return None if ok else "must be a positive number"
+
+
+def _check_factor(value: Any) -> str | None:
+    ok = isinstance(value, float | int) and not isinstance(value, bool) and value >= 1
+    return None if ok else "must be a number of at least 1"
+
+
 SPACE = Space(
     "finetune",
     [
@@ -134,6 +146,20 @@ SPACE = Space(
             None,
             check=_check_memory,
             doc="peak-memory cap per trial (default: RAM/4, at most 4096, shared by >2 workers)",
+        ),
+        Param(
+            "max_cpu_x_baseline",
+            "setting",
+            4.0,
+            check=_check_factor,
+            doc="CPU limit: x the baseline's CPU ms per 100 images at 1 thread (finetune/cpu_limit.py)",
+        ),
+        Param(
+            "max_cpu_ms",
+            "setting",
+            None,
+            check=_check_positive_or_none,
+            doc="CPU limit in ms per 100 images at 1 thread (set: replaces max_cpu_x_baseline)",
         ),
     ],
 )

@@ -35,6 +35,7 @@ from torch import nn
 from models.finetune import FinetuneNet, set_trainable
 from models.weights import WeightsError, backbone_catalogue, resolve_weights
 from objectives.finetune.augment import augment_batch, make_mix, make_policy
+from objectives.finetune.cpu_limit import over_cpu_limit
 from objectives.finetune.feature_cache import FeatureCache, weights_tag
 from objectives.finetune.photos import Photos, load_photos, seeded_split
 from objectives.finetune.proxy import condition_bank, proxy_score, proxy_weights
@@ -155,10 +156,15 @@ def objective(
     model, source, state = build_model(cfg, settings)
     trial.set_user_attr("weights_source", source)
     trial.set_user_attr("n_params", sum(p.numel() for p in model.parameters()))
-    load_probe_head(trial, stage, model.head, context.checkpoint_dir)
     curves: dict[str, list[float]] = {"train_loss": [], "orig_acc": [], "aug_acc": [], "proxy": []}
     if data.x_new is not None:
         curves["new_acc"] = []
+    cpu_ms, cpu_max, too_slow = over_cpu_limit(cfg.model, model, settings)
+    trial.set_user_attr("cpu_ms_per_100", round(cpu_ms, 1))
+    trial.set_user_attr("cpu_limit_ms", round(cpu_max, 1))
+    if too_slow:
+        raise context.pruned(trial, curves, too_slow)
+    load_probe_head(trial, stage, model.head, context.checkpoint_dir)
     micro_batch = None
     if not cfg.train.uses_cache:
         batch = min(cfg.train.batch_size, len(data.y_train))

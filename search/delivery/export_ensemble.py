@@ -24,7 +24,8 @@ from models import ensemble_source
 from models.ensemble import AveragedEnsemble, pack_states
 from objectives.files import atomic_write_text
 from objectives.hooks import Ensembling
-from objectives.training.fit import cpu_latency_ms, save_state
+from objectives.training.cpu_cost import cpu_ms_per_100
+from objectives.training.fit import save_state
 from search.engine.study import study_dir
 from search.selection.ensemble import EnsembleEstimate, estimate_ensemble, member_weights
 from search.selection.winner import Winner
@@ -105,8 +106,8 @@ def export_ensemble(
     written = [atomic_write_text(out / "pytorch_cnn.py", source)]
     written.append(save_state(pack_states([net.state_dict() for net in nets]), weights))
     _check_file(out / "pytorch_cnn.py", hooks, ensemble, weights)
-    single_ms = cpu_latency_ms(nets[0], hooks.input_shape)
-    ensemble_ms = cpu_latency_ms(ensemble, hooks.input_shape)
+    single_ms = cpu_ms_per_100(nets[0], hooks.input_shape[1:])
+    ensemble_ms = cpu_ms_per_100(ensemble, hooks.input_shape[1:])
     summary: dict[str, Any] = {
         "study": study.study_name,
         "trial": winner.trial.number,

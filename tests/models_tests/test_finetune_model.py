@@ -26,6 +26,15 @@ def test_finetune_net_maps_96px_images_to_two_logits(model) -> None:
     assert model.forward_features(x).shape == (3, model.num_features)
 
 
+@pytest.mark.parametrize("backbone", ["mobilenetv3_large_100", "resnet18"])
+def test_the_head_takes_the_backbones_pre_logits_width(backbone) -> None:
+    # MobileNetV3's pre-logits pass its conv_head: 1280 wide where timm's num_features says 960
+    model = FinetuneNet(FinetuneCfg(backbone=backbone, resolution=96)).eval()
+    with torch.inference_mode():
+        features = model.forward_features(torch.rand(2, 3, 96, 96))
+        assert features.shape == (2, model.num_features) and model(torch.rand(2, 3, 96, 96)).shape == (2, 2)
+
+
 def test_finetune_net_normalises_with_the_backbones_pretrained_cfg(model) -> None:
     cfg = model.backbone.pretrained_cfg
     assert model.mean.flatten().tolist() == pytest.approx(list(cfg["mean"]))

@@ -9,12 +9,14 @@ import pytest
 import torch
 from rpz_resume import die_then_retry
 
-from models.finetune import FinetuneNet
+from models.finetune import FinetuneCfg, FinetuneNet
 from objectives import TrialContext, get_task
 from objectives.finetune.augment import augment_batch, make_mix, make_policy
+from objectives.finetune.cpu_limit import cpu_cost, cpu_limit
 from objectives.finetune.objective import load_data
 from objectives.finetune.proxy import proxy_score
-from spaces.finetune import AUGMENTS, FinetuneTrialConfig
+from reports.trials import trials_frame
+from spaces.finetune import AUGMENTS, BASELINE, FinetuneTrialConfig
 
 TASK = get_task("finetune")
 FAST = {
@@ -106,6 +108,31 @@ def test_a_retry_resumes_its_dead_predecessor_and_ends_as_an_uninterrupted_run(d
     assert retry.intermediate_values == reference.intermediate_values
     kept = sorted(p.name for p in retry_dir.iterdir() if not p.name.startswith("probe-head-"))
     assert kept == ["trial-00001.pt"], "progress files are gone"
+
+
+def test_a_configuration_over_the_cpu_limit_is_pruned_with_its_reason_before_training(
+    data, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("RPZTUNE_CACHE", str(tmp_path / "cache"))  # a probe would write its features here
+    probe = {"freeze": "linear", "augment": "none"}
+    study = run(data, tmp_path, {**probe, "max_cpu_ms": 1.0})  # any real backbone costs more
+    over = study.trials[0]
+    attrs = over.user_attrs
+    assert over.state == optuna.trial.TrialState.PRUNED
+    assert attrs["cpu_ms_per_100"] > 1.0 and attrs["cpu_limit_ms"] == 1.0
+    assert attrs["prune_reason"] == (
+        f"CPU {attrs['cpu_ms_per_100']:.0f} ms per 100 images at 1 thread exceeds the limit of 1 ms "
+        "(max_cpu_ms): the evaluator's CPU time, measured before training"
+    )
+    assert attrs["curves"]["proxy"] == [] and "feature_cache" not in attrs and "checkpoint" not in attrs
+    assert not (tmp_path / "cache").exists(), "no feature was computed"
+    assert trials_frame(study)["extra_cpu_ms_per_100"].iloc[0] == attrs["cpu_ms_per_100"]  # the report's
+
+    # the default limit: a multiple of the baseline (the lite0 224 px probe) measured in this process
+    limit, source = cpu_limit({"max_cpu_x_baseline": 2.5})
+    baseline = FinetuneCfg(backbone=BASELINE["backbone"], resolution=BASELINE["resolution"], head="linear")
+    assert limit == 2.5 * cpu_cost(baseline) and source.startswith("2.5 x the baseline's")
+    assert cpu_cost(FinetuneCfg(backbone="tf_efficientnet_lite0", resolution=96)) < cpu_cost(baseline)
 
 
 @pytest.mark.slow
