@@ -111,7 +111,8 @@ def _winner_line(storage: str, study: str, checkpoints: str | None) -> str:
     if chosen is not None:
         members = ", ".join(map(str, chosen["members"]))
         gain = f"paired gain {chosen['gain']:+.4f} ± {chosen['gain_se']:.4f}"
-        line += f"; as the ensemble of trials {members} ({gain})"
+        what = f"the ensemble of trials {members}" if len(chosen["members"]) > 1 else "the winner alone"
+        line += f"; as {what}{' with flip TTA' if chosen.get('flip') else ''} ({gain})"
     return line
 
 
@@ -315,8 +316,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _export_ensemble(args: argparse.Namespace, winner: Winner) -> int:
     from search.delivery.export_ensemble import export_ensemble
 
-    if args.ensemble is None:
-        raise ValueError("--tta flip averages an ensemble's members over flips: give --ensemble K too")
+    if args.ensemble is None:  # --tta flip alone: the winner, averaged over flips
+        args.ensemble = 1
     done = export_ensemble(
         winner, Path(args.out), args.ensemble, storage=args.storage, checkpoints=args.checkpoints,
         flip=args.tta == "flip", plain_torch=args.standalone,
@@ -740,7 +741,7 @@ def _add_ensemble(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--tta", choices=("none", "flip"), default="none",
-        help="finetune ensembles: average over left-right flipped photos too",
+        help="finetune: average over left-right flipped photos too (alone: the winner with flips)",
     )  # fmt: skip
     parser.add_argument(
         "--single", action="store_true",

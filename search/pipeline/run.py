@@ -242,8 +242,9 @@ def _ensemble(task: objectives.Task, storage: str, name: str, budget: Budget, **
     study = load_study(storage, name)
     if task.ensembling is None:
         return f"ensemble: none ({task.name} has no ensembles)"
-    if len((study.user_attrs.get("confirm") or {}).get("estimates", [])) < 2:
-        return "ensemble: none (fewer than 2 confirmed configurations)"
+    confirmed = len((study.user_attrs.get("confirm") or {}).get("estimates", []))
+    if confirmed < (1 if task.ensembling.flip is None else 2):  # flip TTA: the winner alone is a candidate
+        return f"ensemble: none ({confirmed} confirmed configuration(s))"
     try:
         best, tried = choose_ensemble(study, study_dir(storage, name, options["checkpoints"]))
     except ValueError as exc:  # a replicate's predictions are missing

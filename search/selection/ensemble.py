@@ -111,9 +111,11 @@ class EnsembleEstimate:
 
     def describe(self) -> str:
         """One line: members, both figures and the paired gain ± se."""
-        what = f"ensemble of trials {', '.join(map(str, self.members))}" + (
-            " with flip TTA" if self.flip else ""
-        )
+        what = (
+            f"ensemble of trials {', '.join(map(str, self.members))}"
+            if len(self.members) > 1
+            else f"trial {self.members[0]} alone"
+        ) + (" with flip TTA" if self.flip else "")
         return (
             f"{what}: held-out {self.metric} {np.mean(self.ensemble):.4f} vs the winner's "
             f"{np.mean(self.single):.4f} on the same {len(self.single)} confirmation {self.scheme}s, "
@@ -129,14 +131,15 @@ class EnsembleEstimate:
         }  # fmt: skip
 
 
-def ensemble_members(study: optuna.Study, k: int) -> list[int]:
+def ensemble_members(study: optuna.Study, k: int, *, flip: bool = False) -> list[int]:
     """The confirmed winner and the next ``k - 1`` trials of the confirmed ranking.
 
     Raises:
-        ValueError: when ``k < 2``, the study is not confirmed, or fewer than ``k`` trials were confirmed.
+        ValueError: when ``k < 2`` (``k < 1`` with ``flip``: the winner alone, over flips), the study is not
+            confirmed, or fewer than ``k`` trials were confirmed.
     """
-    if k < 2:
-        raise ValueError(f"--ensemble needs at least 2 members, got {k}")
+    if k < (1 if flip else 2):
+        raise ValueError(f"--ensemble needs at least 2 members (1 with --tta flip), got {k}")
     record = study.user_attrs.get("confirm")
     if not record:
         raise ValueError(
@@ -172,7 +175,7 @@ def estimate_ensemble(study: optuna.Study, folder: Path, k: int, *, flip: bool =
         raise ValueError(f"--ensemble: a {task.name} study has no ensembles")
     if flip and hooks.flip is not None:
         raise ValueError(f"--tta flip does not apply to {task.name}: {hooks.flip}")
-    members = ensemble_members(study, k)
+    members = ensemble_members(study, k, flip=flip)
     record = study.user_attrs["confirm"]
     scheme, count, seed = record["scheme"], int(record["count"]), int(study.user_attrs.get("seed", 0))
     single, ensemble = [], []
@@ -221,9 +224,9 @@ def choose_ensemble(
     study: optuna.Study, folder: Path, *, most: int = ENSEMBLE_MOST
 ) -> tuple[EnsembleEstimate | None, list[EnsembleEstimate]]:
     """The ensemble of 2..``most`` top confirmed configurations (with and without flip TTA where the task
-    allows it) with the largest paired gain over the winner, when that gain exceeds twice its standard error
-    over the confirmation replicates (the confirmation rule; ``None``: the winner alone); and every
-    ensemble tried.
+    allows it, and the winner alone with flip TTA) with the largest paired gain over the winner, when that
+    gain exceeds twice its standard error over the confirmation replicates (the confirmation rule; ``None``:
+    the winner alone, as trained); and every ensemble tried.
 
     Raises:
         ValueError: as :func:`estimate_ensemble` (a task without ensembles, too few confirmed
@@ -233,10 +236,12 @@ def choose_ensemble(
     if hooks is None:
         raise ValueError(f"a {study.user_attrs.get('task')} study has no ensembles")
     confirmed = len((study.user_attrs.get("confirm") or {}).get("estimates", []))
+    flips = (False, True) if hooks.flip is None else (False,)
     tried = [
         estimate_ensemble(study, folder, k, flip=flip)
-        for k in range(2, min(most, confirmed) + 1)
-        for flip in ((False, True) if hooks.flip is None else (False,))
+        for k in range(1, min(most, confirmed) + 1)
+        for flip in flips
+        if k > 1 or flip
     ]
     gaining = [e for e in tried if e.gain > 0 and e.gain > 2 * e.gain_se]
     return max(gaining, key=lambda e: e.gain, default=None), tried

@@ -93,7 +93,7 @@ def test_finetune_confirm_cross_validates_all_photos_and_refits_the_winner(work,
 def test_finetune_folds_keep_predictions_that_give_each_proxy_and_a_flip_estimate(work) -> None:
     """Each replicate's saved ORIG/AUG probabilities give its accuracies (linear probes: through the head on
     cached features); the ensemble estimate pairs the top 2 per fold, with and without flip TTA."""
-    from search.selection.ensemble import estimate_ensemble, predictions_file
+    from search.selection.ensemble import choose_ensemble, estimate_ensemble, predictions_file
 
     url = f"sqlite:///{work / 'studies.db'}"
     study = optuna.load_study(study_name="finetune", storage=url)
@@ -110,6 +110,37 @@ def test_finetune_folds_keep_predictions_that_give_each_proxy_and_a_flip_estimat
     assert list(plain.single) == pytest.approx(stored["values"]) and len(plain.ensemble) == 5
     assert flipped.flip and flipped.single == plain.single
     print(f"tiny finetune study: {plain.describe()}; {flipped.describe()}")
+    alone = estimate_ensemble(study, folder, 1, flip=True)  # the winner alone, over flips
+    assert alone.members == (record["winner"],) and alone.single == plain.single
+    assert alone.describe().startswith(f"trial {record['winner']} alone with flip TTA: held-out proxy")
+    with pytest.raises(ValueError, match="at least 2 members"):
+        estimate_ensemble(study, folder, 1)
+    _, tried = choose_ensemble(study, folder)  # what the pipeline's ensemble stage weighs
+    kinds = {(len(e.members), e.flip) for e in tried}
+    assert {(1, True), (2, False), (2, True)} <= kinds and (1, False) not in kinds
+
+
+@pytest.mark.slow
+def test_export_tta_flip_alone_weighs_the_winner_over_flips_by_the_confirmation_rule(
+    work, tmp_path, capsys
+) -> None:
+    url = f"sqlite:///{work / 'studies.db'}"
+    study = optuna.load_study(study_name="finetune", storage=url)
+    winner = study.user_attrs["confirm"]["winner"]
+    from search.selection.ensemble import estimate_ensemble
+
+    alone = estimate_ensemble(study, work / "studies-checkpoints" / "finetune", 1, flip=True)
+    out = tmp_path / "flip"
+    code, printed = cli("export", "--study", "finetune", "--tta", "flip", "--out", str(out), "--storage", url)
+    if alone.helps:  # the written file averages the winner over flips (its packing: test_ensemble_export)
+        assert code == 0 and f"trial {winner} alone with flip TTA" in printed
+        summary = json.loads((out / "winner.json").read_text())
+        assert summary["ensemble"]["members"] == [winner] and summary["ensemble"]["flip"] is True
+    else:  # these 120 photos: the flips change no fold's figure
+        error = capsys.readouterr().err
+        assert code == 2 and f"trial {winner} alone with flip TTA" in error
+        assert "no ensemble is written" in error
+        assert not out.exists()
 
 
 @pytest.mark.slow

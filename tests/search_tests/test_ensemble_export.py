@@ -90,18 +90,20 @@ def test_packed_mynet_builds_without_arguments_and_averages_its_members_softmax(
 
 
 @pytest.mark.slow
-def test_packed_finetune_with_flip_averages_the_image_and_its_mirror(tmp_path, run_standalone):
+@pytest.mark.parametrize("members", [2, 1])  # 1: the winner alone over flips (export --tta flip)
+def test_packed_finetune_with_flip_averages_the_image_and_its_mirror(tmp_path, run_standalone, members):
     torch.manual_seed(0)
-    nets = [FinetuneNet(cfg) for cfg in LITE]
+    cfgs = LITE[:members]
+    nets = [FinetuneNet(cfg) for cfg in cfgs]
     with torch.no_grad():  # heads that separate the classes, so a flip changes the output
         for net in nets:
             net.head[-1].weight.normal_(0, 5.0)
-    source = ensemble_source(finetune_cfgs=LITE, flip=True, plain_torch=True)
+    source = ensemble_source(finetune_cfgs=cfgs, flip=True, plain_torch=True)
     assert "FINETUNE_FLIP = True" in source and "timm" not in source.split('"""', 2)[2].split("class")[0]
     described, *rest = _run_packed(
         tmp_path, run_standalone, source, nets, "FinetuneNet", (4, 3, 96, 96), flip=True
     )
-    assert described == "FinetuneNetEnsemble" and rest[0] == "2"
+    assert described == "FinetuneNetEnsemble" and rest[0] == str(members)
     assert float(rest[1]) < 1e-5 and rest[2] == "True"
     x = torch.rand(4, 3, 96, 96, generator=torch.Generator().manual_seed(1))
     unflipped = _mean_softmax(nets, x).log()
