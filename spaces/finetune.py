@@ -9,7 +9,7 @@ their policy.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import optuna
@@ -116,6 +116,14 @@ SPACE = Space(
         Param("randaugment_n", "int", IntRange(1, 3), bounds=(1, 6), doc="RandAugment ops per image"),
         Param("randaugment_m", "int", IntRange(5, 15), bounds=(0, 30), doc="RandAugment magnitude"),
         Param("mix", "choice", "none", allowed=MIXES, doc="mixup / cutmix on batches (optional)"),
+        Param("probe_views", "int", 0, bounds=(0, 16), doc="probes: augmented views of each photo (cached)"),
+        Param(
+            "view_strength",
+            "float",
+            Choice((0.5, 1.0)),
+            bounds=(0.0, 1.0),
+            doc="share of a probe's views under an imaging condition (objectives/finetune/views.py)",
+        ),
         Param(
             "lr", "float", FloatRange(3e-4, 3e-2, log=True), bounds=(1e-6, 1.0), doc="AdamW peak lr (head)"
         ),
@@ -182,6 +190,9 @@ class FinetuneTrainConfig:
         batch_size: Minibatch size.
         label_smoothing: Of the cross-entropy.
         epochs: Epochs the schedule spans.
+        probe_views: A cached probe (``uses_cache``) also trains on this many augmented views of each
+            training photo (``objectives/finetune/views.py``).
+        view_strength: The share of those views under an imaging condition.
     """
 
     freeze: str = "linear"
@@ -196,6 +207,8 @@ class FinetuneTrainConfig:
     batch_size: int = 64
     label_smoothing: float = 0.0
     epochs: int = 6
+    probe_views: int = 0
+    view_strength: float = 1.0
 
     @property
     def uses_cache(self) -> bool:
@@ -243,4 +256,8 @@ def suggest(trial: optuna.Trial, space: Space = SPACE) -> FinetuneTrialConfig:
         randaugment_m=space.suggest(trial, "randaugment_m") if augment == "randaugment" else 9,
         **space.suggest_all(trial, "mix", "lr", "weight_decay", "batch_size", "label_smoothing", "epochs"),
     )
+    if train.uses_cache:  # augmented views: only for probes on cached features
+        views = space.suggest(trial, "probe_views")
+        strength = space.suggest(trial, "view_strength") if views else defaults.view_strength
+        train = replace(train, probe_views=views, view_strength=strength)
     return FinetuneTrialConfig(model=model, train=train)

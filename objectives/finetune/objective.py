@@ -40,6 +40,7 @@ from objectives.finetune.feature_cache import FeatureCache, weights_tag
 from objectives.finetune.photos import Photos, load_photos, seeded_split
 from objectives.finetune.proxy import condition_bank, proxy_score, proxy_weights
 from objectives.finetune.stages import PROBE, Stage, assign_stage, load_probe_head, save_probe_head
+from objectives.finetune.views import view_features
 from objectives.sources import DataError
 from objectives.task import DeadlineReached, TrialContext
 from objectives.training.fit import cpu_state, restore_training, save_state, training_state
@@ -60,6 +61,7 @@ __all__ = [
     "load_data",
     "load_model",
     "objective",
+    "probe_view_features",
     "to_float",
 ]
 
@@ -207,6 +209,12 @@ def objective(
         if cfg.train.uses_cache:
             features, hit = _features(model, data, cfg, source, state, stop=context.out_of_time)
             trial.set_user_attr("feature_cache", "hit" if hit else "miss")
+            if cfg.train.probe_views:
+                tag, stop = weights_tag(source, state), context.out_of_time
+                features["views"], hits = probe_view_features(
+                    model, data.x_train, cfg, data.fingerprint, tag, stop
+                )
+                trial.set_user_attr("view_cache", f"{hits} of {cfg.train.probe_views} views hit")
             stopped_in = fit_head(model.head, features, data, cfg.train, on_epoch, **loop)
         else:
             trial.set_user_attr("feature_cache", "unused")
@@ -402,6 +410,27 @@ def _features(
     )
 
 
+def probe_view_features(
+    model: FinetuneNet,
+    x: torch.Tensor,
+    cfg: FinetuneTrialConfig,
+    fingerprint: str,
+    weights: str,
+    stop: Callable[[], bool] | None = None,
+) -> tuple[torch.Tensor, int]:
+    """The cached features of ``cfg``'s augmented views of the photos ``x`` (``objectives/finetune/views.py``)
+    and how many views were cache hits."""
+    return view_features(
+        cfg.model,
+        x,
+        cfg.train.probe_views,
+        cfg.train.view_strength,
+        fingerprint=fingerprint,
+        weights=weights,
+        extract=lambda photos: backbone_features(model, {"train": photos}, stop=stop)["train"],
+    )
+
+
 def fit_head(
     head: nn.Module,
     features: dict[str, torch.Tensor],
@@ -413,14 +442,17 @@ def fit_head(
     save_progress: Callable[[dict[str, Any]], None] | None = None,
     stop: Callable[[], bool] | None = None,
 ) -> int | None:
-    """Train the head alone on cached features (a linear probe); report after every epoch, then save the
-    progress (``resume`` continues from a saved one).
+    """Train the head alone on cached features (a linear probe; ``features["views"]``, when there: the
+    features of augmented views of the training photos, view-major, train too); report after every epoch,
+    then save the progress (``resume`` continues from a saved one).
 
     Returns:
         The epoch abandoned when ``stop`` (asked before every step) said ``True``, else ``None``; the
         epochs before it were reported, the head's weights are then part-way through it.
     """
     x, y = features["train"], data.y_train
+    if "views" in features:
+        x, y = torch.cat([x, features["views"]]), y.repeat(1 + len(features["views"]) // len(y))
     optimizer, scheduler, steps = _optim([{"params": head.parameters(), "lr": cfg.lr}], cfg, len(y))
     batch = min(cfg.batch_size, len(y))
     for epoch in range(restore_training(resume, head, optimizer, scheduler), cfg.epochs + 1):

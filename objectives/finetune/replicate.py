@@ -21,6 +21,7 @@ from objectives.finetune.objective import (
     build_model,
     fit_head,
     fit_model,
+    probe_view_features,
 )
 from objectives.finetune.proxy import condition_bank, proxy_score
 from objectives.held_out import finetune_predictions
@@ -107,6 +108,12 @@ def _finetune_run(
         features = {name: every[name][index] for name, index in rows.items()}
         if data.x_new is not None:
             features["new"] = every["new"]
+        if cfg.train.probe_views:  # the views of every photo, cached once; this replicate's training rows
+            photos = _all_photos(data)[0]
+            tag = weights_tag(source, state)
+            views, _ = probe_view_features(model, photos, cfg, f"{data.fingerprint}-all", tag, stop)
+            n, train = len(photos), rows["train"]
+            features["views"] = torch.cat([views[v * n + train] for v in range(cfg.train.probe_views)])
         stopped_in = fit_head(model.head, features, parts, train_cfg, on_epoch, stop=stop)
         if stopped_in is not None:
             raise DeadlineReached(f"in epoch {stopped_in} of {epochs}")
