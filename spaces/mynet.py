@@ -8,7 +8,7 @@ fully-connected network on the pixels.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import optuna
@@ -88,6 +88,14 @@ SPACE = Space(
         Param("batch_size", "int", Choice((32, 64, 128, 256)), bounds=(2, 65536), doc="minibatch size"),
         Param("label_smoothing", "float", FloatRange(0.0, 0.2), bounds=(0.0, 0.5), doc="of the NLL loss"),
         Param("epochs", "int", 15, bounds=(1, 10000), doc="training epochs (the search's budget)"),
+        Param(
+            "unlabelled_weight",
+            "float",
+            0.0,
+            bounds=(0.0, 10.0),
+            doc="consistency loss on the unlabelled additional images (0: off)",
+        ),
+        Param("pseudo_threshold", "float", 0.95, bounds=(0.5, 1.0), doc="confidence a pseudo-label needs"),
         Param("augment_shift", "int", IntRange(0, 3), bounds=(0, 8), doc="random shift (pad + crop), px"),
         Param("augment_flip", "choice", Choice((False, True)), allowed=(False, True), doc="horizontal flip"),
         Param("augment_erase", "float", FloatRange(0.0, 0.5), bounds=(0.0, 1.0), doc="random-erasing prob."),
@@ -176,6 +184,9 @@ class TrainConfig:
         label_smoothing: Label smoothing of the NLL loss.
         precision: ``"auto"``, ``"fp32"`` or ``"bf16"``: the autocast of training
             (``objectives.training.precision.autocast_dtype``; the weights and validation stay float32).
+        unlabelled_weight: Weight of the consistency loss on the split's unlabelled "additional" images
+            (FixMatch-style, ``objectives.training.fit.Unlabelled``); 0: labelled images only.
+        pseudo_threshold: Confidence a pseudo-label needs to count.
     """
 
     optimizer: str
@@ -187,6 +198,8 @@ class TrainConfig:
     epochs: int
     label_smoothing: float = 0.0
     precision: str = "fp32"  # what trials stored before the setting existed trained in
+    unlabelled_weight: float = 0.0
+    pseudo_threshold: float = 0.95
 
 
 @dataclass(frozen=True)
@@ -260,6 +273,10 @@ def suggest(trial: optuna.Trial, space: Space = SPACE) -> MyNetTrialConfig:
         **space.suggest_all(trial, "schedule", "batch_size", "epochs", "label_smoothing"),
         precision=space.settings().get("precision", "fp32"),
     )
+    unlabelled = space.suggest(trial, "unlabelled_weight")
+    if unlabelled:
+        threshold = space.suggest(trial, "pseudo_threshold")
+        train = replace(train, unlabelled_weight=unlabelled, pseudo_threshold=threshold)
     augment = AugmentConfig(
         shift=space.suggest(trial, "augment_shift"),
         flip=space.suggest(trial, "augment_flip"),

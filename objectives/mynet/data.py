@@ -29,8 +29,10 @@ from pathlib import Path
 import torch
 
 from objectives.sources import DataError, cache_dir, damaged_idx_file, download_reason, unreadable_reason
+from objectives.training.fit import Unlabelled
+from spaces.mynet import TrainConfig
 
-__all__ = ["FashionImages", "FashionSplit", "fashion_split", "load_fashion"]
+__all__ = ["FashionImages", "FashionSplit", "fashion_split", "load_fashion", "unlabelled_images"]
 
 _LAB_TRAIN_SHARE = 0.09  # the lab's training share; the validation images follow it in the permutation
 _TENSORS = (
@@ -234,3 +236,15 @@ def _from_torchvision(root: Path, *, download: bool):
         ) from None
     finally:
         socket.setdefaulttimeout(previous)
+
+
+def unlabelled_images(
+    train: TrainConfig, split: FashionSplit, images: torch.Tensor | None = None
+) -> Unlabelled | None:
+    """The split's "additional" images (``images``: a part of them) as unlabelled data for consistency
+    training when ``train`` asks for it (``unlabelled_weight``), else ``None``. Only images: their labels
+    stay here, and the validation holdout (``x_holdout``) is never among them."""
+    if not train.unlabelled_weight:
+        return None
+    pool = split.x_add if images is None else images
+    return Unlabelled(pool, train.unlabelled_weight, train.pseudo_threshold)

@@ -32,7 +32,7 @@ from optuna.trial import FrozenTrial
 
 from models import MyNet
 from nn_numpy import Diverged
-from objectives.mynet.data import FashionSplit, fashion_split, load_fashion
+from objectives.mynet.data import FashionSplit, fashion_split, load_fashion, unlabelled_images
 from objectives.mynet.rungs import train_by_rungs
 from objectives.mynet.validation import Validation
 from objectives.rung_pruner import RungPruner
@@ -141,6 +141,7 @@ def objective(
             resume=resume.state,
             save_progress=save,
             stop=context.out_of_time,
+            unlabelled=unlabelled_images(cfg.train, data),
         )
     except (Diverged, optuna.TrialPruned) as exc:
         raise context.pruned(trial, curves, str(exc)) from None
@@ -206,6 +207,7 @@ def _train_by_rungs(
         resume=resume,
         seed=seed,
         estimate=_epoch_estimate(model, cfg, data, validation, seed, context),
+        unlabelled=unlabelled_images(cfg.train, data),
     )
     top = result.rungs[-1]
     if top["epochs"] != cfg.train.epochs:  # the deadline stopped it: a rung below the top is its value
@@ -323,6 +325,8 @@ def refit(
     torch_device = resolve_device(device)
     x = torch.cat([pool_x[:n_pool], data.x_val]).to(torch_device)
     y = torch.cat([pool_y[:n_pool], data.y_val]).to(torch_device)
+    # unlabelled: the additional images the refit does not train on with their labels (never the holdout)
+    spare = data.x_add[max(0, n_pool - len(data.y_train)) :].to(torch_device)
     torch.manual_seed(seed)
     model = MyNet(cfg.model).to(torch_device, memory_format=torch.channels_last)
     started = time.perf_counter()
@@ -334,6 +338,7 @@ def refit(
         None,
         generator=torch.Generator(device=torch_device).manual_seed(seed),
         stop=stop,
+        unlabelled=unlabelled_images(cfg.train, data, spare) if len(spare) else None,
     )
     if result.stopped_in is not None:
         raise DeadlineReached(

@@ -9,6 +9,7 @@ import torch
 from optuna.trial import FrozenTrial
 
 from objectives.held_out import probabilities
+from objectives.mynet.data import unlabelled_images
 from objectives.replicate import Replicate
 from objectives.training.fit import accuracy, fit, resolve_device
 from spaces.mynet import MyNetTrialConfig
@@ -39,6 +40,7 @@ def retrain_mynet(
         (split.x_train, split.y_train),
         None,  # scored once, after the last epoch: the schedules anneal there
         generator=torch.Generator(device=torch_device).manual_seed(seed),
+        unlabelled=unlabelled_images(cfg.train, split),
     )
     model.eval()
     return {

@@ -39,7 +39,7 @@ from nn_numpy import Diverged
 from objectives.mynet.validation import Validation
 from objectives.rung_pruner import EPOCH_SECONDS_ATTR, RungPlan
 from objectives.task import DeadlineReached, OutOfTime, TrialContext, WouldOverrun
-from objectives.training.fit import EpochStats, cpu_state, fit
+from objectives.training.fit import EpochStats, Unlabelled, cpu_state, fit
 from objectives.training.resume import Resume
 from objectives.training.time_plan import EpochCost, rung_overruns
 from spaces.mynet import MyNetTrialConfig
@@ -72,6 +72,7 @@ def train_by_rungs(
     resume: Resume,
     seed: int,
     estimate: EpochCost | None = None,
+    unlabelled: Unlabelled | None = None,
 ) -> RungsResult:
     """Train ``cfg`` through the rungs of ``plan`` until the pruner stops it or the top rung ends.
 
@@ -89,6 +90,7 @@ def train_by_rungs(
         estimate: The estimated cost of an epoch before any rung measured one (``None``: the first rung
             starts whatever the time left); recorded as the trial's ``epoch_estimate`` (the mean seconds
             of its epochs, validation included).
+        unlabelled: Unlabelled images for consistency training (``fit``'s), or ``None``.
 
     Returns:
         The result once the top rung has ended, or once the deadline came in a rung after another had ended
@@ -176,6 +178,7 @@ def train_by_rungs(
                 resume=own,
                 save_progress=save,
                 stop=context.out_of_time,
+                unlabelled=unlabelled,
             )
         except Diverged as exc:  # keep what the rung ran
             diverged = {"epochs": rungs[index], "mode": mode, "curves": curves, "diverged": True}

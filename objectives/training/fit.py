@@ -26,8 +26,10 @@ from objectives.training.precision import autocast, autocast_dtype
 from spaces.mynet import AugmentConfig, TrainConfig
 
 __all__ = [
+    "STRONG_VIEW",
     "EpochStats",
     "FitResult",
+    "Unlabelled",
     "accuracy",
     "cpu_latency_ms",
     "cpu_state",
@@ -68,6 +70,28 @@ class FitResult:
     stopped_in: int | None = None  # the epoch ``stop`` interrupted (discarded); None: all epochs ran
 
 
+# The strong view of an unlabelled image: shifts, flips and erasing at the top of the mynet space's ranges
+STRONG_VIEW = AugmentConfig(shift=3, flip=True, erase=0.5)
+
+
+@dataclass(frozen=True)
+class Unlabelled:
+    """Images without labels for FixMatch-style consistency training: every step also draws a batch of them;
+    the model's prediction on an image as it is (no gradient) is its pseudo-label when its probability
+    reaches ``threshold``, and the model is trained to give that label to a strongly augmented view of it
+    (:data:`STRONG_VIEW`), the loss weighted ``weight``. Only images: no label of them is ever passed.
+
+    Args:
+        images: uint8 ``[M, C, H, W]`` on the data's device.
+        weight: The consistency loss's weight beside the labelled loss.
+        threshold: The probability a pseudo-label needs.
+    """
+
+    images: torch.Tensor
+    weight: float
+    threshold: float
+
+
 def resolve_device(name: str) -> torch.device:
     """``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``.
 
@@ -96,6 +120,7 @@ def fit(
     resume: dict[str, Any] | None = None,
     save_progress: Callable[[dict[str, Any]], None] | None = None,
     stop: Callable[[], bool] | None = None,
+    unlabelled: Unlabelled | None = None,
 ) -> FitResult:
     """Train ``model`` (already on the data's device) for ``epochs`` (default ``cfg.epochs``) epochs.
 
@@ -115,6 +140,7 @@ def fit(
         stop: Asked before every step (e.g. ``TrialContext.out_of_time``); when it says ``True`` the epoch
             under way is abandoned and the result so far is returned with ``stopped_in`` set (its
             ``best_state`` is empty when no epoch ended).
+        unlabelled: Images without labels for consistency training (:class:`Unlabelled`); ``None``: off.
 
     Raises:
         Diverged: when the epoch's training loss or the validation loss is not finite.
@@ -156,6 +182,8 @@ def fit(
                 out = model(x).float()
             # cross_entropy of log-probabilities is their NLL (log_softmax is idempotent), plus smoothing
             loss = F.cross_entropy(out, y_train[index], label_smoothing=cfg.label_smoothing)
+            if unlabelled is not None:
+                loss = loss + _consistency(model, unlabelled, len(index), generator, channels_last, dtype)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -191,6 +219,32 @@ def fit(
         if on_epoch is not None:
             on_epoch(stats)
     return result
+
+
+def _consistency(
+    model: nn.Module,
+    unlabelled: Unlabelled,
+    size: int,
+    generator: torch.Generator,
+    channels_last: bool,
+    dtype: torch.dtype | None,
+) -> torch.Tensor:
+    """The weighted loss of one batch of unlabelled images: their confident pseudo-labels (the model's
+    prediction on the image as it is) given to their strong views."""
+    images = unlabelled.images
+    pick = torch.randint(len(images), (size,), generator=generator, device=images.device)
+    plain = images[pick].float().div_(255)
+    strong = augment(plain.clone(), STRONG_VIEW, generator)
+    if channels_last:
+        plain = plain.contiguous(memory_format=torch.channels_last)
+        strong = strong.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), autocast(images.device, dtype):
+        confidence, pseudo = model(plain).float().exp().max(1)  # the model gives log-probabilities
+    keep = (confidence >= unlabelled.threshold).float()
+    with autocast(images.device, dtype):
+        out = model(strong).float()
+    per_image = F.cross_entropy(out, pseudo, reduction="none")
+    return unlabelled.weight * (per_image * keep).mean()
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

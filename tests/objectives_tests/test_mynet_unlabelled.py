@@ -1,0 +1,56 @@
+"""MyNet's consistency training on the unlabelled "additional" images: it changes what is learnt, it never
+reads a label of those images, and never an image of the validation holdout confirmation scores on."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import SimpleNamespace
+
+import optuna
+import pytest
+import torch
+from rpz_mynet import TINY
+
+from objectives import get_task
+from objectives.mynet.data import fashion_split, load_fashion, unlabelled_images
+from objectives.mynet.replicate import retrain_mynet
+from objectives.replicate import Replicate
+from spaces.mynet import suggest
+
+TASK = get_task("mynet")
+
+
+@pytest.fixture(scope="module")
+def split(data_dir):
+    return fashion_split(load_fashion(data_dir), data_fraction=0.01, holdout=2000)
+
+
+def config(**overrides) -> dict:
+    space = TASK.space.with_overrides({**TINY, "epochs": 2, **overrides})
+    return suggest(optuna.trial.FixedTrial({}), space).to_dict()
+
+
+def test_the_unlabelled_images_are_the_additional_ones_without_labels_or_holdout(split) -> None:
+    cfg = suggest(optuna.trial.FixedTrial({}), TASK.space.with_overrides({**TINY, "unlabelled_weight": 1.0}))
+    unlabelled = unlabelled_images(cfg.train, split)
+    assert unlabelled.images is split.x_add and (unlabelled.weight, unlabelled.threshold) == (1.0, 0.95)
+    assert len(split.y_add) + len(split.y_holdout) + 600 + 600 == 60000  # train, val, additional, holdout
+    assert unlabelled_images(replace(cfg.train, unlabelled_weight=0.0), split) is None
+
+
+def test_consistency_training_reads_no_unlabelled_label_and_no_holdout_image(split) -> None:
+    def trained(data, **overrides) -> float:
+        trial = SimpleNamespace(number=0, user_attrs={"config": config(**overrides), "seed": 0})
+        return retrain_mynet(trial, data, Replicate("seed", 0, 1), {}, device="cpu")["test_accuracy"]
+
+    on = {"unlabelled_weight": 1.0, "pseudo_threshold": 0.5}
+    clean = trained(split, **on)
+    generator = torch.Generator().manual_seed(0)
+    poisoned = replace(
+        split,
+        y_add=torch.randint(10, split.y_add.shape, generator=generator),  # random labels
+        x_holdout=torch.full_like(split.x_holdout, 255),  # a holdout image trained on would change the model
+        _on={},
+    )
+    assert trained(poisoned, **on) == clean
+    assert trained(split) != clean, "the unlabelled images change what is learnt"
