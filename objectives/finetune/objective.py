@@ -62,6 +62,7 @@ __all__ = [
     "load_model",
     "objective",
     "probe_view_features",
+    "split_features",
     "to_float",
 ]
 
@@ -207,7 +208,7 @@ def objective(
         for epoch, value in enumerate(curves["proxy"], start=1):
             stage.report(context, trial, value, epoch)  # the pruner sees the epochs the predecessor ran
         if cfg.train.uses_cache:
-            features, hit = _features(model, data, cfg, source, state, stop=context.out_of_time)
+            features, hit = split_features(model, data, cfg, source, state, stop=context.out_of_time)
             trial.set_user_attr("feature_cache", "hit" if hit else "miss")
             if cfg.train.probe_views:
                 tag, stop = weights_tag(source, state), context.out_of_time
@@ -389,7 +390,7 @@ def backbone_features(
     return features
 
 
-def _features(
+def split_features(
     model: FinetuneNet,
     data: FinetuneData,
     cfg: FinetuneTrialConfig,
@@ -398,6 +399,9 @@ def _features(
     *,
     stop: Callable[[], bool] | None = None,
 ) -> tuple[dict[str, torch.Tensor], bool]:
+    """The frozen backbone's features of the study's split (``train``, ``val``, ``aug``, ``new``) from the
+    feature cache, computed and cached on a miss; and whether it was a hit."""
+
     def compute() -> dict[str, torch.Tensor]:
         parts = {"train": data.x_train, "val": data.x_val, "aug": data.x_aug}
         if data.x_new is not None:

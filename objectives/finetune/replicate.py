@@ -22,6 +22,7 @@ from objectives.finetune.objective import (
     fit_head,
     fit_model,
     probe_view_features,
+    split_features,
 )
 from objectives.finetune.proxy import condition_bank, proxy_score
 from objectives.held_out import finetune_predictions
@@ -104,7 +105,7 @@ def _finetune_run(
             best.update(proxy=score, epoch=epoch, parts=dict(acc), state=snapshot())
 
     if cfg.train.uses_cache:
-        every = _all_features(model, data, cfg, source, state, stop)
+        every = _all_features(model, data, cfg, source, state, stop, refit=rep is None)
         features = {name: every[name][index] for name, index in rows.items()}
         if data.x_new is not None:
             features["new"] = every["new"]
@@ -138,18 +139,29 @@ def _all_features(
     source: str,
     state: dict,
     stop: Callable[[], bool] | None = None,
+    *,
+    refit: bool = False,
 ) -> dict:
+    """Features of every photo (and of their condition-bank copies) for the replicates, cached once; a
+    ``refit`` without them (no confirmation ran) takes the search's features of the same photos instead:
+    it needs no copies (its few stand-in validation rows are not scored), so it extracts nothing when the
+    study's trials did."""
+    cache = FeatureCache()
+    tag = weights_tag(source, state)
+    every = cache.path(cfg.model.backbone, cfg.model.resolution, f"{data.fingerprint}-all", tag)
+    if refit and not every.is_file() and data.x_new is None:
+        split, _ = split_features(model, data, cfg, source, state, stop=stop)
+        photos = torch.cat([split["train"], split["val"]])  # _all_photos' order
+        copies = len(data.y_aug) // max(1, len(data.y_val))
+        return {"train": photos, "val": photos, "aug": photos.repeat(copies, 1)}
+
     def compute() -> dict[str, torch.Tensor]:
         x, _, x_aug, _ = _all_photos(data)
         parts = {"train": x, "aug": x_aug} | ({} if data.x_new is None else {"new": data.x_new})
         return backbone_features(model, parts, stop=stop)
 
-    features, _ = FeatureCache().get_or_compute(
-        cfg.model.backbone,
-        cfg.model.resolution,
-        f"{data.fingerprint}-all",
-        weights_tag(source, state),
-        compute,
+    features, _ = cache.get_or_compute(
+        cfg.model.backbone, cfg.model.resolution, f"{data.fingerprint}-all", tag, compute
     )
     return {"train": features["train"], "val": features["train"], "aug": features["aug"]} | (
         {"new": features["new"]} if "new" in features else {}

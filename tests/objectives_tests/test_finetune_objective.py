@@ -15,6 +15,7 @@ from objectives.finetune.augment import augment_batch, make_mix, make_policy
 from objectives.finetune.cpu_limit import cpu_cost, cpu_limit
 from objectives.finetune.objective import load_data
 from objectives.finetune.proxy import proxy_score
+from objectives.finetune.replicate import refit_finetune
 from reports.trials import trials_frame
 from spaces.finetune import AUGMENTS, BASELINE, FinetuneTrialConfig
 
@@ -133,6 +134,18 @@ def test_a_configuration_over_the_cpu_limit_is_pruned_with_its_reason_before_tra
     baseline = FinetuneCfg(backbone=BASELINE["backbone"], resolution=BASELINE["resolution"], head="linear")
     assert limit == 2.5 * cpu_cost(baseline) and source.startswith("2.5 x the baseline's")
     assert cpu_cost(FinetuneCfg(backbone="tf_efficientnet_lite0", resolution=96)) < cpu_cost(baseline)
+
+
+def test_a_refit_without_confirmation_trains_on_the_searchs_features(data, tmp_path, monkeypatch) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("RPZTUNE_CACHE", str(cache))  # empty, whatever other tests cached
+    trial = run(data, tmp_path, {"freeze": "linear", "augment": "none"}).trials[0]
+    cached = sorted(cache.rglob("*.pt"))
+    record = refit_finetune(trial, data, tmp_path / "refit.pt", epochs=2, seed=0)
+    assert sorted(cache.rglob("*.pt")) == cached, "no feature was extracted (nor cached) for the refit"
+    assert record["n_train"] == len(data.y_train) + len(data.y_val) == 100
+    model = FinetuneNet(FinetuneTrialConfig.from_dict(trial.user_attrs["config"]).model)
+    model.load_state_dict(torch.load(tmp_path / "refit.pt", weights_only=True))
 
 
 @pytest.mark.slow
