@@ -45,11 +45,16 @@ class Confirmation:
             ensembles, held-out class ``predictions``.
         schemes: The schemes it can confirm with (``"fold"``, ``"seed"``).
         default: The plan ``confirm`` uses when none is asked, e.g. ``("fold", 5)``.
+        prep_factor: The replicates' one-off preparation (before the first of them trains) as a multiple of
+            what a trial of the same ``prep_key`` paid (its ``prep_seconds`` user attribute; finetune: the
+            features of every photo and their condition-bank copies against a trial's split). The pipeline
+            plans the confirmation with it.
     """
 
     replicate: Callable[[FrozenTrial, Any, Replicate, dict[str, Any], str], dict[str, Any]]
     schemes: tuple[str, ...]
     default: tuple[str, int]
+    prep_factor: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -208,6 +208,7 @@ def objective(
         for epoch, value in enumerate(curves["proxy"], start=1):
             stage.report(context, trial, value, epoch)  # the pruner sees the epochs the predecessor ran
         if cfg.train.uses_cache:
+            prepared = time.perf_counter()
             features, hit = split_features(model, data, cfg, source, state, stop=context.out_of_time)
             trial.set_user_attr("feature_cache", "hit" if hit else "miss")
             if cfg.train.probe_views:
@@ -216,6 +217,10 @@ def objective(
                     model, data.x_train, cfg, data.fingerprint, tag, stop
                 )
                 trial.set_user_attr("view_cache", f"{hits} of {cfg.train.probe_views} views hit")
+            # what the features cost, which replicates pay once (the pipeline's confirmation plan)
+            views = f"+{cfg.train.probe_views}views" if cfg.train.probe_views else ""
+            trial.set_user_attr("prep_key", f"{cfg.model.backbone}@{cfg.model.resolution}{views}")
+            trial.set_user_attr("prep_seconds", round(time.perf_counter() - prepared, 3))
             stopped_in = fit_head(model.head, features, data, cfg.train, on_epoch, **loop)
         else:
             trial.set_user_attr("feature_cache", "unused")

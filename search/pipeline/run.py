@@ -29,6 +29,7 @@ __all__ = [
     "PIPELINE_ATTR",
     "PipelineResult",
     "confirm_plan",
+    "prep_seconds",
     "replicate_seconds",
     "run_pipeline",
 ]
@@ -130,12 +131,26 @@ def run_pipeline(
 
 def replicate_seconds(trial: FrozenTrial) -> float:
     """A confirmation replicate (or refit) of ``trial`` is estimated at its own training seconds (its whole
-    duration when it did not record them) over the folds it cross-validated on: a replicate trains the
-    configuration once."""
+    duration when it did not record them), less the one-off preparation it paid (``prep_seconds``, e.g. a
+    probe's feature extraction: see :func:`prep_seconds`), over the folds it cross-validated on: a replicate
+    trains the configuration once."""
     seconds = trial.user_attrs.get("train_seconds")
     if seconds is None and trial.duration is not None:
         seconds = trial.duration.total_seconds()
-    return float(seconds or 0.0) / max(1, int(trial.user_attrs.get("folds", 1)))
+    seconds = max(0.0, float(seconds or 0.0) - float(trial.user_attrs.get("prep_seconds", 0.0)))
+    return seconds / max(1, int(trial.user_attrs.get("folds", 1)))
+
+
+def prep_seconds(trials: Sequence[FrozenTrial], factor: float) -> dict[str, float]:
+    """The one-off preparation each ``prep_key`` of the study needs before its replicates: the most a trial
+    of that key paid (``prep_seconds``: the trial that missed the cache) times the task's
+    ``Confirmation.prep_factor`` (its replicates prepare more images than a trial)."""
+    most: dict[str, float] = {}
+    for t in trials:
+        key = t.user_attrs.get("prep_key")
+        if key is not None:
+            most[key] = max(most.get(key, 0.0), float(t.user_attrs.get("prep_seconds", 0.0)))
+    return {key: factor * seconds for key, seconds in most.items()}
 
 
 def confirm_plan(
@@ -146,10 +161,12 @@ def confirm_plan(
     seconds: float | None,
     most: int,
     overhead: float = 0.0,
+    prep: dict[str, float] | None = None,
 ) -> tuple[int, float]:
     """The most of the ``leaders`` (best first, at most ``most``) whose ``count`` replicates each, with the
-    reference's, fit in ``seconds`` (``overhead`` of them before training) on ``workers`` processes; and
-    the estimated seconds (0: none fits; no budget: ``most``)."""
+    reference's, fit in ``seconds`` (``overhead`` of them before training, and the one-off ``prep`` of each
+    ``prep_key`` among them, :func:`prep_seconds`) on ``workers`` processes; and the estimated seconds (0:
+    none fits; no budget: ``most``)."""
     best = (0, 0.0)
     for top in range(1, min(most, len(leaders)) + 1):
         chosen = with_reference(leaders[:top], reference)  # as confirm adds it
@@ -157,7 +174,9 @@ def confirm_plan(
             continue  # one configuration alone is not a comparison: the next top adds one
         each = max(replicate_seconds(t) for t in chosen)
         rounds = -(-len(chosen) * count // workers)
-        needed = overhead + _SAFETY * rounds * (each + _REPLICATE_OVERHEAD_S)
+        keys = {t.user_attrs.get("prep_key") for t in chosen} - {None}
+        setup = sum((prep or {}).get(key, 0.0) for key in keys)
+        needed = overhead + _SAFETY * (setup + rounds * (each + _REPLICATE_OVERHEAD_S))
         if seconds is None or needed <= seconds:
             best = (top, needed)
     return best
@@ -174,10 +193,10 @@ def _confirm(task: objectives.Task, storage: str, name: str, budget: Budget, **o
     deadline = budget.deadline("confirm")
     leaders = top_trials(study, budget.shares.top)
     reference = reference_trial(study)
+    prep = prep_seconds(study.get_trials(deepcopy=False), task.confirmation.prep_factor)
     top, needed = confirm_plan(
         leaders, reference, count, options["workers"], None if deadline is None else deadline - time.time(),
-        budget.shares.top,
-        budget.shares.overhead_s,
+        budget.shares.top, budget.shares.overhead_s, prep,
     )  # fmt: skip
     if len({t.number for t in leaders} | ({reference.number} if reference is not None else set())) < 2:
         return (
@@ -186,9 +205,11 @@ def _confirm(task: objectives.Task, storage: str, name: str, budget: Budget, **o
     if top == 0:
         left = "" if deadline is None else f" in the {deadline - time.time():.0f} s left for it"
         each = max((replicate_seconds(t) for t in leaders[:2]), default=0.0)
+        setup = sum(prep.get(k, 0.0) for k in {t.user_attrs.get("prep_key") for t in leaders[:2]} - {None})
+        before = f" after ≈ {setup:.0f} s of preparation" if setup else ""
         return (
-            f"confirm: skipped: {count} {scheme}s of two configurations (≈ {each:.0f} s a replicate) do not "
-            f"fit{left}; the winner stays unconfirmed"
+            f"confirm: skipped: {count} {scheme}s of two configurations (≈ {each:.0f} s a replicate"
+            f"{before}) do not fit{left}; the winner stays unconfirmed"
         )
     log = options["log"]
     left = "" if deadline is None else f", ≈ {needed:.0f} s of the {deadline - time.time():.0f} s left for it"

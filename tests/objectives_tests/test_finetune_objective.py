@@ -140,6 +140,9 @@ def test_a_refit_without_confirmation_trains_on_the_searchs_features(data, tmp_p
     cache = tmp_path / "cache"
     monkeypatch.setenv("RPZTUNE_CACHE", str(cache))  # empty, whatever other tests cached
     trial = run(data, tmp_path, {"freeze": "linear", "augment": "none"}).trials[0]
+    attrs = trial.user_attrs  # the extraction, which a confirmation pays once, is planned apart from training
+    assert attrs["prep_key"] == "tf_efficientnet_lite0@96"
+    assert 0 < attrs["prep_seconds"] < attrs["train_seconds"]
     cached = sorted(cache.rglob("*.pt"))
     record = refit_finetune(trial, data, tmp_path / "refit.pt", epochs=2, seed=0)
     assert sorted(cache.rglob("*.pt")) == cached, "no feature was extracted (nor cached) for the refit"

@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 
 from objectives import BudgetShares
 from search.pipeline.budget import STAGES, Budget, parse_stages
-from search.pipeline.run import confirm_plan, replicate_seconds
+from search.pipeline.run import confirm_plan, prep_seconds, replicate_seconds
 
 
 def trial(number: int, seconds: float, **attrs) -> optuna.trial.FrozenTrial:
@@ -81,3 +81,16 @@ def test_confirmation_takes_the_most_top_trials_that_fit_with_the_reference() ->
     assert confirm_plan(leaders, reference, 2, 1, None, 3)[0] == 3  # no budget: the most asked
     assert confirm_plan(leaders[:1], None, 2, 1, None, 3) == (0, 0.0)  # one configuration: no comparison
     assert confirm_plan([reference, *leaders], reference, 2, 1, None, 3)[0] == 3  # the reference leads
+
+
+def test_a_probes_feature_extraction_is_planned_once_before_its_replicates_not_in_each() -> None:
+    # the baseline probe missed the feature cache (200 of its 205 s); a later probe of its backbone hit it
+    baseline = trial(0, 210.0, train_seconds=205.0, prep_seconds=200.0, prep_key="lite0@224")
+    leader = trial(1, 10.0, train_seconds=6.0, prep_seconds=0.5, prep_key="lite0@224")
+    assert replicate_seconds(baseline) == pytest.approx(5.0) and replicate_seconds(leader) == 5.5
+    prep = prep_seconds([baseline, leader, trial(2, 10.0)], 2.2)
+    assert prep == {"lite0@224": pytest.approx(440.0)}
+    # 2 configurations × 5 folds of (5.5 + 1) s after one extraction of 440 s, ×1.25, + 10 s
+    top, needed = confirm_plan([leader], baseline, 5, 1, 700.0, 3, overhead=10.0, prep=prep)
+    assert top == 1 and needed == pytest.approx(10.0 + 1.25 * (440.0 + 10 * 6.5))
+    assert confirm_plan([leader], baseline, 5, 1, 600.0, 3, overhead=10.0, prep=prep)[0] == 0
