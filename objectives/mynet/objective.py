@@ -38,10 +38,10 @@ from objectives.mynet.validation import Validation
 from objectives.rung_pruner import RungPruner
 from objectives.task import DeadlineReached, TrialContext
 from objectives.training.augment import augment
+from objectives.training.cpu_cost import cpu_ms_per_100
 from objectives.training.fit import (
     EpochStats,
     accuracy,
-    cpu_latency_ms,
     cpu_state,
     fit,
     resolve_device,
@@ -90,9 +90,11 @@ def objective(
     torch.manual_seed(seed)
     model = MyNet(cfg.model)
     n_params = sum(p.numel() for p in model.parameters())
-    latency = cpu_latency_ms(model, LATENCY_BATCH)
+    per_100 = cpu_ms_per_100(model, LATENCY_BATCH[1:], images=LATENCY_BATCH[0])
+    latency = per_100 * LATENCY_BATCH[0] / 100
     trial.set_user_attr("n_params", n_params)
     trial.set_user_attr("latency_ms", round(latency, 3))
+    trial.set_user_attr("cpu_ms_per_100", round(per_100, 3))
     curves: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_accuracy": []}
     cap = _over_cap(n_params, latency, space.settings())
     memory = plan_batch(model, (1, 28, 28), cfg.train.batch_size, space.settings(), accumulate=False)

@@ -8,7 +8,6 @@ and read once per epoch, so a CUDA run synchronises once per epoch, not per step
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -31,7 +30,6 @@ __all__ = [
     "FitResult",
     "Unlabelled",
     "accuracy",
-    "cpu_latency_ms",
     "cpu_state",
     "fit",
     "resolve_device",
@@ -250,28 +248,6 @@ def _consistency(
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Share of uint8 images ``x`` whose predicted class (eval mode) equals ``y``."""
     return _evaluate(model, x, y)[1]
-
-
-def cpu_latency_ms(model: nn.Module, input_shape: tuple[int, ...], *, repeats: int = 5) -> float:
-    """Median milliseconds of one eval-mode forward pass of a random ``input_shape`` batch, 1 CPU thread.
-
-    ``model`` must be on the CPU; its train/eval mode is restored.
-    """
-    x = torch.rand(input_shape)
-    threads, was_training = torch.get_num_threads(), model.training
-    torch.set_num_threads(1)
-    model.eval()
-    try:
-        times = []
-        with torch.inference_mode():
-            for _ in range(repeats + 1):
-                started = time.perf_counter()
-                model(x)
-                times.append(time.perf_counter() - started)
-        return 1000 * statistics.median(times[1:])
-    finally:
-        torch.set_num_threads(threads)
-        model.train(was_training)
 
 
 def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
