@@ -146,10 +146,9 @@ def _all_features(
     ``refit`` without them (no confirmation ran) takes the search's features of the same photos instead:
     it needs no copies (its few stand-in validation rows are not scored), so it extracts nothing when the
     study's trials did."""
-    cache = FeatureCache()
-    tag = weights_tag(source, state)
-    every = cache.path(cfg.model.backbone, cfg.model.resolution, f"{data.fingerprint}-all", tag)
-    if refit and not every.is_file() and data.x_new is None:
+    cache, tag, name = FeatureCache(), weights_tag(source, state), f"{data.fingerprint}-all"
+    cached = cache.path(cfg.model.backbone, cfg.model.resolution, name, tag).is_file()
+    if refit and not cached and data.x_new is None:
         split, _ = split_features(model, data, cfg, source, state, stop=stop)
         photos = torch.cat([split["train"], split["val"]])  # _all_photos' order
         copies = len(data.y_aug) // max(1, len(data.y_val))
@@ -160,9 +159,7 @@ def _all_features(
         parts = {"train": x, "aug": x_aug} | ({} if data.x_new is None else {"new": data.x_new})
         return backbone_features(model, parts, stop=stop)
 
-    features, _ = cache.get_or_compute(
-        cfg.model.backbone, cfg.model.resolution, f"{data.fingerprint}-all", tag, compute
-    )
+    features, _ = cache.get_or_compute(cfg.model.backbone, cfg.model.resolution, name, tag, compute)
     return {"train": features["train"], "val": features["train"], "aug": features["aug"]} | (
         {"new": features["new"]} if "new" in features else {}
     )
