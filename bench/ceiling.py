@@ -73,61 +73,85 @@ def seed_figures(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     train, test = load_photos(train_dir, max_images=args.max_train, seed=seed), load_photos(test_dir)
     x_aug, _ = condition_bank(test.x, copies=2, seed=0)
     y_aug = test.y.repeat(2)
-    model_cfg = FinetuneCfg(
-        backbone=BASELINE["backbone"], resolution=BASELINE["resolution"], head=BASELINE["head"]
-    )
     keys = ("lr", "weight_decay", "batch_size", "label_smoothing", "freeze", "augment")
     base_train = FinetuneTrainConfig(**{k: BASELINE[k] for k in keys})
-    model, source, state = build_model(FinetuneTrialConfig(model_cfg, base_train), {})
-    tag = weights_tag(source, state)
 
     def named(x: torch.Tensor) -> str:
         return hashlib.sha256(x.numpy().tobytes()).hexdigest()[:16]
 
-    def features_of(x: torch.Tensor) -> torch.Tensor:
-        feats, _ = FeatureCache().get_or_compute(
-            model_cfg.backbone,
-            model_cfg.resolution,
-            f"ceiling-{named(x)}",
-            tag,
-            lambda: {"train": backbone_features(model, {"train": x})["train"]},
+    def member(backbone: str, resolution: int) -> SimpleNamespace:
+        """One backbone at one resolution: its features of the bench's photos (cached) and CPU cost."""
+        cfg = FinetuneCfg(backbone=backbone, resolution=resolution, head=BASELINE["head"])
+        model, source, state = build_model(FinetuneTrialConfig(cfg, base_train), {})
+        tag = weights_tag(source, state)
+
+        def features_of(x: torch.Tensor) -> torch.Tensor:
+            feats, _ = FeatureCache().get_or_compute(
+                backbone,
+                resolution,
+                f"ceiling-{named(x)}",
+                tag,
+                lambda: {"train": backbone_features(model, {"train": x})["train"]},
+            )
+            return feats["train"]
+
+        plain = {"train": features_of(train.x), "val": features_of(test.x), "aug": features_of(x_aug)}
+        mirrored = {"val": features_of(test.x.flip(-1)), "aug": features_of(x_aug.flip(-1))}
+        return SimpleNamespace(
+            cfg=cfg, model=model, tag=tag, plain=plain, mirrored=mirrored, cost=cpu_cost(cfg, model)
         )
-        return feats["train"]
 
     started = time.perf_counter()
-    plain = {"train": features_of(train.x), "val": features_of(test.x), "aug": features_of(x_aug)}
-    mirrored = {"val": features_of(test.x.flip(-1)), "aug": features_of(x_aug.flip(-1))}
     data = SimpleNamespace(y_train=train.y, y_val=test.y, y_aug=y_aug, y_new=None)
-    cost = cpu_cost(model_cfg, model)
+    members: dict[tuple[str, int], SimpleNamespace] = {}
+
+    def joined(spec: str) -> SimpleNamespace:
+        """A probe arm's members' features side by side (``lite0@224+lite2@260``)."""
+        parts = []
+        for name in spec.split("+"):
+            backbone, resolution = name.split("@")
+            key = (backbone if "_" in backbone else f"tf_efficientnet_{backbone}", int(resolution))
+            if key not in members:
+                members[key] = member(*key)
+            parts.append(members[key])
+        return SimpleNamespace(
+            plain={k: torch.cat([m.plain[k] for m in parts], 1) for k in parts[0].plain},
+            mirrored={k: torch.cat([m.mirrored[k] for m in parts], 1) for k in parts[0].mirrored},
+            cost=sum(m.cost for m in parts),
+        )
+
+    base = joined(f"{BASELINE['backbone']}@{BASELINE['resolution']}")
+    baseline = members[(BASELINE["backbone"], BASELINE["resolution"])]
+    candidates = [("today", base, 0)] + [(f"views {v}", base, v) for v in args.views]
+    candidates += [(spec, joined(spec), 0) for spec in args.probes]
     arms: dict[str, Any] = {}
-    for views in [0, *args.views]:
-        features = dict(plain)
+    for name, probe, views in candidates:
+        features = dict(probe.plain)
         if views:
             features["views"], _ = view_features(
-                model_cfg,
+                baseline.cfg,
                 train.x,
                 views,
                 args.strength,
                 fingerprint=f"ceiling-{named(train.x)}",
-                weights=tag,
-                extract=lambda photos: backbone_features(model, {"train": photos})["train"],
+                weights=baseline.tag,
+                extract=lambda photos: backbone_features(baseline.model, {"train": photos})["train"],
             )
         torch.manual_seed(seed)
-        head = nn.Sequential(nn.Dropout(BASELINE["dropout"]), nn.Linear(model.num_features, 2))
+        head = nn.Sequential(nn.Dropout(BASELINE["dropout"]), nn.Linear(features["train"].shape[1], 2))
         fit_head(head, features, data, base_train, lambda *_: None)
         head.eval()
-        name = "today" if views == 0 else f"views {views}"
         for flip in (False, True):
-            orig_p, aug_p = probabilities(head, plain["val"]), probabilities(head, plain["aug"])
+            orig_p, aug_p = probabilities(head, probe.plain["val"]), probabilities(head, probe.plain["aug"])
             if flip:
-                orig_p = (orig_p + probabilities(head, mirrored["val"])) / 2
-                aug_p = (aug_p + probabilities(head, mirrored["aug"])) / 2
+                orig_p = (orig_p + probabilities(head, probe.mirrored["val"])) / 2
+                aug_p = (aug_p + probabilities(head, probe.mirrored["aug"])) / 2
             orig, aug = accuracy(orig_p, test.y), accuracy(aug_p, y_aug)
             arms[name + (" + flip" if flip else "")] = {
                 "orig": orig,
                 "aug": aug,
                 "proxy": proxy_score(orig, aug),
-                "cpu_ms_per_100": cost * (2 if flip else 1),
+                "cpu_ms_per_100": probe.cost * (2 if flip else 1),
             }
     return {
         "seed": seed,
@@ -149,6 +173,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--views", default="2,4", help="probe_views of the views arms (default 2,4)")
     parser.add_argument("--strength", type=float, default=1.0, help="view_strength (default 1.0)")
+    parser.add_argument(
+        "--probes",
+        default="",
+        help="probe arms of other backbones, resolutions and concatenations, e.g. "
+        "lite2@260,lite0@224+lite2@260 (default none)",
+    )
     parser.add_argument("--test", type=int, default=500, help="photos held out per seed (default 500)")
     parser.add_argument("--max-train", type=int, help="a seeded subset of the training photos (smoke runs)")
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
@@ -157,6 +187,7 @@ def main() -> None:
     args = parser.parse_args()
     args.data, args.workdir = Path(args.data).resolve(), Path(args.workdir).resolve()
     args.views = [int(v) for v in args.views.split(",") if v.strip()]
+    args.probes = [p.strip() for p in args.probes.split(",") if p.strip()]
     os.environ.setdefault("RPZTUNE_CACHE", str(args.workdir / "cache"))
     import torch
 
@@ -169,7 +200,7 @@ def main() -> None:
               f"{result['seconds']} s")  # fmt: skip
         for arm, figures in result["arms"].items():
             print(
-                f"  {arm:16} ORIG {figures['orig']:.4f}  AUG {figures['aug']:.4f}  "
+                f"  {arm:34} ORIG {figures['orig']:.4f}  AUG {figures['aug']:.4f}  "
                 f"proxy {figures['proxy']:.4f}  CPU {figures['cpu_ms_per_100']:.0f} ms/100"
             )
     (args.workdir / "results.json").write_text(json.dumps(results, indent=1))
@@ -181,7 +212,7 @@ def main() -> None:
         for part in ("orig", "aug", "proxy"):
             mean, se = paired(results, arm, part)
             parts.append(f"{part.upper() if part != 'proxy' else 'proxy'} {mean:+.4f} ± {se:.4f}")
-        print(f"  {arm:16} " + "  ".join(parts))
+        print(f"  {arm:34} " + "  ".join(parts))
 
 
 if __name__ == "__main__":
