@@ -78,16 +78,20 @@ class Unlabelled:
     the model's prediction on an image as it is (no gradient) is its pseudo-label when its probability
     reaches ``threshold``, and the model is trained to give that label to a strongly augmented view of it
     (:data:`STRONG_VIEW`), the loss weighted ``weight``. Only images: no label of them is ever passed.
+    With ``teacher`` (distillation) the target of an image is the teacher's class probabilities instead of
+    the model's own confident pseudo-label.
 
     Args:
         images: uint8 ``[M, C, H, W]`` on the data's device.
         weight: The consistency loss's weight beside the labelled loss.
-        threshold: The probability a pseudo-label needs.
+        threshold: The probability a pseudo-label needs (unused with ``teacher``).
+        teacher: ``[M, K]`` probabilities a teacher (e.g. a confirmed ensemble) gives each image, or ``None``.
     """
 
     images: torch.Tensor
     weight: float
     threshold: float
+    teacher: torch.Tensor | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -228,7 +232,7 @@ def _consistency(
     dtype: torch.dtype | None,
 ) -> torch.Tensor:
     """The weighted loss of one batch of unlabelled images: their confident pseudo-labels (the model's
-    prediction on the image as it is) given to their strong views."""
+    prediction on the image as it is) or their teacher's probabilities given to their strong views."""
     images = unlabelled.images
     pick = torch.randint(len(images), (size,), generator=generator, device=images.device)
     plain = images[pick].float().div_(255)
@@ -236,6 +240,10 @@ def _consistency(
     if channels_last:
         plain = plain.contiguous(memory_format=torch.channels_last)
         strong = strong.contiguous(memory_format=torch.channels_last)
+    if unlabelled.teacher is not None:
+        with autocast(images.device, dtype):
+            out = model(strong).float()
+        return unlabelled.weight * F.cross_entropy(out, unlabelled.teacher[pick])
     with torch.no_grad(), autocast(images.device, dtype):
         confidence, pseudo = model(plain).float().exp().max(1)  # the model gives log-probabilities
     keep = (confidence >= unlabelled.threshold).float()
