@@ -60,7 +60,7 @@ def seed_figures(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     from bench.fidelity import split_photos
     from models.finetune import FinetuneCfg
     from objectives.finetune.cpu_limit import cpu_cost
-    from objectives.finetune.feature_cache import FeatureCache, weights_tag
+    from objectives.finetune.feature_cache import FeatureCache
     from objectives.finetune.objective import backbone_features, build_model, fit_head
     from objectives.finetune.photos import load_photos
     from objectives.finetune.proxy import condition_bank, proxy_score
@@ -82,8 +82,8 @@ def seed_figures(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     def member(backbone: str, resolution: int) -> SimpleNamespace:
         """One backbone at one resolution: its features of the bench's photos (cached) and CPU cost."""
         cfg = FinetuneCfg(backbone=backbone, resolution=resolution, head=BASELINE["head"])
-        model, source, state = build_model(FinetuneTrialConfig(cfg, base_train), {})
-        tag = weights_tag(source, state)
+        model, _, tags = build_model(FinetuneTrialConfig(cfg, base_train), {})
+        tag = tags[0]
 
         def features_of(x: torch.Tensor) -> torch.Tensor:
             feats, _ = FeatureCache().get_or_compute(

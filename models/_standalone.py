@@ -84,15 +84,16 @@ def finetune_modules(cfg: FinetuneCfg, *, plain_torch: bool) -> list[ModuleType]
     (``classify``, which a single-task file needs too, is the caller's to add: a submission has it once).
 
     Raises:
-        ValueError: with ``plain_torch``, when ``cfg.backbone`` is not a supported EfficientNet-Lite.
+        ValueError: with ``plain_torch``, when a backbone of ``cfg`` is not a supported EfficientNet-Lite.
     """
     if not plain_torch:
         return [timm_backbone, finetune]
-    if not efficientnet_lite.is_backbone(cfg.backbone):
-        raise ValueError(
-            f"backbone {cfg.backbone!r} has no plain-torch version; "
-            f"supported: {', '.join(efficientnet_lite.LITE_VARIANTS)}"
-        )
+    for name in [cfg.backbone, *(extra for extra, _ in cfg.extras)]:
+        if not efficientnet_lite.is_backbone(name):
+            raise ValueError(
+                f"backbone {name!r} has no plain-torch version; "
+                f"supported: {', '.join(efficientnet_lite.LITE_VARIANTS)}"
+            )
     return [efficientnet_lite, finetune]
 
 

@@ -11,6 +11,9 @@ loaded by the caller (see ``models/weights.py``), and an exported ``finetuned.pt
 with ``FINETUNE_CFG`` set to the winner, and a plain-torch export swaps the backbone module for
 ``models/efficientnet_lite.py`` (same keys, same outputs, no timm).
 
+With ``cfg.extras`` the network holds two or three frozen backbones, each at its own resolution, and its head
+reads their pooled features side by side (a linear probe over several backbones, still one ``FinetuneNet()``).
+
 Example:
     >>> model = FinetuneNet(FinetuneCfg(backbone="tf_efficientnet_lite0", resolution=128))
     >>> model(torch.rand(4, 3, 96, 96)).shape
@@ -54,6 +57,8 @@ class FinetuneCfg:
         hidden: Width of the MLP head's hidden layer.
         dropout: Dropout probability before each head layer.
         num_classes: Outputs (2: cat, dog).
+        extras: Further ``(backbone, resolution)`` pairs whose pooled features are concatenated after the
+            first backbone's (at most 2; they never train: only the ``"linear"`` freezing policy).
 
     Raises:
         ValueError: naming the field, the value and the rule it breaks.
@@ -65,8 +70,16 @@ class FinetuneCfg:
     hidden: int = 256
     dropout: float = 0.2
     num_classes: int = 2
+    extras: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
+        try:  # a stored config comes back from JSON as lists
+            extras = tuple((str(name), int(side)) for name, side in self.extras)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"FinetuneCfg.extras={self.extras!r} breaks: {_FINETUNE_RULES['extras']}"
+            ) from None
+        object.__setattr__(self, "extras", extras)
         problems = {
             "backbone": not is_backbone(self.backbone),
             "resolution": not 32 <= self.resolution <= 512,
@@ -74,6 +87,8 @@ class FinetuneCfg:
             "hidden": self.hidden < 1,
             "dropout": not 0.0 <= self.dropout < 1.0,
             "num_classes": self.num_classes < 1,
+            "extras": len(extras) > 2
+            or any(not is_backbone(name) or not 32 <= side <= 512 for name, side in extras),
         }
         for name, bad in problems.items():
             if bad:
@@ -92,12 +107,18 @@ class FinetuneNet(nn.Module):
         super().__init__()
         self.cfg = cfg = FINETUNE_CFG if cfg is None else cfg
         self.backbone = create_backbone(cfg.backbone)
-        pretrained = self.backbone.pretrained_cfg
-        self.register_buffer("mean", torch.tensor(pretrained["mean"]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(pretrained["std"]).view(1, 3, 1, 1), persistent=False)
+        self.extra_backbones = nn.ModuleList(create_backbone(name) for name, _ in cfg.extras)
+        self.resolutions = [cfg.resolution, *(side for _, side in cfg.extras)]
+        for i, backbone in enumerate(self.branches()):
+            pretrained = backbone.pretrained_cfg
+            suffix = f"_{i}" if i else ""  # the first backbone's names predate extras
+            mean, std = (torch.tensor(pretrained[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+            self.register_buffer(f"mean{suffix}", mean, persistent=False)
+            self.register_buffer(f"std{suffix}", std, persistent=False)
         # the width of timm's pre-logits: MobileNetV3's conv_head makes it 1280 where num_features says 960
-        width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
-        self.num_features = int(width)
+        self.num_features = sum(
+            int(getattr(b, "head_hidden_size", None) or b.num_features) for b in self.branches()
+        )
         if cfg.head == "mlp":
             self.head = nn.Sequential(
                 nn.Dropout(cfg.dropout),
@@ -109,13 +130,24 @@ class FinetuneNet(nn.Module):
         else:
             self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(self.num_features, cfg.num_classes))
 
+    def branches(self) -> list[nn.Module]:
+        """The backbones, the first (``cfg.backbone``) then ``cfg.extras``'."""
+        return [self.backbone, *self.extra_backbones]
+
+    def branch_features(self, x: torch.Tensor, i: int = 0) -> torch.Tensor:
+        """Backbone ``i``'s features: resize to its resolution, normalise, backbone, global pool."""
+        side, backbone = self.resolutions[i], self.branches()[i]
+        if x.shape[-1] != side or x.shape[-2] != side:
+            x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+        suffix = f"_{i}" if i else ""
+        x = (x - getattr(self, f"mean{suffix}")) / getattr(self, f"std{suffix}")
+        return backbone.forward_head(backbone.forward_features(x), pre_logits=True)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Resize to ``cfg.resolution``, normalise, backbone, global pool: ``[B, num_features]``."""
-        if x.shape[-1] != self.cfg.resolution or x.shape[-2] != self.cfg.resolution:
-            size = (self.cfg.resolution, self.cfg.resolution)
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-        x = (x - self.mean) / self.std
-        return self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
+        """Every backbone's pooled features side by side: ``[B, num_features]``."""
+        if not self.extra_backbones:
+            return self.branch_features(x)
+        return torch.cat([self.branch_features(x, i) for i in range(len(self.resolutions))], dim=1)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features ``[B, num_features]`` -> ``[B, num_classes]`` logits."""
@@ -129,7 +161,7 @@ class FinetuneNet(nn.Module):
         """Set the mode; batch norms whose parameters are all frozen stay in eval mode (stats kept)."""
         super().train(mode)
         if mode:
-            for module in self.backbone.modules():
+            for module in self.modules():
                 params = list(module.parameters(recurse=False))
                 if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
                     p.requires_grad for p in params
@@ -148,10 +180,14 @@ def set_trainable(model: FinetuneNet, policy: str, k: int = 1) -> list[nn.Parame
         k: Stages trained by ``"last_k"``.
 
     Raises:
-        ValueError: for an unknown policy, or ``k`` outside ``[1, stages]``.
+        ValueError: for an unknown policy, ``k`` outside ``[1, stages]``, or a policy other than
+            ``"linear"`` for a network with ``extras`` (they stay frozen).
     """
     if policy not in FREEZE_POLICIES:
         raise ValueError(f"unknown freeze policy {policy!r}; valid policies: {', '.join(FREEZE_POLICIES)}")
+    if model.cfg.extras and policy != "linear":
+        raise ValueError(f"a FinetuneNet with extras trains its head only (freeze 'linear'), not {policy!r}")
+    model.extra_backbones.requires_grad_(False)
     backbone = model.backbone
     for p in backbone.parameters():
         p.requires_grad = policy == "full"
@@ -189,6 +225,7 @@ _FINETUNE_RULES = {
     "hidden": "at least 1",
     "dropout": "0 <= dropout < 1",
     "num_classes": "at least 1",
+    "extras": "at most 2 (backbone, resolution) pairs, each a backbone name and 32 <= resolution <= 512",
 }
 
 

@@ -70,8 +70,8 @@ class Param:
         default: The spec searched when the user gives no override.
         bounds: Inclusive ``(low, high)`` a numeric value must lie in.
         allowed: The values a choice may take.
-        check: For a setting: returns what is wrong with a value (e.g. ``"must be two distinct digits"``)
-            or ``None`` when it is fine.
+        check: Returns what is wrong with a value (e.g. ``"must be two distinct digits"``) or ``None``
+            when it is fine (a setting's value; each value of a searched parameter).
         doc: One line shown in help.
     """
 
@@ -260,6 +260,9 @@ def _check_value(param: Param, value: Any, where: str) -> None:
     if param.kind == "choice" and param.allowed is not None and value not in param.allowed:
         allowed = ", ".join(repr(a) for a in param.allowed)
         raise SpaceError(f"{where} must be one of {allowed}; got {value!r}")
+    problem = param.check(value) if param.check is not None else None
+    if problem:
+        raise SpaceError(f"{where} {problem}, got {value!r}")
 
 
 def _describe(spec: Spec) -> Any:

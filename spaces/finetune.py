@@ -4,7 +4,9 @@ Searched by default: the backbone (of those whose weights resolve: see ``models/
 internal resolution, the head, the freezing policy (linear probe, last-k stages, full fine-tune with a
 lower backbone learning rate), the augmentation policy and the AdamW optimiser. Policy-specific keys
 (``freeze_k``, ``backbone_lr_scale``, ``randaugment_n``/``randaugment_m``, ``hidden``) are drawn only with
-their policy.
+their policy. Options of cached linear probes, off by default (``bench/ceiling.py`` measures them):
+``extra_backbones`` (the features of one or two more frozen backbones side by side with the first's, one
+``FinetuneNet``) and ``probe_views`` (augmented views of the training photos).
 """
 
 from __future__ import annotations
@@ -18,7 +20,16 @@ from models.finetune import FINETUNE_HEADS, FREEZE_POLICIES, FinetuneCfg
 
 from ._space import Choice, FloatRange, IntRange, Param, Space
 
-__all__ = ["AUGMENTS", "BACKBONES", "BASELINE", "MIXES", "SPACE", "FinetuneTrialConfig", "suggest"]
+__all__ = [
+    "AUGMENTS",
+    "BACKBONES",
+    "BASELINE",
+    "MIXES",
+    "SPACE",
+    "FinetuneTrialConfig",
+    "parse_extras",
+    "suggest",
+]
 
 BACKBONES = (
     "tf_efficientnet_lite0",
@@ -44,6 +55,34 @@ BASELINE = {
     "batch_size": 64,
     "label_smoothing": 0.0,
 }
+
+
+def parse_extras(spec: str) -> tuple[tuple[str, int], ...]:
+    """``"none"`` or ``"backbone@resolution[+backbone@resolution]"`` -> ``FinetuneCfg.extras``.
+
+    Raises:
+        ValueError: saying what is wrong with ``spec``.
+    """
+    if spec == "none":
+        return ()
+    extras = []
+    for part in spec.split("+"):
+        name, at, side = part.strip().partition("@")
+        if not at or not side.strip().isdigit():
+            raise ValueError(f"{part!r} is not backbone@resolution (e.g. tf_efficientnet_lite2@260)")
+        extras.append((name.strip(), int(side)))
+    FinetuneCfg(extras=tuple(extras))  # the model's rules: names, resolutions, at most 2
+    return tuple(extras)
+
+
+def _check_extras(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "must be 'none' or 'backbone@resolution[+backbone@resolution]'"
+    try:
+        parse_extras(value)
+    except ValueError as exc:
+        return f"must be 'none' or 'backbone@resolution[+backbone@resolution]' ({exc})"
+    return None
 
 
 def _check_share(value: Any) -> str | None:
@@ -116,6 +155,13 @@ SPACE = Space(
         Param("randaugment_n", "int", IntRange(1, 3), bounds=(1, 6), doc="RandAugment ops per image"),
         Param("randaugment_m", "int", IntRange(5, 15), bounds=(0, 30), doc="RandAugment magnitude"),
         Param("mix", "choice", "none", allowed=MIXES, doc="mixup / cutmix on batches (optional)"),
+        Param(
+            "extra_backbones",
+            "choice",
+            "none",
+            check=_check_extras,
+            doc="probes: more frozen backbones beside the first, e.g. tf_efficientnet_lite2@260",
+        ),
         Param("probe_views", "int", 0, bounds=(0, 16), doc="probes: augmented views of each photo (cached)"),
         Param(
             "view_strength",
@@ -256,8 +302,10 @@ def suggest(trial: optuna.Trial, space: Space = SPACE) -> FinetuneTrialConfig:
         randaugment_m=space.suggest(trial, "randaugment_m") if augment == "randaugment" else 9,
         **space.suggest_all(trial, "mix", "lr", "weight_decay", "batch_size", "label_smoothing", "epochs"),
     )
-    if train.uses_cache:  # augmented views: only for probes on cached features
-        views = space.suggest(trial, "probe_views")
+    if train.uses_cache:  # more backbones or augmented views: only for probes on cached features
+        extras = parse_extras(space.suggest(trial, "extra_backbones"))
+        model = replace(model, extras=extras)
+        views = 0 if extras else space.suggest(trial, "probe_views")  # views: of the first backbone only
         strength = space.suggest(trial, "view_strength") if views else defaults.view_strength
         train = replace(train, probe_views=views, view_strength=strength)
     return FinetuneTrialConfig(model=model, train=train)

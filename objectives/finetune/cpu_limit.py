@@ -27,10 +27,10 @@ _MEASURED: dict[tuple[Any, ...], float] = {}  # per process: one measurement per
 
 def cpu_cost(cfg: FinetuneCfg, model: nn.Module | None = None) -> float:
     """CPU ms per 100 evaluator images at 1 thread of the network ``cfg`` describes (``model`` when it is
-    built already: its weights do not change the cost), measured once per process for each backbone and
-    resolution: the head (at most 1280 x 512 multiply-adds an image) is noise beside the backbone, and
+    built already: its weights do not change the cost), measured once per process for each set of backbones
+    and resolutions: the head (at most 1280 x 512 multiply-adds an image) is noise beside the backbone, and
     keying by it would re-time the backbone for every MLP width a probe search draws."""
-    key = (cfg.backbone, cfg.resolution)
+    key = (cfg.backbone, cfg.resolution, cfg.extras)
     if key not in _MEASURED:
         net = model if model is not None else FinetuneNet(cfg)
         _MEASURED[key] = cpu_ms_per_100(net, (3, IMAGE_SIZE, IMAGE_SIZE))

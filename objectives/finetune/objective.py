@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from optuna.trial import FrozenTrial
 from torch import nn
 
-from models.finetune import FinetuneNet, set_trainable
+from models.finetune import FinetuneCfg, FinetuneNet, set_trainable
 from models.weights import WeightsError, backbone_catalogue, resolve_weights
 from objectives.finetune.augment import augment_batch, make_mix, make_policy
 from objectives.finetune.cpu_limit import over_cpu_limit
@@ -48,16 +48,19 @@ from objectives.training.memory import plan_batch
 from objectives.training.resume import Resume, resumable
 from objectives.training.time_plan import plan_epochs, seconds_per_image
 from spaces import Choice, Space
-from spaces.finetune import FinetuneTrainConfig, FinetuneTrialConfig, suggest
+from spaces.finetune import FinetuneTrainConfig, FinetuneTrialConfig, parse_extras, suggest
 
 __all__ = [
     "NET_CHUNK",
     "FinetuneData",
     "backbone_features",
+    "branch_keys",
     "build_model",
+    "cached_features",
     "evaluate",
     "fit_head",
     "fit_model",
+    "is_cached",
     "load_data",
     "load_model",
     "objective",
@@ -156,7 +159,7 @@ def objective(
     if data.skipped:
         trial.set_user_attr("skipped_examples", [f"{f}: {r}" for f, r in data.skipped[:5]])
     torch.manual_seed(seed)
-    model, source, state = build_model(cfg, settings)
+    model, source, tags = build_model(cfg, settings)
     trial.set_user_attr("weights_source", source)
     trial.set_user_attr("n_params", sum(p.numel() for p in model.parameters()))
     curves: dict[str, list[float]] = {"train_loss": [], "orig_acc": [], "aug_acc": [], "proxy": []}
@@ -209,17 +212,17 @@ def objective(
             stage.report(context, trial, value, epoch)  # the pruner sees the epochs the predecessor ran
         if cfg.train.uses_cache:
             prepared = time.perf_counter()
-            features, hit = split_features(model, data, cfg, source, state, stop=context.out_of_time)
+            features, hit = split_features(model, data, tags, stop=context.out_of_time)
             trial.set_user_attr("feature_cache", "hit" if hit else "miss")
             if cfg.train.probe_views:
-                tag, stop = weights_tag(source, state), context.out_of_time
                 features["views"], hits = probe_view_features(
-                    model, data.x_train, cfg, data.fingerprint, tag, stop
+                    model, data.x_train, cfg, data.fingerprint, tags[0], context.out_of_time
                 )
                 trial.set_user_attr("view_cache", f"{hits} of {cfg.train.probe_views} views hit")
             # what the features cost, which replicates pay once (the pipeline's confirmation plan)
             views = f"+{cfg.train.probe_views}views" if cfg.train.probe_views else ""
-            trial.set_user_attr("prep_key", f"{cfg.model.backbone}@{cfg.model.resolution}{views}")
+            nets = "+".join(f"{name}@{side}" for name, side in branch_keys(cfg.model))
+            trial.set_user_attr("prep_key", nets + views)
             trial.set_user_attr("prep_seconds", round(time.perf_counter() - prepared, 3))
             stopped_in = fit_head(model.head, features, data, cfg.train, on_epoch, **loop)
         else:
@@ -294,26 +297,34 @@ def _fit_time(
     return cfg, None
 
 
-def build_model(cfg: FinetuneTrialConfig, settings: dict[str, Any]) -> tuple[FinetuneNet, str, dict]:
-    """The trial's FinetuneNet with its backbone's pretrained weights, frozen by its policy.
+def build_model(cfg: FinetuneTrialConfig, settings: dict[str, Any]) -> tuple[FinetuneNet, str, list[str]]:
+    """The trial's FinetuneNet with its backbones' pretrained weights, frozen by its policy.
 
     Returns:
-        The model (in train mode), the weights' source and the backbone state dict loaded.
+        The model (in train mode), the weights' source (sources, with extras) and the weights tag of each
+        backbone (:func:`~objectives.finetune.feature_cache.weights_tag`: the feature cache's keys).
 
     Raises:
-        WeightsError: when no source has the backbone's weights or they do not fit it.
+        WeightsError: when no source has a backbone's weights or they do not fit it.
     """
     model = FinetuneNet(cfg.model)
-    state, source = _weights(
-        cfg.model.backbone, settings.get("weights_dir"), settings.get("download_weights")
-    )
-    backbone_keys = set(model.backbone.state_dict())
-    missing = backbone_keys - set(state)
-    if missing:
-        raise WeightsError(f"weights from {source} lack {len(missing)} keys, e.g. {sorted(missing)[:3]}")
-    model.backbone.load_state_dict({k: v for k, v in state.items() if k in backbone_keys})
+    sources, tags = [], []
+    for (name, _), backbone in zip(branch_keys(cfg.model), model.branches(), strict=True):
+        state, source = _weights(name, settings.get("weights_dir"), settings.get("download_weights"))
+        backbone_keys = set(backbone.state_dict())
+        missing = backbone_keys - set(state)
+        if missing:
+            raise WeightsError(f"weights from {source} lack {len(missing)} keys, e.g. {sorted(missing)[:3]}")
+        backbone.load_state_dict({k: v for k, v in state.items() if k in backbone_keys})
+        sources.append(source)
+        tags.append(weights_tag(source, state))
     set_trainable(model, cfg.train.freeze, cfg.train.freeze_k)
-    return model.train(), source, state
+    return model.train(), " + ".join(dict.fromkeys(sources)), tags
+
+
+def branch_keys(cfg: FinetuneCfg) -> list[tuple[str, int]]:
+    """The ``(backbone, resolution)`` of each of ``cfg``'s backbones, in feature order."""
+    return [(cfg.backbone, cfg.resolution), *cfg.extras]
 
 
 def evaluate(
@@ -355,7 +366,15 @@ def _offered(trial: optuna.Trial, space: Space, settings: dict[str, Any]) -> Spa
         trial.study.set_user_attr("backbones", {"offered": available, "skipped": skipped})
     if not available:
         raise WeightsError("no backbone of the space has weights: " + "; ".join(skipped.values()))
-    return space.with_overrides({"backbone": available}, origin="the backbone catalogue")
+    overrides: dict[str, Any] = {"backbone": available}
+    extras = space["extra_backbones"]
+    specs = list(extras.choices) if isinstance(extras, Choice) else [extras]
+    if len(specs) > 1:  # a searched choice: only combinations whose backbones all have weights
+        names = tuple(sorted({name for spec in specs for name, _ in parse_extras(spec)}))
+        have = set(_catalogue(names, settings.get("weights_dir"), bool(settings.get("download_weights")))[0])
+        kept = [spec for spec in specs if all(name in have for name, _ in parse_extras(spec))]
+        overrides["extra_backbones"] = kept or ["none"]
+    return space.with_overrides(overrides, origin="the backbone catalogue")
 
 
 @functools.lru_cache(maxsize=8)
@@ -363,7 +382,7 @@ def _catalogue(names: tuple[str, ...], weights_dir: str | None, download: bool) 
     return backbone_catalogue(names, weights_dir=weights_dir, download=download)
 
 
-@functools.lru_cache(maxsize=3)
+@functools.lru_cache(maxsize=4)
 def _weights(
     name: str, weights_dir: str | None, download: bool | None
 ) -> tuple[dict[str, torch.Tensor], str]:
@@ -371,15 +390,22 @@ def _weights(
 
 
 def backbone_features(
-    model: FinetuneNet, parts: dict[str, torch.Tensor], *, stop: Callable[[], bool] | None = None
+    model: FinetuneNet,
+    parts: dict[str, torch.Tensor],
+    *,
+    stop: Callable[[], bool] | None = None,
+    branch: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The frozen backbone's pooled features of each part's uint8 photos, ``NET_CHUNK`` photos at a time.
+    """The frozen backbones' pooled features of each part's uint8 photos, ``NET_CHUNK`` photos at a time
+    (``branch``: backbone ``branch``'s alone).
 
     Raises:
         DeadlineReached: when ``stop`` (asked before every chunk) says ``True``; its message says where
             (``"while extracting ... features (train photos: 32 of 80 done)"``).
     """
     model.eval()
+    backbone, side = branch_keys(model.cfg)[branch or 0]
+    forward = model.forward_features if branch is None else functools.partial(model.branch_features, i=branch)
     features: dict[str, torch.Tensor] = {}
     with torch.inference_mode():
         for name, x in parts.items():
@@ -387,36 +413,63 @@ def backbone_features(
             for i in range(0, len(x), NET_CHUNK):
                 if stop is not None and stop():
                     raise DeadlineReached(
-                        f"while extracting {model.cfg.backbone} features at {model.cfg.resolution} px "
+                        f"while extracting {backbone} features at {side} px "
                         f"({name} photos: {i} of {len(x)} done)"
                     )
-                chunks.append(model.forward_features(to_float(x[i : i + NET_CHUNK])))
+                chunks.append(forward(to_float(x[i : i + NET_CHUNK])))
             features[name] = torch.cat(chunks)
     return features
+
+
+def cached_features(
+    model: FinetuneNet,
+    tags: list[str],
+    fingerprint: str,
+    parts: Callable[[], dict[str, torch.Tensor]],
+    *,
+    stop: Callable[[], bool] | None = None,
+) -> tuple[dict[str, torch.Tensor], bool]:
+    """The frozen backbones' features of the photos ``parts()`` names (``fingerprint``), each backbone's from
+    the feature cache (computed and cached on a miss), side by side; and whether all were hits. ``tags``:
+    :func:`build_model`'s."""
+    cache, each, hits = FeatureCache(), [], True
+    for i, ((backbone, side), tag) in enumerate(zip(branch_keys(model.cfg), tags, strict=True)):
+        features, hit = cache.get_or_compute(
+            backbone,
+            side,
+            fingerprint,
+            tag,
+            lambda i=i: backbone_features(model, parts(), stop=stop, branch=i),
+        )
+        each.append(features)
+        hits = hits and hit
+    if len(each) == 1:
+        return each[0], hits
+    return {name: torch.cat([f[name] for f in each], dim=1) for name in each[0]}, hits
+
+
+def is_cached(cfg: FinetuneCfg, tags: list[str], fingerprint: str) -> bool:
+    """Whether every backbone's features of the photos ``fingerprint`` names are in the feature cache."""
+    cache = FeatureCache()
+    pairs = zip(branch_keys(cfg), tags, strict=True)
+    return all(cache.path(backbone, side, fingerprint, tag).is_file() for (backbone, side), tag in pairs)
 
 
 def split_features(
     model: FinetuneNet,
     data: FinetuneData,
-    cfg: FinetuneTrialConfig,
-    source: str,
-    state: dict,
+    tags: list[str],
     *,
     stop: Callable[[], bool] | None = None,
 ) -> tuple[dict[str, torch.Tensor], bool]:
-    """The frozen backbone's features of the study's split (``train``, ``val``, ``aug``, ``new``) from the
+    """The frozen backbones' features of the study's split (``train``, ``val``, ``aug``, ``new``) from the
     feature cache, computed and cached on a miss; and whether it was a hit."""
 
-    def compute() -> dict[str, torch.Tensor]:
-        parts = {"train": data.x_train, "val": data.x_val, "aug": data.x_aug}
-        if data.x_new is not None:
-            parts["new"] = data.x_new
-        return backbone_features(model, parts, stop=stop)
+    def parts() -> dict[str, torch.Tensor]:
+        named = {"train": data.x_train, "val": data.x_val, "aug": data.x_aug}
+        return named | ({} if data.x_new is None else {"new": data.x_new})
 
-    tag = weights_tag(source, state)
-    return FeatureCache().get_or_compute(
-        cfg.model.backbone, cfg.model.resolution, data.fingerprint, tag, compute
-    )
+    return cached_features(model, tags, data.fingerprint, parts, stop=stop)
 
 
 def probe_view_features(

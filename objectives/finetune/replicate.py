@@ -15,12 +15,12 @@ import torch
 from optuna.trial import FrozenTrial
 
 from models.finetune import FinetuneNet
-from objectives.finetune.feature_cache import FeatureCache, weights_tag
 from objectives.finetune.objective import (
-    backbone_features,
     build_model,
+    cached_features,
     fit_head,
     fit_model,
+    is_cached,
     probe_view_features,
     split_features,
 )
@@ -93,7 +93,7 @@ def _finetune_run(
     cfg = FinetuneTrialConfig.from_dict(trial.user_attrs["config"])
     train_cfg = replace(cfg.train, epochs=epochs)
     torch.manual_seed(seed)
-    model, source, state = build_model(cfg, settings)
+    model, _, tags = build_model(cfg, settings)
     torch.manual_seed(seed)
     parts, rows = _finetune_parts(data, rep)
     best: dict[str, Any] = {"proxy": -1.0, "epoch": 0}
@@ -105,14 +105,13 @@ def _finetune_run(
             best.update(proxy=score, epoch=epoch, parts=dict(acc), state=snapshot())
 
     if cfg.train.uses_cache:
-        every = _all_features(model, data, cfg, source, state, stop, refit=rep is None)
+        every = _all_features(model, data, tags, stop, refit=rep is None)
         features = {name: every[name][index] for name, index in rows.items()}
         if data.x_new is not None:
             features["new"] = every["new"]
         if cfg.train.probe_views:  # the views of every photo, cached once; this replicate's training rows
             photos = _all_photos(data)[0]
-            tag = weights_tag(source, state)
-            views, _ = probe_view_features(model, photos, cfg, f"{data.fingerprint}-all", tag, stop)
+            views, _ = probe_view_features(model, photos, cfg, f"{data.fingerprint}-all", tags[0], stop)
             n, train = len(photos), rows["train"]
             features["views"] = torch.cat([views[v * n + train] for v in range(cfg.train.probe_views)])
         stopped_in = fit_head(model.head, features, parts, train_cfg, on_epoch, stop=stop)
@@ -135,9 +134,7 @@ def _finetune_run(
 def _all_features(
     model: FinetuneNet,
     data: Any,
-    cfg: FinetuneTrialConfig,
-    source: str,
-    state: dict,
+    tags: list[str],
     stop: Callable[[], bool] | None = None,
     *,
     refit: bool = False,
@@ -146,20 +143,18 @@ def _all_features(
     ``refit`` without them (no confirmation ran) takes the search's features of the same photos instead:
     it needs no copies (its few stand-in validation rows are not scored), so it extracts nothing when the
     study's trials did."""
-    cache, tag, name = FeatureCache(), weights_tag(source, state), f"{data.fingerprint}-all"
-    cached = cache.path(cfg.model.backbone, cfg.model.resolution, name, tag).is_file()
-    if refit and not cached and data.x_new is None:
-        split, _ = split_features(model, data, cfg, source, state, stop=stop)
+    name = f"{data.fingerprint}-all"
+    if refit and not is_cached(model.cfg, tags, name) and data.x_new is None:
+        split, _ = split_features(model, data, tags, stop=stop)
         photos = torch.cat([split["train"], split["val"]])  # _all_photos' order
         copies = len(data.y_aug) // max(1, len(data.y_val))
         return {"train": photos, "val": photos, "aug": photos.repeat(copies, 1)}
 
-    def compute() -> dict[str, torch.Tensor]:
+    def parts() -> dict[str, torch.Tensor]:
         x, _, x_aug, _ = _all_photos(data)
-        parts = {"train": x, "aug": x_aug} | ({} if data.x_new is None else {"new": data.x_new})
-        return backbone_features(model, parts, stop=stop)
+        return {"train": x, "aug": x_aug} | ({} if data.x_new is None else {"new": data.x_new})
 
-    features, _ = cache.get_or_compute(cfg.model.backbone, cfg.model.resolution, name, tag, compute)
+    features, _ = cached_features(model, tags, name, parts, stop=stop)
     return {"train": features["train"], "val": features["train"], "aug": features["aug"]} | (
         {"new": features["new"]} if "new" in features else {}
     )

@@ -147,6 +147,8 @@ def _enqueue_finetunes(study: optuna.Study, space: Space, late: bool) -> None:
     leaders: dict[tuple, optuna.trial.FrozenTrial] = {}
     for probe in sorted(probes, key=lambda t: -t.value):
         model = probe.user_attrs["config"]["model"]
+        if model.get("extras"):  # several frozen backbones: nothing to fine-tune one backbone from
+            continue
         leaders.setdefault(tuple(model[k] for k in LEADER_KEYS), probe)
     for probe in list(leaders.values())[: int(settings.get("finetune_top", 2))]:
         model = probe.user_attrs["config"]["model"]

@@ -1,5 +1,6 @@
 """MyNet's consistency training on the unlabelled "additional" images: it changes what is learnt, it never
-reads a label of those images, and never an image of the validation holdout confirmation scores on."""
+reads a label of those images, and never an image of the validation holdout confirmation scores on; the
+same for distillation of teachers into one MyNet on those images."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import pytest
 import torch
 from rpz_mynet import TINY
 
+from models import MyNet
 from objectives import get_task
 from objectives.mynet.data import fashion_split, load_fashion, unlabelled_images
+from objectives.mynet.distill import distillation_targets
 from objectives.mynet.replicate import retrain_mynet
 from objectives.replicate import Replicate
+from objectives.training.fit import fit
 from spaces.mynet import suggest
 
 TASK = get_task("mynet")
@@ -54,3 +58,52 @@ def test_consistency_training_reads_no_unlabelled_label_and_no_holdout_image(spl
     )
     assert trained(poisoned, **on) == clean
     assert trained(split) != clean, "the unlabelled images change what is learnt"
+
+
+def test_distillation_targets_are_the_teachers_mean_on_the_additional_images_only(split) -> None:
+    cfg = suggest(optuna.trial.FixedTrial({}), TASK.space.with_overrides({**TINY, "epochs": 1}))
+    teachers = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        teachers.append(MyNet(cfg.model).eval())
+    targets = distillation_targets(teachers, split, weight=0.5)
+    assert targets.images is split.x_add and targets.weight == 0.5
+    x = split.x_add[:7].float().div(255)
+    with torch.no_grad():
+        expected = (teachers[0](x).exp() + teachers[1](x).exp()) / 2
+    assert torch.allclose(targets.teacher[:7], expected, atol=1e-6)
+    assert torch.allclose(targets.teacher.sum(1), torch.ones(len(split.x_add)), atol=1e-5)
+
+
+def test_distillation_reads_no_unlabelled_label_and_no_holdout_image(split) -> None:
+    cfg = suggest(optuna.trial.FixedTrial({}), TASK.space.with_overrides({**TINY, "epochs": 1}))
+    torch.manual_seed(5)
+    teacher = MyNet(cfg.model)
+    fit(teacher, cfg.train, cfg.augment, (split.x_train, split.y_train), None, generator=torch.Generator())
+
+    def student(data, distil: bool) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = MyNet(cfg.model)
+        targets = distillation_targets([teacher], data) if distil else None
+        train = (data.x_train, data.y_train)
+        fit(
+            model,
+            cfg.train,
+            cfg.augment,
+            train,
+            None,
+            generator=torch.Generator().manual_seed(0),
+            unlabelled=targets,
+        )
+        with torch.no_grad():
+            return model.eval()(split.x_test[:500].float().div(255))
+
+    clean = student(split, True)
+    poisoned = replace(
+        split,
+        y_add=torch.randint(10, split.y_add.shape, generator=torch.Generator().manual_seed(0)),
+        x_holdout=torch.full_like(split.x_holdout, 255),
+        _on={},
+    )
+    assert torch.equal(student(poisoned, True), clean)
+    assert not torch.equal(student(split, False), clean), "the teacher's targets change what is learnt"
