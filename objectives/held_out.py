@@ -66,9 +66,7 @@ def finetune_predictions(
         else:
             probs = probabilities(model, x, prepare=to_float, chunk_size=_NET_CHUNK)
         out[name] = (probs, _labels(labels[name]))
-    flipped = probabilities(
-        model, parts.x_val, prepare=lambda c: to_float(c).flip(-1), chunk_size=_NET_CHUNK
-    )
+    flipped = probabilities(model, parts.x_val, prepare=lambda c: to_float(c).flip(-1), chunk_size=_NET_CHUNK)
     out["orig_flip"] = (flipped, _labels(parts.y_val))
     return out
 

@@ -82,4 +82,3 @@ def rdb_models() -> ModuleType:
     from optuna.storages._rdb import models
 
     return models
-

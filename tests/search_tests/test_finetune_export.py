@@ -123,7 +123,5 @@ def test_export_passes_standalone_to_finetune_and_notes_it_is_ignored_elsewhere(
     export(winner, tmp_path / "out", standalone=standalone)
     # the exporter writes into a staging folder beside --out, moved into place when it succeeds
     assert [job.out.parent == tmp_path and job.out.name.startswith(".out.") for job in jobs] == [True]
-    assert [(job.weights, job.standalone) for job in jobs] == [
-        (tmp_path / "trial-00003.pt", passed)
-    ]
+    assert [(job.weights, job.standalone) for job in jobs] == [(tmp_path / "trial-00003.pt", passed)]
     assert ("--standalone ignored" in capsys.readouterr().out) == note
