@@ -29,6 +29,7 @@ __all__ = [
     "PIPELINE_ATTR",
     "PipelineResult",
     "confirm_plan",
+    "fewer_replicates_plan",
     "prep_seconds",
     "replicate_seconds",
     "run_pipeline",
@@ -37,6 +38,7 @@ __all__ = [
 PIPELINE_ATTR = "pipeline"
 _SAFETY = 1.25  # a planned replicate or refit must fit this many times its estimate
 _REPLICATE_OVERHEAD_S = 1.0  # a replicate's own start and end: taking it from the queue, storing its record
+MIN_REPLICATES = 3  # fewer give a spread from one degree of freedom: too rough to rank two configurations
 
 
 @dataclass
@@ -182,6 +184,26 @@ def confirm_plan(
     return best
 
 
+def fewer_replicates_plan(
+    leaders: list[FrozenTrial],
+    reference: FrozenTrial | None,
+    count: int,
+    workers: int,
+    seconds: float | None,
+    most: int,
+    overhead: float = 0.0,
+    prep: dict[str, float] | None = None,
+) -> tuple[int, int, float]:
+    """``(top, replicates, seconds)``: :func:`confirm_plan` with the task's ``count`` replicates, or, when
+    not even two configurations fit (an expensive leader: a fine-tune trial's replicate is a whole
+    training), with fewer, down to :data:`MIN_REPLICATES`; ``(0, count, 0.0)`` when none fits."""
+    for replicates in range(count, min(count, MIN_REPLICATES) - 1, -1):
+        top, needed = confirm_plan(leaders, reference, replicates, workers, seconds, most, overhead, prep)
+        if top:
+            return top, replicates, needed
+    return 0, count, 0.0
+
+
 def _confirm(task: objectives.Task, storage: str, name: str, budget: Budget, **options: Any) -> str:
     from search.selection.confirm import confirm, default_plan, top_trials
     from search.selection.reference import reference_trial
@@ -194,7 +216,8 @@ def _confirm(task: objectives.Task, storage: str, name: str, budget: Budget, **o
     leaders = top_trials(study, budget.shares.top)
     reference = reference_trial(study)
     prep = prep_seconds(study.get_trials(deepcopy=False), task.confirmation.prep_factor)
-    top, needed = confirm_plan(
+    planned = count
+    top, count, needed = fewer_replicates_plan(
         leaders, reference, count, options["workers"], None if deadline is None else deadline - time.time(),
         budget.shares.top, budget.shares.overhead_s, prep,
     )  # fmt: skip
@@ -208,16 +231,19 @@ def _confirm(task: objectives.Task, storage: str, name: str, budget: Budget, **o
         setup = sum(prep.get(k, 0.0) for k in {t.user_attrs.get("prep_key") for t in leaders[:2]} - {None})
         before = f" after ≈ {setup:.0f} s of preparation" if setup else ""
         return (
-            f"confirm: skipped: {count} {scheme}s of two configurations (≈ {each:.0f} s a replicate"
+            f"confirm: skipped: {min(count, MIN_REPLICATES)} {scheme}s of two configurations "
+            f"(≈ {each:.0f} s a replicate"
             f"{before}) do not fit{left}; the winner stays unconfirmed"
         )
     log = options["log"]
     left = "" if deadline is None else f", ≈ {needed:.0f} s of the {deadline - time.time():.0f} s left for it"
     extra = reference is not None and reference.number not in {t.number for t in leaders[:top]}
-    log(f"confirm: the top {top} × {count} {scheme}s{' and the reference' if extra else ''}{left}")
+    fewer = f" (of {planned}: more do not fit)" if count < planned else ""
+    log(f"confirm: the top {top} × {count}{fewer} {scheme}s{' and the reference' if extra else ''}{left}")
+    replicates = {"folds": count} if scheme == "fold" else {"seeds": count}
     result = confirm(
         storage, name, top=top, workers=options["workers"], data=options["data"], device=options["device"],
-        deadline=deadline, log=log,
+        deadline=deadline, log=log, **replicates,
     )  # fmt: skip
     winner = next(e for e in result.ranking if e.trial == result.winner.trial)
     line = (
