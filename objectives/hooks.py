@@ -71,6 +71,8 @@ class RefitRequest:
         deadline: ``time.time()`` by which the refit must end (the pipeline's budget; ``None``: none). A
             refit checks :meth:`out_of_time` every few seconds of work and, when it says ``True``, raises
             :class:`objectives.DeadlineReached` without writing anything (export keeps the trial's weights).
+        teachers: ``--teachers``: completed trials and their checkpoints whose average the refit is
+            distilled from (a task with the ``"teachers"`` option; empty: none).
     """
 
     epochs: int | None = None
@@ -80,6 +82,7 @@ class RefitRequest:
     device: str = "auto"
     settings: dict[str, Any] = field(default_factory=dict)
     deadline: float | None = None
+    teachers: list[tuple[FrozenTrial, Path]] = field(default_factory=list)
 
     def out_of_time(self) -> bool:
         """Whether :attr:`deadline` has passed."""
@@ -104,8 +107,8 @@ class Refit:
         train: ``(trial, data, path, request) -> record``: writes the weights to ``path`` (atomically) and
             returns a JSON-ready record (``checkpoint``, ``epochs``, ``n_train``, ``seconds``, ...).
         suffix: The weights file's suffix (``.pt``; numpy-mlp ``.npz``, like its checkpoints).
-        options: The request fields a user may set (``"epochs"``, ``"data_fraction"``); the others are
-            refused with :attr:`fixed`.
+        options: The request fields a user may set (``"epochs"``, ``"data_fraction"``, ``"teachers"``);
+            the others are refused with :attr:`fixed`.
         fixed: Why the other options do not apply (``"it trains its confirmed epochs on all its images"``).
         quick: Seconds, not minutes: ``confirm`` refits the confirmed winner right away.
         seconds: ``(trial, request) -> seconds`` the refit is estimated to train (the pipeline starts it

@@ -382,7 +382,7 @@ def cmd_refit(args: argparse.Namespace) -> int:
         args.storage,
         args.study,
         args.trial,
-        **_same_names(args, "data", "data_fraction", "device", "seed", "checkpoints", "epochs"),
+        **_same_names(args, "data", "data_fraction", "device", "seed", "checkpoints", "epochs", "teachers"),
     )
     done = result.record
     tests = [f"{k} {done[k]:.4f}" for k in ("test_accuracy", "test_error") if done.get(k) is not None]
@@ -762,6 +762,11 @@ def _add_refit(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="initialisation and shuffling seed (default: the trial's)")
     parser.add_argument(
         "--epochs", type=int, help="mynet: the refit's epochs (default: the study's refit_epochs setting)"
+    )
+    parser.add_argument(
+        "--teachers",
+        type=int,
+        help="mynet: distil the refit from the average of the N best trials on the unlabelled images",
     )
 
 

@@ -15,7 +15,11 @@ from objectives.mynet.export import export_mynet
 from objectives.mynet.objective import evaluate, load_data, load_model, objective, refit
 from objectives.mynet.replicate import retrain_mynet
 from objectives.task import BudgetShares, Task, register
-from spaces.mynet import BASELINE, SPACE
+from spaces.mynet import BASELINE, SPACE, MyNetTrialConfig
+
+# A step that also trains on a batch of unlabelled images (consistency or distillation) costs about 3 of
+# its labelled step alone (docs/measurements.md, "mynet: the unlabelled images and distillation")
+_UNLABELLED_COST = 3.0
 
 
 def _refit_epochs(trial: FrozenTrial, request: RefitRequest) -> int:
@@ -29,15 +33,20 @@ def _refit_seconds(trial: FrozenTrial, request: RefitRequest) -> float:
     attrs = trial.user_attrs
     trained = attrs.get("epochs_trained") or len((attrs.get("curves") or {}).get("train_loss", [])) or 1
     per_epoch = float(attrs.get("train_seconds") or 0.0) / int(trained)
-    return per_epoch * _refit_epochs(trial, request) * 10 / 9
+    cfg = MyNetTrialConfig.from_dict(attrs["config"])
+    searched = _UNLABELLED_COST if cfg.train.unlabelled_weight else 1.0  # the trial's seconds include it
+    refitted = _UNLABELLED_COST if (request.teachers or cfg.train.unlabelled_weight) else 1.0
+    return per_epoch * refitted / searched * _refit_epochs(trial, request) * 10 / 9
 
 
 def _refit(trial: FrozenTrial, data: Any, path: Any, request: RefitRequest) -> dict[str, Any]:
     epochs = _refit_epochs(trial, request)
-    return refit(
+    teachers = [load_model(t, checkpoint) for t, checkpoint in request.teachers]
+    record = refit(
         trial, data, path, data_fraction=request.data_fraction, device=request.device, seed=request.seed,
-        epochs=epochs, stop=request.out_of_time,
+        epochs=epochs, stop=request.out_of_time, teachers=teachers,
     )  # fmt: skip
+    return record | ({"teachers": [t.number for t, _ in request.teachers]} if teachers else {})
 
 
 TASK = register(
@@ -53,7 +62,10 @@ TASK = register(
         default_pruner="rungs",  # complete 3- and 15-epoch schedules (docs/tasks/mynet.md, "Rungs")
         confirmation=Confirmation(retrain_mynet, schemes=("seed",), default=("seed", 2)),
         refit=Refit(
-            _refit, options=frozenset({"epochs", "data_fraction"}), quick=False, seconds=_refit_seconds
+            _refit,
+            options=frozenset({"epochs", "data_fraction", "teachers"}),
+            quick=False,
+            seconds=_refit_seconds,
         ),
         # a replicate trains a whole schedule: confirmation needs a large share (docs/pipeline.md)
         budget=BudgetShares(search=0.5, confirm=0.35, refit=0.15, top=2, overhead_s=8.0),

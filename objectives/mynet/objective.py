@@ -20,7 +20,7 @@ with its last epoch validated on all the images (its weights are kept for that),
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,10 +29,12 @@ import optuna
 import torch
 import torch.nn.functional as F
 from optuna.trial import FrozenTrial
+from torch import nn
 
 from models import MyNet
 from nn_numpy import Diverged
 from objectives.mynet.data import FashionSplit, fashion_split, load_fashion, unlabelled_images
+from objectives.mynet.distill import teacher_probabilities
 from objectives.mynet.rungs import train_by_rungs
 from objectives.mynet.validation import Validation
 from objectives.rung_pruner import RungPruner
@@ -41,6 +43,7 @@ from objectives.training.augment import augment
 from objectives.training.cpu_cost import cpu_ms_per_100
 from objectives.training.fit import (
     EpochStats,
+    Unlabelled,
     accuracy,
     cpu_state,
     fit,
@@ -278,6 +281,7 @@ def refit(
     seed: int | None = None,
     epochs: int | None = None,
     stop: Callable[[], bool] | None = None,
+    teachers: Sequence[nn.Module] = (),
 ) -> dict[str, Any]:
     """Retrain a completed trial's configuration on its training and validation images.
 
@@ -298,6 +302,9 @@ def refit(
         seed: Initialisation, shuffling and augmentation seed (default: the trial's).
         epochs: The refit's epochs (default: the trial's ``best_epoch``).
         stop: Asked before every step (e.g. ``RefitRequest.out_of_time``); ``True`` ends the refit.
+        teachers: Networks whose mean probabilities on the additional images the refit does not train on
+            with their labels are distilled into it (``objectives/mynet/distill.py``); instead of the
+            configuration's own consistency training.
 
     Returns:
         A JSON-ready record: ``epochs``, ``n_train``, ``data_fraction``, ``seed``, ``device``, ``seconds``,
@@ -329,6 +336,15 @@ def refit(
     y = torch.cat([pool_y[:n_pool], data.y_val]).to(torch_device)
     # unlabelled: the additional images the refit does not train on with their labels (never the holdout)
     spare = data.x_add[max(0, n_pool - len(data.y_train)) :].to(torch_device)
+    unlabelled = unlabelled_images(cfg.train, data, spare) if len(spare) else None
+    if teachers:
+        if not len(spare):
+            raise ValueError(
+                "--teachers: no additional image is left unlabelled to distil on; lower --data-fraction"
+            )
+        unlabelled = Unlabelled(
+            spare, 1.0, 0.0, teacher=teacher_probabilities(teachers, spare).to(torch_device)
+        )
     torch.manual_seed(seed)
     model = MyNet(cfg.model).to(torch_device, memory_format=torch.channels_last)
     started = time.perf_counter()
@@ -340,7 +356,7 @@ def refit(
         None,
         generator=torch.Generator(device=torch_device).manual_seed(seed),
         stop=stop,
-        unlabelled=unlabelled_images(cfg.train, data, spare) if len(spare) else None,
+        unlabelled=unlabelled,
     )
     if result.stopped_in is not None:
         raise DeadlineReached(

@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
 import objectives
 from objectives.files import remove_stale_temps
 from objectives.hooks import RefitRequest
@@ -58,6 +61,7 @@ def refit(
     checkpoints: str | Path | None = None,
     epochs: int | None = None,
     deadline: float | None = None,
+    teachers: int | None = None,
 ) -> RefitResult:
     """Retrain the winner (or trial ``trial_number``) of a study for its best epoch count; store the refit.
 
@@ -71,6 +75,8 @@ def refit(
             ``refit_epochs`` setting, at least the trial's best epoch).
         deadline: ``time.time()`` by which the refit must end (the pipeline's budget): past it the task's
             refit stops and raises :class:`objectives.DeadlineReached`, and nothing is stored.
+        teachers: Distil the refit from this many trials (:func:`teacher_trials`), where the task can
+            (mynet).
 
     Raises:
         StudyError: when the study, trial or checkpoint is missing, or ``data`` is not the study's data.
@@ -81,12 +87,14 @@ def refit(
     refitter = task.refit
     if refitter is None:
         raise ValueError(f"task {task.name!r} has no refit")
-    for option, value in (("data_fraction", data_fraction), ("epochs", epochs)):
+    for option, value in (("data_fraction", data_fraction), ("epochs", epochs), ("teachers", teachers)):
         if value is not None and option not in refitter.options:
             flag = "--" + option.replace("_", "-")
             raise ValueError(f"{flag} does not apply to a {task.name} refit: {refitter.fixed}")
     if data_fraction is not None and not 0 < data_fraction < 1:
         raise ValueError(f"--data-fraction must lie in (0, 1), got {data_fraction}")
+    if teachers is not None and teachers < 1:
+        raise ValueError(f"--teachers must be at least 1, got {teachers}")
     resolve_device(device)
     settings = dict(study.user_attrs.get("settings", {}))
     dataset = task.load_data(data or study.user_attrs.get("data"), settings)
@@ -109,12 +117,39 @@ def refit(
         device=device,
         settings=settings,
         deadline=deadline,
+        teachers=[] if teachers is None else teacher_trials(study, folder, teachers),
     )
     record = refitter.train(trial, dataset, path, request)
     record["created"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     key = refit_key(trial.number)
     study.set_user_attr(key, record)
     return RefitResult(study_name, trial.number, record, path, key)
+
+
+def teacher_trials(study: Any, folder: Path, count: int) -> list[tuple[FrozenTrial, Path]]:
+    """The ``count`` best trials with a usable checkpoint in ``folder``: the confirmed ones first, by their
+    confirmed mean, then the other completed trials by value (the winner is usually the first).
+
+    Raises:
+        StudyError: when fewer than ``count`` trials have a usable checkpoint.
+    """
+    trials = study.get_trials(deepcopy=False)
+    confirmed = sorted((study.user_attrs.get("confirm") or {}).get("estimates", []), key=lambda e: -e["mean"])
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    sign = -1 if study.direction == StudyDirection.MAXIMIZE else 1
+    order = [trials[e["trial"]] for e in confirmed] + sorted(complete, key=lambda t: sign * t.value)
+    chosen: dict[int, tuple[FrozenTrial, Path]] = {}
+    for trial in order:
+        name = trial.user_attrs.get("checkpoint")
+        if len(chosen) == count or trial.number in chosen or not name or not (folder / name).is_file():
+            continue
+        what = f"teacher trial {trial.number} of {study.study_name!r}"
+        chosen[trial.number] = (trial, check_checkpoint(folder / name, what=what))
+    if len(chosen) < count:
+        raise StudyError(
+            f"--teachers {count}: only {len(chosen)} trials of {study.study_name!r} kept a checkpoint"
+        )
+    return list(chosen.values())
 
 
 def confirmed_epochs(record: dict[str, Any] | None, trial_number: int) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 
 from objectives.mynet.data import load_fashion
 from search import evaluate, export, find_winner
+from search.engine.study import StudyError
 from search.selection.refit import refit
 
 RUN = ("run", "--stages", "search")  # the search alone (the pipeline's stages: test_pipeline.py)
@@ -153,3 +155,21 @@ def test_refit_refuses_a_bad_fraction_or_device_before_training(study_dir) -> No
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="torch sees no CUDA device"):
             refit(storage(study_dir), "mynet", device="cuda")
+
+
+def test_a_refit_distilled_from_the_best_trials_records_them_and_learns_otherwise(
+    study_dir, tmp_path
+) -> None:
+    shutil.copytree(study_dir, tmp_path / "copy")  # the module's study keeps no refit of these
+    copy = storage(tmp_path / "copy")
+    study = optuna.load_study(study_name="mynet", storage=copy)
+    best = sorted((t for t in study.trials if t.value is not None), key=lambda t: -t.value)[:2]
+    distilled = refit(copy, "mynet", device="cpu", teachers=2)
+    assert distilled.record["teachers"] == [t.number for t in best]
+    weights = torch.load(distilled.path, weights_only=True)
+    alone = refit(copy, "mynet", device="cpu")  # the same trial, seed and epochs, without teachers
+    assert alone.trial == distilled.trial and "teachers" not in alone.record
+    other = torch.load(alone.path, weights_only=True)
+    assert any(not torch.equal(weights[k], other[k]) for k in weights), "the teachers change what is learnt"
+    with pytest.raises(StudyError, match="--teachers 4: only 3 trials of 'mynet' kept a checkpoint"):
+        refit(copy, "mynet", device="cpu", teachers=4)
