@@ -1,8 +1,8 @@
 """Benchmark of the finetune ceiling capabilities: today's best probe against each new capability, side by
 side, on photos no choice was made on.
 
-Usage: ``python bench/ceiling.py [--seeds 0,1,2] [--views 2,4] [--strength 1.0] [--test 500] [--data PATH]
-[--workdir bench-ceiling] [--threads 2] [--max-train N]``
+Usage: ``python bench/ceiling.py [--seeds 0,1,2] [--views 2,4] [--strength 1.0] [--probes SPEC,...]
+[--test 500] [--data PATH] [--workdir bench-ceiling] [--threads 2] [--max-train N]``
 
 Per seed, ``--test`` photos of ``dogs_and_cats`` (half per class; ``bench/fidelity.py``'s ``split_photos``,
 the seed choosing them) are held out; the rest train. Every arm is a linear probe of the task's baseline
@@ -13,11 +13,13 @@ the seed, on every training photo:
 - ``today``: the baseline probe on the plain photos' features (what the default search starts from);
 - ``views V``: the same probe also trained on V augmented views of each photo (``probe_views``,
   ``objectives/finetune/views.py``, strength ``--strength``);
+- ``--probes`` arms: the same probe on the features of other backbones and resolutions, alone or side by
+  side (``lite2@260``, ``lite0@224+lite2@260``: the ``extra_backbones`` option, ``models/finetune.py``);
 - ``+ flip``: an arm's head averaged over each held-out photo and its mirror (``export --tta flip``).
 
 Held-out figures: ORIG (the plain photos), AUG (two condition-bank copies of each, seed 0, as the proxy and
 ``bench/budget.py``), the proxy without NEW (2/3 ORIG + 1/3 AUG); the CPU ms per 100 images at 1 thread of
-the exported network (flip: twice the network). Features are cached under ``WORKDIR/cache`` (the task's
+the exported network (flip: twice the network; side by side: every backbone's). Features are cached under ``WORKDIR/cache`` (the task's
 feature cache: a rerun trains heads only). Per arm, the paired difference to ``today`` over the seeds, mean
 ± standard error: a capability is worth a default only above twice its standard error (the ceiling issue's
 rule). About 2 minutes a seed on 2 cores with an empty cache.
