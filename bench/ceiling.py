@@ -19,10 +19,11 @@ the seed, on every training photo:
 
 Held-out figures: ORIG (the plain photos), AUG (two condition-bank copies of each, seed 0, as the proxy and
 ``bench/budget.py``), the proxy without NEW (2/3 ORIG + 1/3 AUG); the CPU ms per 100 images at 1 thread of
-the exported network (flip: twice the network; side by side: every backbone's). Features are cached under ``WORKDIR/cache`` (the task's
-feature cache: a rerun trains heads only). Per arm, the paired difference to ``today`` over the seeds, mean
-± standard error: a capability is worth a default only above twice its standard error (the ceiling issue's
-rule). About 2 minutes a seed on 2 cores with an empty cache.
+the exported network (flip: twice the network; side by side: every backbone's). Features are cached under
+``WORKDIR/cache`` (the task's feature cache: a rerun trains heads only). Per arm, the paired difference to
+``today`` over the seeds, mean ± standard error: a capability is worth a default only above twice its
+standard error (the ceiling issue's rule). About 2 minutes a seed on 2 cores with an empty cache, for the
+views arms; each other backbone adds its extraction (lite2 at 320 px: about 6 minutes a seed at 1 thread).
 """
 
 from __future__ import annotations
