@@ -113,6 +113,8 @@ class Refit:
         quick: Seconds, not minutes: ``confirm`` refits the confirmed winner right away.
         seconds: ``(trial, request) -> seconds`` the refit is estimated to train (the pipeline starts it
             only when they fit its budget); ``None``: the trial's own training seconds.
+        teachers: The pipeline distils its refit from this many trials (the ``"teachers"`` option) when
+            that refit's estimate fits its budget, else refits without; 0: never.
     """
 
     train: Callable[[FrozenTrial, Any, Path, RefitRequest], dict[str, Any]]
@@ -121,6 +123,7 @@ class Refit:
     fixed: str = ""
     quick: bool = True
     seconds: Callable[[FrozenTrial, RefitRequest], float] | None = None
+    teachers: int = 0
 
 
 def confirmed_epochs_refit(

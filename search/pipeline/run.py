@@ -262,25 +262,56 @@ def _refit(task: objectives.Task, storage: str, name: str, budget: Budget, **opt
         return f"refit: {task.name} has no refit"
     study, trial = find_trial(storage, name, None)
     deadline = budget.deadline("refit")
-    request = RefitRequest(settings=dict(study.user_attrs.get("settings", {})))
-    seconds = replicate_seconds(trial) if task.refit.seconds is None else task.refit.seconds(trial, request)
-    estimate = budget.shares.overhead_s + _SAFETY * seconds
-    if deadline is not None and estimate > deadline - time.time():
+    settings = dict(study.user_attrs.get("settings", {}))
+    teachers = _teachers(task, study, study_dir(storage, name, options["checkpoints"]))
+
+    def estimate(request: RefitRequest) -> float:
+        seconds = task.refit.seconds(trial, request) if task.refit.seconds else replicate_seconds(trial)
+        return budget.shares.overhead_s + _SAFETY * seconds
+
+    distilled = estimate(RefitRequest(settings=settings, teachers=teachers)) if teachers else math.inf
+    plain = estimate(RefitRequest(settings=settings))
+    left = math.inf if deadline is None else deadline - time.time()
+    if plain > left and distilled > left:
         return (
-            f"refit: skipped: trial {trial.number}'s refit (≈ {estimate:.0f} s) does not fit in the "
-            f"{deadline - time.time():.0f} s left; export writes the trial's own weights"
+            f"refit: skipped: trial {trial.number}'s refit (≈ {plain:.0f} s) does not fit in the "
+            f"{left:.0f} s left; export writes the trial's own weights"
         )
+    count = len(teachers) if distilled <= left else None
     try:
         done = refit(
             storage, name, trial.number, data=options["data"], device=options["device"],
-            checkpoints=options["checkpoints"], deadline=deadline,
+            checkpoints=options["checkpoints"], deadline=deadline, teachers=count,
         )  # fmt: skip
     except objectives.DeadlineReached as stop:
         return f"refit: stopped at its deadline ({stop}); export writes trial {trial.number}'s own weights"
+    taught = done.record.get("teachers")
     return (
         f"refit: trial {done.trial}, {done.record['epochs']} epochs on {done.record['n_train']} images "
-        f"in {done.record['seconds']:.0f} s"
+        + (f"distilled from trials {', '.join(map(str, taught))} " if taught else "")
+        + f"in {done.record['seconds']:.0f} s"
+        + (
+            f" (distilling from {len(teachers)} trials, ≈ {distilled:.0f} s, did not fit)"
+            if teachers and not taught
+            else ""
+        )
     )
+
+
+def _teachers(task: objectives.Task, study: Any, folder: Any) -> list:
+    """The trials the task's refit is distilled from by default (``Refit.teachers``; at least 2 with a usable
+    checkpoint, else none)."""
+    from search.engine.checkpoints import CheckpointError
+    from search.selection.refit import teacher_trials
+
+    if task.refit is None or not task.refit.teachers:
+        return []
+    for count in range(task.refit.teachers, 1, -1):
+        try:
+            return teacher_trials(study, folder, count)
+        except (StudyError, CheckpointError):
+            continue
+    return []
 
 
 def _ensemble(task: objectives.Task, storage: str, name: str, budget: Budget, **options: Any) -> str:

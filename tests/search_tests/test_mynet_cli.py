@@ -173,3 +173,13 @@ def test_a_refit_distilled_from_the_best_trials_records_them_and_learns_otherwis
     assert any(not torch.equal(weights[k], other[k]) for k in weights), "the teachers change what is learnt"
     with pytest.raises(StudyError, match="--teachers 4: only 3 trials of 'mynet' kept a checkpoint"):
         refit(copy, "mynet", device="cpu", teachers=4)
+
+
+def test_the_pipelines_refit_is_distilled_from_the_best_trials_by_default(study_dir, tmp_path) -> None:
+    shutil.copytree(study_dir, tmp_path / "copy")
+    printed = rpztune("run", "mynet", "--stages", "refit", "--device", "cpu", cwd=tmp_path / "copy").stdout
+    study = optuna.load_study(study_name="mynet", storage=storage(tmp_path / "copy"))
+    ranked = sorted((t for t in study.trials if t.value is not None), key=lambda t: -t.value)
+    record = study.user_attrs[f"refit:{ranked[0].number}"]
+    assert record["teachers"] == [t.number for t in ranked[:3]]  # Refit.teachers: 3
+    assert f"distilled from trials {', '.join(str(t.number) for t in ranked[:3])}" in printed
