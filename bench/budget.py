@@ -2,7 +2,8 @@
 
 Usage: ``python bench/budget.py [--cells numpy-mlp:120,numpy-mlp:600,mynet:1200,finetune:1200]
 [--seeds 0,1] [--data PATH] [--workdir bench-budget] [--scale F] [--workers N] [--hog-seed 1]
-[--finetune-test 500] [--new-photos DIR] [--keep-top K] [--set TASK:KEY=VALUE ...]``
+[--finetune-test 500] [--new-photos DIR] [--keep-top K] [--arms pipeline,search-then-export]
+[--set TASK:KEY=VALUE ...]``
 (``--set`` changes the task's space: for smoke runs, e.g. ``--set finetune:max_images=300``).
 
 A cell is one task, one budget T (seconds, times ``--scale``) and one seed. Each cell runs two arms one after
@@ -656,7 +657,12 @@ def print_table(results: list[dict[str, Any]]) -> None:
 
 
 def parse_cells(
-    text: str, seeds: list[int], scale: float, hog_seed: int | None, sets: list[str]
+    text: str,
+    seeds: list[int],
+    scale: float,
+    hog_seed: int | None,
+    sets: list[str],
+    arms: tuple[str, ...] = ARMS,
 ) -> list[Cell]:
     overrides: dict[str, list[str]] = {}
     for text_set in sets:
@@ -672,7 +678,7 @@ def parse_cells(
         if not sep or task not in TASKS:
             raise SystemExit(f"budget: --cells {part!r}: write TASK:SECONDS, TASK one of {', '.join(TASKS)}")
         for index, seed in enumerate(seeds):
-            order = ARMS if index % 2 == 0 else ARMS[::-1]
+            order = arms if index % 2 == 0 else arms[::-1]
             hog = task in HOG_TASKS and seed == hog_seed
             sets_here = tuple(overrides.get(task, ()))
             cells.append(Cell(task, float(seconds) * scale, seed, hog, order, sets_here))
@@ -698,6 +704,7 @@ def main() -> None:
         "--hog-seed", type=int, default=1, help="the seed whose mynet/finetune cells get the hog (default 1)"
     )
     parser.add_argument("--finetune-test", type=int, default=500, help="photos held out (default 500)")
+    parser.add_argument("--arms", default=",".join(ARMS), help="the arms to run (default both)")
     parser.add_argument("--new-photos", help="finetune: a cat/dog folder from another source, scored as NEW")
     parser.add_argument("--keep-top", type=int, help="rpztune run --keep-top (default: the product's)")
     parser.add_argument(
@@ -713,7 +720,10 @@ def main() -> None:
     args.data = Path(args.data).resolve()
     args.workdir = Path(args.workdir).resolve()
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    cells = parse_cells(args.cells, seeds, args.scale, args.hog_seed, args.set)
+    arms = tuple(a.strip() for a in args.arms.split(",") if a.strip())
+    if not arms or set(arms) - set(ARMS):
+        parser.error(f"--arms: some of {', '.join(ARMS)}")
+    cells = parse_cells(args.cells, seeds, args.scale, args.hog_seed, args.set, arms)
     args.workdir.mkdir(parents=True, exist_ok=True)
     lock = (args.workdir / ".lock").open("w")
     try:
