@@ -315,7 +315,7 @@ def _teachers(task: objectives.Task, study: Any, folder: Any) -> list:
 
 
 def _ensemble(task: objectives.Task, storage: str, name: str, budget: Budget, **options: Any) -> str:
-    from search.selection.ensemble import choose_ensemble, store_choice
+    from search.selection.ensemble import choose_ensemble, over_cpu_limit, store_choice
 
     study = load_study(storage, name)
     if task.ensembling is None:
@@ -330,7 +330,11 @@ def _ensemble(task: objectives.Task, storage: str, name: str, budget: Budget, **
     store_choice(study, best)
     if best is None:
         top = max(tried, key=lambda e: e.gain)
-        return f"ensemble: none (the best, {top.describe()}, is not above twice its standard error)"
+        gains = top.gain > 0 and top.gain > 2 * top.gain_se
+        why = over_cpu_limit(study.get_trials(deepcopy=False), top) if gains else None
+        return (
+            f"ensemble: none (the best, {top.describe()}, {why or 'is not above twice its standard error'})"
+        )
     return f"ensemble: chosen: {best.describe()}; export and submit write it"
 
 

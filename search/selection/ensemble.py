@@ -33,6 +33,7 @@ __all__ = [
     "ENSEMBLE_MOST",
     "PREDICTIONS_DIR",
     "EnsembleEstimate",
+    "over_cpu_limit",
     "choose_ensemble",
     "chosen_ensemble",
     "estimate_ensemble",
@@ -226,7 +227,8 @@ def choose_ensemble(
     """The ensemble of 2..``most`` top confirmed configurations (with and without flip TTA where the task
     allows it, and the winner alone with flip TTA) with the largest paired gain over the winner, when that
     gain exceeds twice its standard error over the confirmation replicates (the confirmation rule; ``None``:
-    the winner alone, as trained); and every ensemble tried.
+    the winner alone, as trained) and its CPU cost stays within the study's limit (:func:`over_cpu_limit`);
+    and every ensemble tried.
 
     Raises:
         ValueError: as :func:`estimate_ensemble` (a task without ensembles, too few confirmed
@@ -243,8 +245,26 @@ def choose_ensemble(
         for flip in flips
         if k > 1 or flip
     ]
-    gaining = [e for e in tried if e.gain > 0 and e.gain > 2 * e.gain_se]
+    trials = study.get_trials(deepcopy=False)
+    gaining = [
+        e for e in tried if e.gain > 0 and e.gain > 2 * e.gain_se and over_cpu_limit(trials, e) is None
+    ]
     return max(gaining, key=lambda e: e.gain, default=None), tried
+
+
+def over_cpu_limit(trials: list[optuna.trial.FrozenTrial], estimate: EnsembleEstimate) -> str | None:
+    """Why an ensemble's evaluation exceeds the CPU limit its trials ran under (``None``: it does not, or the
+    trials recorded no cost or limit): the members' ``cpu_ms_per_100`` summed, twice with flip TTA, against
+    the winner's ``cpu_limit_ms`` (the finetune task's limit, ``objectives/finetune/cpu_limit.py``)."""
+    members = [trials[m].user_attrs for m in estimate.members]
+    limit = members[0].get("cpu_limit_ms")
+    costs = [attrs.get("cpu_ms_per_100") for attrs in members]
+    if limit is None or None in costs:
+        return None
+    cost = sum(costs) * (2 if estimate.flip else 1)
+    if cost <= limit:
+        return None
+    return f"CPU {cost:.0f} ms per 100 images at 1 thread exceeds the limit of {limit:.0f} ms"
 
 
 def store_choice(study: optuna.Study, estimate: EnsembleEstimate | None) -> None:

@@ -242,3 +242,23 @@ def test_an_ensemble_submission_passes_validate_in_the_sandbox(work, tmp_path) -
     assert report.check("classify(FinetuneNet with finetuned.pt").ok
     assert report.check("FinetuneNet accuracy").unchecked, "no photos given: unchecked, not a pass"
     print(report.check("time: MyNet").detail, "|", report.check("time: FinetuneNet").detail)
+
+
+def test_an_ensemble_over_the_cpu_limit_its_trials_ran_under_is_not_chosen() -> None:
+    from types import SimpleNamespace
+
+    from search.selection.ensemble import EnsembleEstimate, over_cpu_limit
+
+    def trial(cost: float | None, limit: float | None = 12_000.0) -> SimpleNamespace:
+        return SimpleNamespace(user_attrs={"cpu_ms_per_100": cost, "cpu_limit_ms": limit})
+
+    def estimate(members: tuple[int, ...], flip: bool) -> EnsembleEstimate:
+        return EnsembleEstimate(members, "fold", (0.9,), (0.95,), flip, "proxy")
+
+    trials = [trial(6_900.0), trial(3_000.0), trial(2_900.0)]
+    assert over_cpu_limit(trials, estimate((1, 2), flip=True)) is None  # 11,800 ms: within
+    assert over_cpu_limit(trials, estimate((0, 1), flip=False)) is None  # 9,900 ms
+    assert over_cpu_limit(trials, estimate((0,), flip=True)) == (
+        "CPU 13800 ms per 100 images at 1 thread exceeds the limit of 12000 ms"
+    )
+    assert over_cpu_limit([trial(6_900.0, None)], estimate((0,), flip=True)) is None  # no limit recorded
