@@ -28,7 +28,7 @@ TASK = register(
         # a probe's replicates extract every photo and 2 condition-bank copies of each once (3 N images),
         # a trial its split's 80 % + 20 % and 2 copies of the 20 % (1.4 N)
         confirmation=Confirmation(
-            retrain_finetune, schemes=("fold", "seed"), default=("fold", 5), prep_factor=2.2
+            retrain_finetune, schemes=("fold", "seed"), default=("fold", 5), prep_factor=1.5
         ),
         refit=Refit(
             confirmed_epochs_refit(refit_finetune, settings=True, stops=True),

@@ -60,7 +60,6 @@ __all__ = [
     "evaluate",
     "fit_head",
     "fit_model",
-    "is_cached",
     "load_data",
     "load_model",
     "objective",
@@ -446,13 +445,6 @@ def cached_features(
     if len(each) == 1:
         return each[0], hits
     return {name: torch.cat([f[name] for f in each], dim=1) for name in each[0]}, hits
-
-
-def is_cached(cfg: FinetuneCfg, tags: list[str], fingerprint: str) -> bool:
-    """Whether every backbone's features of the photos ``fingerprint`` names are in the feature cache."""
-    cache = FeatureCache()
-    pairs = zip(branch_keys(cfg), tags, strict=True)
-    return all(cache.path(backbone, side, fingerprint, tag).is_file() for (backbone, side), tag in pairs)
 
 
 def split_features(

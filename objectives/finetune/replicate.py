@@ -20,7 +20,6 @@ from objectives.finetune.objective import (
     cached_features,
     fit_head,
     fit_model,
-    is_cached,
     probe_view_features,
     split_features,
 )
@@ -139,25 +138,19 @@ def _all_features(
     *,
     refit: bool = False,
 ) -> dict:
-    """Features of every photo (and of their condition-bank copies) for the replicates, cached once; a
-    ``refit`` without them (no confirmation ran) takes the search's features of the same photos instead:
-    it needs no copies (its few stand-in validation rows are not scored), so it extracts nothing when the
-    study's trials did."""
-    name = f"{data.fingerprint}-all"
-    if refit and not is_cached(model.cfg, tags, name) and data.x_new is None:
-        split, _ = split_features(model, data, tags, stop=stop)
-        photos = torch.cat([split["train"], split["val"]])  # _all_photos' order
+    """Features of every photo (and of their condition-bank copies) for the replicates. The photos' are the
+    search's split features in ``_all_photos``' order (cached by the study's trials; computed and cached
+    here otherwise), so only the copies are extracted, once (cached); a ``refit`` needs no copies (its few
+    stand-in validation rows are not scored), so it extracts nothing when the study's trials did."""
+    split, _ = split_features(model, data, tags, stop=stop)
+    photos = torch.cat([split["train"], split["val"]])
+    new = {"new": split["new"]} if "new" in split else {}
+    if refit:
         copies = len(data.y_aug) // max(1, len(data.y_val))
-        return {"train": photos, "val": photos, "aug": photos.repeat(copies, 1)}
-
-    def parts() -> dict[str, torch.Tensor]:
-        x, _, x_aug, _ = _all_photos(data)
-        return {"train": x, "aug": x_aug} | ({} if data.x_new is None else {"new": data.x_new})
-
-    features, _ = cached_features(model, tags, name, parts, stop=stop)
-    return {"train": features["train"], "val": features["train"], "aug": features["aug"]} | (
-        {"new": features["new"]} if "new" in features else {}
-    )
+        return {"train": photos, "val": photos, "aug": photos.repeat(copies, 1)} | new
+    name = f"{data.fingerprint}-all-aug"
+    aug, _ = cached_features(model, tags, name, lambda: {"aug": _all_photos(data)[2]}, stop=stop)
+    return {"train": photos, "val": photos, "aug": aug["aug"]} | new
 
 
 def retrain_finetune(

@@ -277,7 +277,7 @@ def _refit(task: objectives.Task, storage: str, name: str, budget: Budget, **opt
             f"refit: skipped: trial {trial.number}'s refit (≈ {plain:.0f} s) does not fit in the "
             f"{left:.0f} s left; export writes the trial's own weights"
         )
-    count = len(teachers) if distilled <= left else None
+    count = len(teachers) if teachers and distilled <= left else None
     try:
         done = refit(
             storage, name, trial.number, data=options["data"], device=options["device"],

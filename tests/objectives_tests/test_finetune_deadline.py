@@ -226,3 +226,28 @@ def test_a_trial_slowed_after_its_plan_said_it_fits_still_ends_at_the_real_deadl
     else:
         assert trial.state == TrialState.PRUNED and attrs["curves"]["proxy"] == []
         assert attrs["prune_reason"].startswith("the run's deadline came in epoch 1 of 3")
+
+
+def test_a_replicate_takes_the_photos_features_from_the_split_and_extracts_their_copies_once(
+    data, cache
+) -> None:
+    from objectives.finetune.objective import build_model, split_features
+    from objectives.finetune.replicate import retrain_finetune
+    from objectives.replicate import Replicate
+
+    cfg = FinetuneTrialConfig.from_dict(
+        {"model": {"backbone": "tf_efficientnet_lite0", "resolution": 96}, "train": {"epochs": 1}}
+    )
+    trial = optuna.trial.create_trial(value=0.9, user_attrs={"config": cfg.to_dict(), "seed": 0})
+    settings = TASK.space.settings()
+    model, _, tags = build_model(cfg, settings)
+    split_features(model, data, tags)  # what the search's trial cached
+    assert len(cached(cache)) == 1
+    retrain_finetune(trial, data, Replicate("fold", 0, 5), settings, device="cpu")
+    files = cached(cache)
+    copies = [torch.load(f, weights_only=True) for f in files if f.name.endswith("-all-aug.pt")]
+    n = len(data.y_train) + len(data.y_val)
+    assert len(files) == 2 and [set(c) for c in copies] == [{"aug"}], "only the copies were extracted"
+    assert len(copies[0]["aug"]) == n * len(data.y_aug) // len(data.y_val)
+    retrain_finetune(trial, data, Replicate("fold", 1, 5), settings, device="cpu")
+    assert cached(cache) == files, "the next replicate extracts nothing"
