@@ -138,7 +138,13 @@ SPACE = Space(
         Param(
             "backbone", "choice", Choice(BACKBONES), doc="timm backbone (those without weights are skipped)"
         ),
-        Param("resolution", "int", Choice((96, 128, 160, 224)), bounds=(32, 512), doc="internal input side"),
+        Param(
+            "resolution",
+            "int",
+            Choice((96, 128, 160, 224, 260, 288, 320)),
+            bounds=(32, 512),
+            doc="internal input side",
+        ),
         Param(
             "head",
             "choice",
