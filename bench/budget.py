@@ -742,7 +742,7 @@ def main() -> None:
 
     results_dir = args.workdir / "results"
     todo = [c for c in cells if not (results_dir / f"{c.key}.json").is_file()]
-    planned = sum(2 * c.budget for c in todo)
+    planned = sum(len(c.order) * c.budget for c in todo)
     print(
         f"{len(cells)} cells, {len(cells) - len(todo)} done before; {len(todo)} to run: "
         f"{planned / 60:.0f} min of budgets plus exports and scoring; workdir {args.workdir}",
