@@ -17,7 +17,7 @@ from objectives.finetune.objective import load_model
 from search import find_winner
 from spaces.finetune import parse_extras
 
-pytestmark = pytest.mark.slow  # a real two-trial study and rpztune subprocesses (about 30 s)
+pytestmark = pytest.mark.slow  # a real one-trial study and rpztune subprocesses (about 30 s)
 
 EXTRA = "tf_efficientnet_lite1@64"
 TINY = [
@@ -25,7 +25,7 @@ TINY = [
     "--set", "epochs=2",
     "--set", "freeze=linear",
     "--set", "augment=none",
-    "--set", "resolution=96",
+    "--set", "resolution=64",
     "--set", "backbone=tf_efficientnet_lite0",
     "--set", f"extra_backbones={EXTRA}",
 ]  # fmt: skip
@@ -57,20 +57,17 @@ def test_extras_are_validated_and_survive_a_json_round_trip() -> None:
 def test_a_two_backbone_probe_exports_one_net_that_loads_strictly_with_no_argument(
     photos_dir, tmp_path, run_standalone
 ) -> None:
-    args = ["--data", str(photos_dir), "--trials", "2", "--seed", "0", "--pruner", "none", "--threads", "1"]
+    args = ["--data", str(photos_dir), "--trials", "1", "--seed", "0", "--pruner", "none", "--threads", "1"]
     rpztune("run", "--stages", "search", "finetune", *args, *TINY, "--quiet", cwd=tmp_path)
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     study = optuna.load_study(study_name="finetune", storage=storage)
-    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 2
-    assert [t.user_attrs["config"]["model"]["extras"] for t in study.trials] == [
-        [list(parse_extras(EXTRA)[0])]
-    ] * 2
-    assert [t.user_attrs["feature_cache"] for t in study.trials] == ["miss", "hit"]
+    assert [t.state.name for t in study.trials] == ["COMPLETE"]
+    assert study.trials[0].user_attrs["config"]["model"]["extras"] == [list(parse_extras(EXTRA)[0])]
     cached = sorted(
         p.relative_to(tmp_path / "cache" / "features").parts[:2]
         for p in tmp_path.glob("cache/features/*/*/*.pt")
     )
-    assert cached == [("tf_efficientnet_lite0", "r96"), ("tf_efficientnet_lite1", "r64")], (
+    assert cached == [("tf_efficientnet_lite0", "r64"), ("tf_efficientnet_lite1", "r64")], (
         "one file per backbone"
     )
     winner = find_winner(storage, "finetune")
