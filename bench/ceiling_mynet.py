@@ -124,7 +124,7 @@ def main() -> None:
             teachers = [today] + [train(seed + 1_000 * k) for k in range(1, args.teachers)]
             rows["teachers"] = scored("teachers", seed, started, probs(teachers), cost * len(teachers))
             started = time.perf_counter()
-            targets = distillation_targets(teachers, data, args.weight)
+            targets = distillation_targets(teachers, data.x_add, args.weight)
             rows["distilled"] = scored("distilled", seed, started, probs([train(seed, targets)]), cost)
         if "all labels" in arms:
             started = time.perf_counter()

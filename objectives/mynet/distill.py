@@ -14,7 +14,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from objectives.mynet.data import FashionSplit
 from objectives.training.fit import Unlabelled
 
 __all__ = ["teacher_probabilities", "distillation_targets"]
@@ -42,9 +41,9 @@ def teacher_probabilities(teachers: Sequence[nn.Module], images: torch.Tensor) -
 
 
 def distillation_targets(
-    teachers: Sequence[nn.Module], split: FashionSplit, weight: float = 1.0
+    teachers: Sequence[nn.Module], images: torch.Tensor, weight: float = 1.0
 ) -> Unlabelled:
-    """The split's additional images (never the validation holdout) with the teachers' probabilities, for
-    ``fit(..., unlabelled=...)``; ``weight``: the distillation loss beside the labelled loss."""
-    images = split.x_add
+    """Unlabelled ``images`` (a split's additional images, never its validation holdout) with the teachers'
+    probabilities, for ``fit(..., unlabelled=...)``; ``weight``: the distillation loss beside the labelled
+    loss."""
     return Unlabelled(images, weight, threshold=0.0, teacher=teacher_probabilities(teachers, images))

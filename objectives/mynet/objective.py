@@ -34,7 +34,7 @@ from torch import nn
 from models import MyNet
 from nn_numpy import Diverged
 from objectives.mynet.data import FashionSplit, fashion_split, load_fashion, unlabelled_images
-from objectives.mynet.distill import teacher_probabilities
+from objectives.mynet.distill import distillation_targets
 from objectives.mynet.rungs import train_by_rungs
 from objectives.mynet.validation import Validation
 from objectives.rung_pruner import RungPruner
@@ -43,7 +43,6 @@ from objectives.training.augment import augment
 from objectives.training.cpu_cost import cpu_ms_per_100
 from objectives.training.fit import (
     EpochStats,
-    Unlabelled,
     accuracy,
     cpu_state,
     fit,
@@ -342,9 +341,7 @@ def refit(
             raise ValueError(
                 "--teachers: no additional image is left unlabelled to distil on; lower --data-fraction"
             )
-        unlabelled = Unlabelled(
-            spare, 1.0, 0.0, teacher=teacher_probabilities(teachers, spare).to(torch_device)
-        )
+        unlabelled = distillation_targets(teachers, spare)
     torch.manual_seed(seed)
     model = MyNet(cfg.model).to(torch_device, memory_format=torch.channels_last)
     started = time.perf_counter()

@@ -238,12 +238,13 @@ def _consistency(
     plain = images[pick].float().div_(255)
     strong = augment(plain.clone(), STRONG_VIEW, generator)
     if channels_last:
-        plain = plain.contiguous(memory_format=torch.channels_last)
         strong = strong.contiguous(memory_format=torch.channels_last)
     if unlabelled.teacher is not None:
         with autocast(images.device, dtype):
             out = model(strong).float()
         return unlabelled.weight * F.cross_entropy(out, unlabelled.teacher[pick])
+    if channels_last:
+        plain = plain.contiguous(memory_format=torch.channels_last)
     with torch.no_grad(), autocast(images.device, dtype):
         confidence, pseudo = model(plain).float().exp().max(1)  # the model gives log-probabilities
     keep = (confidence >= unlabelled.threshold).float()

@@ -184,21 +184,13 @@ def confirm_plan(
     return best
 
 
-def fewer_replicates_plan(
-    leaders: list[FrozenTrial],
-    reference: FrozenTrial | None,
-    count: int,
-    workers: int,
-    seconds: float | None,
-    most: int,
-    overhead: float = 0.0,
-    prep: dict[str, float] | None = None,
-) -> tuple[int, int, float]:
-    """``(top, replicates, seconds)``: :func:`confirm_plan` with the task's ``count`` replicates, or, when
-    not even two configurations fit (an expensive leader: a fine-tune trial's replicate is a whole
-    training), with fewer, down to :data:`MIN_REPLICATES`; ``(0, count, 0.0)`` when none fits."""
+def fewer_replicates_plan(plan: Callable[[int], tuple[int, float]], count: int) -> tuple[int, int, float]:
+    """``(top, replicates, seconds)``: ``plan(replicates)`` (:func:`confirm_plan` with all but the count
+    bound) with the task's ``count`` replicates, or, when not even two configurations fit (an expensive
+    leader: a fine-tune trial's replicate is a whole training), with fewer, down to :data:`MIN_REPLICATES`;
+    ``(0, count, 0.0)`` when none fits."""
     for replicates in range(count, min(count, MIN_REPLICATES) - 1, -1):
-        top, needed = confirm_plan(leaders, reference, replicates, workers, seconds, most, overhead, prep)
+        top, needed = plan(replicates)
         if top:
             return top, replicates, needed
     return 0, count, 0.0
@@ -217,10 +209,20 @@ def _confirm(task: objectives.Task, storage: str, name: str, budget: Budget, **o
     reference = reference_trial(study)
     prep = prep_seconds(study.get_trials(deepcopy=False), task.confirmation.prep_factor)
     planned = count
+    seconds = None if deadline is None else deadline - time.time()
     top, count, needed = fewer_replicates_plan(
-        leaders, reference, count, options["workers"], None if deadline is None else deadline - time.time(),
-        budget.shares.top, budget.shares.overhead_s, prep,
-    )  # fmt: skip
+        lambda n: confirm_plan(
+            leaders,
+            reference,
+            n,
+            options["workers"],
+            seconds,
+            budget.shares.top,
+            budget.shares.overhead_s,
+            prep,
+        ),
+        count,
+    )
     if len({t.number for t in leaders} | ({reference.number} if reference is not None else set())) < 2:
         return (
             "confirm: skipped: one configuration completed, nothing to compare it with; it stays unconfirmed"

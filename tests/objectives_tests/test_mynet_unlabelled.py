@@ -69,7 +69,7 @@ def test_distillation_targets_are_the_teachers_mean_on_the_additional_images_onl
     for seed in (0, 1):
         torch.manual_seed(seed)
         teachers.append(MyNet(cfg.model).eval())
-    targets = distillation_targets(teachers, split, weight=0.5)
+    targets = distillation_targets(teachers, split.x_add, weight=0.5)
     assert targets.images is split.x_add and targets.weight == 0.5
     x = split.x_add[:7].float().div(255)
     with torch.no_grad():
@@ -90,7 +90,7 @@ def test_distillation_reads_no_unlabelled_label_and_no_holdout_image(split) -> N
     def student(data, distil: bool) -> torch.Tensor:
         torch.manual_seed(0)
         model = MyNet(cfg.model)
-        targets = distillation_targets([teacher], data) if distil else None
+        targets = distillation_targets([teacher], data.x_add) if distil else None
         train = (data.x_train, data.y_train)
         fit(
             model,

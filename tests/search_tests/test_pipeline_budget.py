@@ -98,11 +98,15 @@ def test_a_probes_feature_extraction_is_planned_once_before_its_replicates_not_i
 
 def test_an_expensive_leader_is_confirmed_over_fewer_replicates_rather_than_not_at_all() -> None:
     leader, reference = trial(1, 150.0), trial(0, 5.0)  # a fine-tune trial leads the baseline probe
+
+    def plan(seconds: float, count: int = 5):
+        return fewer_replicates_plan(
+            lambda n: confirm_plan([leader], reference, n, 1, seconds, 3, overhead=10.0), count
+        )
+
     # 2 configurations × 5 folds of (150 + 1) s, ×1.25, + 10 s = 1897.5 s; × 3 folds: 1142.5 s
     assert confirm_plan([leader], reference, 5, 1, 1200.0, 3, overhead=10.0)[0] == 0
-    assert fewer_replicates_plan([leader], reference, 5, 1, 1200.0, 3, overhead=10.0) == (
-        1, 3, pytest.approx(10.0 + 1.25 * 6 * 151.0)
-    )  # fmt: skip
-    assert fewer_replicates_plan([leader], reference, 5, 1, 2000.0, 3, overhead=10.0)[1] == 5  # all fit
-    assert fewer_replicates_plan([leader], reference, 5, 1, 1100.0, 3, overhead=10.0) == (0, 5, 0.0)
-    assert fewer_replicates_plan([leader], reference, 2, 1, 100.0, 3)[:2] == (0, 2)  # never below 2 seeds
+    assert plan(1200.0) == (1, 3, pytest.approx(10.0 + 1.25 * 6 * 151.0))
+    assert plan(2000.0)[1] == 5  # all fit
+    assert plan(1100.0) == (0, 5, 0.0)
+    assert plan(100.0, count=2)[:2] == (0, 2)  # never below 2 seeds
