@@ -81,7 +81,7 @@ class _Session:
 
     def _how_it_ended(self, what: str) -> str:
         process = self.process
-        if process.timed_out or process.process.poll() is None:
+        if process.timed_out or process.running():
             process.kill(timed_out=True)
             return f"killed at the time limit of {self.limits.sandbox.seconds:g} s while waiting for {what!r}"
         code = process.process.returncode

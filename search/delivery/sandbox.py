@@ -277,6 +277,7 @@ class SandboxProcess:
         self.started = time.monotonic()
         self.deadline = self.started + limits.seconds
         self.timed_out = False
+        self.output_closed = False
 
     def exchange(self, request: bytes, marker: bytes, size_of: Callable[[bytes], int | None]) -> bytes | None:
         """Send ``request`` on stdin; return the reply that follows ``marker`` on stdout, or ``None`` when the
@@ -304,11 +305,13 @@ class SandboxProcess:
                 try:
                     pending = pending[os.write(stdin.fileno(), pending[: 1 << 16]) :]
                 except (BrokenPipeError, OSError):
+                    self.output_closed = True
                     return None
             if readable:
                 chunk = os.read(stdout.fileno(), 1 << 20)
                 if not chunk:
-                    return None  # the process closed its stdout: it ended
+                    self.output_closed = True  # it closed its stdout: it is ending
+                    return None
                 buffer += chunk
                 if not found:
                     at = buffer.find(marker)
@@ -324,6 +327,16 @@ class SandboxProcess:
                     return None
             elif self.process.poll() is not None and not pending:
                 return None
+
+    def running(self) -> bool:
+        """Whether the process still runs. After it closed its pipes, waits for its exit up to the time limit:
+        the pipe's end can reach the host before the kernel has reaped the sandbox."""
+        if self.output_closed and not self.timed_out:
+            try:
+                self.process.wait(timeout=max(0.0, self.deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        return self.process.poll() is None
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of every process of this sandbox, counting the reaped children of each (the

@@ -330,3 +330,21 @@ def test_validate_without_data_leaves_finetune_accuracy_unchecked_which_is_no_pa
     assert "UNCHECKED  FinetuneNet accuracy on photos: unchecked (no --data)" in result.stdout
     assert _last(result).startswith("INCOMPLETE (not a pass): ")
     assert "1 unchecked: FinetuneNet accuracy on photos" in _last(result)
+
+
+def test_a_process_that_closes_its_output_then_ends_is_said_to_have_ended_not_timed_out(tmp_path) -> None:
+    """The end of its output reaches the host before the kernel has reaped it (in a sandbox a brief window
+    that a busy machine widens; here a second wide, so it is always hit): the judge waits for the exit
+    instead of calling it a time-out."""
+    import tempfile
+
+    from search.delivery.judge import _Session
+    from search.delivery.sandbox import SandboxLimits, SandboxProcess
+    from search.delivery.validate import Limits
+
+    code = "import os, time; os.close(1); time.sleep(1.5); os._exit(3)"
+    limits = Limits(sandbox=SandboxLimits(60))
+    argv = [sys.executable, "-I", "-c", code]
+    with SandboxProcess(argv, limits.sandbox, tempfile.TemporaryDirectory()) as process:
+        answer = _Session(process, limits).ask("the imports", "hello")
+    assert answer == "no answer: the sandboxed process ended (exit code 3) before answering 'the imports'"
