@@ -65,10 +65,13 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(autouse=True)
-def _offline_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Downloads (if any) go to a throw-away cache, never to the user's.
-    monkeypatch.setenv("RPZTUNE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+@pytest.fixture(autouse=True, scope="session")
+def _offline_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    # Downloads and feature caches go to a throw-away cache, never to the user's; session-scoped so that the
+    # module fixtures (built before any function-scoped one) see it too, and a warm ~/.cache changes nothing.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RPZTUNE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        yield
 
 
 @pytest.fixture(scope="session")
