@@ -72,8 +72,6 @@ class BudgetShares:
         top: The most trials confirmed (fewer when their replicates would not fit the confirm share).
         overhead_s: Seconds a confirmation or refit spends before it trains (starting processes, importing
             torch, loading the data), added to its estimate.
-        top_up: When the search's share ends, give the search the time the later stages are not planned to
-            need (``search.pipeline.run.planned_needs``).
     """
 
     search: float = 0.7
@@ -81,7 +79,6 @@ class BudgetShares:
     refit: float = 0.1
     top: int = 3
     overhead_s: float = 5.0
-    top_up: bool = True
 
 
 @dataclass(frozen=True)

@@ -47,9 +47,7 @@ TASK = register(
             needs_timm=lambda plain_torch: not plain_torch,
         ),
         # a probe's replicate or refit trains on cached features: seconds (docs/pipeline.md)
-        # no top-up: the search's late trials are fine-tunes of minutes that a top-up would cut at its end,
-        # and a cut one that leads can cost the confirmation its fit (docs/pipeline.md, "Top-up")
-        budget=BudgetShares(search=0.75, confirm=0.15, refit=0.1, top=3, overhead_s=10.0, top_up=False),
+        budget=BudgetShares(search=0.75, confirm=0.15, refit=0.1, top=3, overhead_s=10.0),
         data_subfolder="dogs_and_cats",
     )
 )

@@ -114,12 +114,7 @@ def run_pipeline(
             )  # fmt: skip
 
         result.summary = search_until(budget.deadline("search"))
-        if (
-            timeout is not None
-            and n_trials is None
-            and shares.top_up
-            and result.summary.best_trial is not None
-        ):
+        if timeout is not None and n_trials is None and result.summary.best_trial is not None:
             more = _top_up(task, storage, name, budget, workers, checkpoints, log)
             if more:
                 result.summary = _merged(result.summary, search_until(time.time() + more))
