@@ -168,16 +168,12 @@ def _top_up(
     except StudyError:  # no completed trial with a configuration: nothing to plan from
         return 0.0
     trials = study.get_trials(deepcopy=False)
-    requests = [request, replace(request, teachers=[])] if teachers else [request]
+    needs = planned_needs(task, leaders, reference_trial(study), trials, budget, workers, request)
     left = budget.left() or 0.0
-    needs = planned_needs(task, leaders, reference_trial(study), trials, budget, workers, requests, left)
     more = top_up_seconds(left, needs, budget)
     if more:
         budget.needs = needs
-        planned = " and ".join(
-            f"{stage} ≈ {seconds:.0f} s" if seconds else f"no {stage} (it does not fit beside the rest)"
-            for stage, seconds in needs.items()
-        )
+        planned = " and ".join(f"{stage} ≈ {seconds:.0f} s" for stage, seconds in needs.items())
         log(f"search: {more:.0f} s more (of the {left:.0f} s left, {planned or 'nothing'} planned after it)")
     return more
 
@@ -189,33 +185,25 @@ def planned_needs(
     trials: Sequence[FrozenTrial],
     budget: Budget,
     workers: int,
-    requests: Sequence[RefitRequest],
-    left: float,
+    request: RefitRequest,
 ) -> dict[str, float]:
-    """Seconds the confirmation and the refit among ``budget.stages`` are planned to need, in ``left``
-    seconds, with the study's ``leaders`` as they stand: the first that fits of the task's whole
-    confirmation (its top trials × its replicates with the ``reference``; two configurations of the leader's
-    cost while it is the only one), the same with :data:`MIN_REPLICATES`, or none (0: it is skipped); beside
-    the first of the slowest leader's refits for ``requests`` (distilled, then plain) that fits. When not
-    even the plainest plan fits, that plan (over ``left``: the search is not topped up)."""
+    """Seconds the confirmation and the refit among ``budget.stages`` are planned to need with the study's
+    ``leaders`` as they stand: the task's whole confirmation (its top trials × its replicates with the
+    ``reference``; two configurations of the leader's cost while it is the only one) and the refit
+    (``request``) of the slowest leader."""
     from search.selection.confirm import default_plan
 
+    needs: dict[str, float] = {}
     top, overhead = budget.shares.top, budget.shares.overhead_s
-    confirms: list[float | None] = [None]
     if "confirm" in budget.stages and task.confirmation is not None:
         _, count = default_plan(task)
-        pair = [leaders[0], leaders[0]] if len(with_reference(leaders, reference)) < 2 else leaders
+        alone = len(with_reference(leaders, reference)) < 2
+        pair = [leaders[0], leaders[0]] if alone else leaders
         prep = prep_seconds(trials, task.confirmation.prep_factor)
-        confirms = [
-            confirm_plan(pair, reference, n, workers, None, top, overhead, prep)[1]
-            for n in dict.fromkeys((count, min(count, MIN_REPLICATES)))
-        ] + [0.0]
-    refits: list[float | None] = [None]
+        needs["confirm"] = confirm_plan(pair, reference, count, workers, None, top, overhead, prep)[1]
     if "refit" in budget.stages and task.refit is not None:
-        refits = [max(refit_estimate(task, t, r, overhead) for t in leaders[:top]) for r in requests]
-    plans = [{"confirm": c, "refit": r} for c in confirms for r in refits]  # the preferred first
-    plans = [{stage: seconds for stage, seconds in plan.items() if seconds is not None} for plan in plans]
-    return next((plan for plan in plans if sum(plan.values()) <= left), plans[-1])
+        needs["refit"] = max(refit_estimate(task, t, request, overhead) for t in leaders[:top])
+    return needs
 
 
 def top_up_seconds(left: float, needs: dict[str, float], budget: Budget) -> float:
@@ -313,11 +301,6 @@ def _confirm(task: objectives.Task, storage: str, name: str, budget: Budget, **o
 
     if task.confirmation is None:
         return f"confirm: {task.name} has no confirmation"
-    if budget.needs.get("confirm") == 0.0:
-        return (
-            "confirm: skipped: planned when the search's share ended, its replicates did not fit beside the "
-            "refit, and the search had that time; the winner stays unconfirmed"
-        )
     study = load_study(storage, name)
     scheme, count = default_plan(task)
     deadline = budget.deadline("confirm")

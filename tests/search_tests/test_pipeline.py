@@ -165,24 +165,3 @@ def test_stages_search_is_the_search_alone_and_bad_stages_are_refused(data_dir, 
     assert bad.returncode == 2 and bad.stderr.strip().endswith(
         "--stages: unknown stage 'deploy'; stages: search, confirm, refit, ensemble"
     )
-
-
-@pytest.mark.slow
-def test_the_search_is_topped_up_from_the_real_studys_leaders_when_the_later_stages_need_less(work) -> None:
-    from objectives import get_task
-    from search.pipeline.budget import STAGES, Budget
-    from search.pipeline.run import _top_up
-
-    task = get_task("numpy-mlp")
-    budget = Budget(task.budget, STAGES, seconds=10_000)  # far more than a tiny study's stages need
-    lines: list[str] = []
-    more = _top_up(task, f"sqlite:///{work / 'studies.db'}", "numpy-mlp", budget, 1, None, lines.append)
-    assert budget.needs["confirm"] > 0 and budget.needs["refit"] > 0
-    assert more == pytest.approx(budget.left() - sum(budget.needs.values()), abs=1.0)
-    assert lines == [
-        f"search: {more:.0f} s more (of the {more + sum(budget.needs.values()):.0f} s left, confirm ≈ "
-        f"{budget.needs['confirm']:.0f} s and refit ≈ {budget.needs['refit']:.0f} s planned after it)"
-    ]
-    budget.spent["search"] = 1.0
-    share = budget.needs["confirm"] / sum(budget.needs.values())
-    assert budget.share("confirm") == pytest.approx(share)

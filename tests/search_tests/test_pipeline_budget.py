@@ -20,7 +20,6 @@ from search.pipeline.run import (
     replicate_seconds,
     top_up_seconds,
 )
-from spaces import mynet as mynet_space
 
 
 def trial(number: int, seconds: float, **attrs) -> optuna.trial.FrozenTrial:
@@ -142,47 +141,21 @@ def test_the_search_is_topped_up_by_what_the_later_stages_are_not_planned_to_nee
     assert top_up_seconds(20.0, {"refit": 13.0}, small) == pytest.approx(7.0)
 
 
-def test_the_needs_after_the_search_are_the_whole_confirmation_and_the_slowest_leaders_refit() -> None:
+def test_the_needs_planned_after_the_search_are_the_whole_confirmation_and_the_slowest_leaders_refit() -> (
+    None
+):
     task = objectives.get_task("numpy-mlp")  # 5 folds, overhead 3 s, top 3, refit as long as a replicate
     shares = task.budget
     budget = Budget(shares, STAGES, seconds=120)
     reference = trial(0, 5.0, train_seconds=5.0, folds=5)  # 1 s a replicate
     leaders = [trial(1, 10.0, train_seconds=10.0, folds=5), trial(2, 5.0, train_seconds=5.0, folds=5)]
-    requests = [RefitRequest(settings={})]
-
-    def needs(left: float, **changes) -> dict[str, float]:
-        args = {"leaders": leaders, "trials": [reference, *leaders], "budget": budget} | changes
-        return planned_needs(task, reference=reference, workers=1, requests=requests, left=left, **args)
-
+    request = RefitRequest(settings={})
+    needs = planned_needs(task, leaders, reference, [reference, *leaders], budget, 1, request)
     # 3 configurations × 5 folds of (2 + 1) s, ×1.25, + 3 s; the refit of the slowest leader: 3 + 1.25 × 2 s
-    whole, refit = 3.0 + 1.25 * 15 * 3.0, 3.0 + 2.5
-    assert needs(100.0) == {"confirm": pytest.approx(whole), "refit": pytest.approx(refit)}
-    assert needs(50.0)["confirm"] == pytest.approx(3.0 + 1.25 * 9 * 3.0)  # 3 folds fit, 5 do not
-    assert needs(30.0) == {"confirm": 0.0, "refit": pytest.approx(refit)}  # no confirmation: search instead
-    assert needs(1.0) == {"confirm": 0.0, "refit": pytest.approx(refit)}  # nothing fits: the plainest plan
-    alone = needs(100.0, leaders=[reference], trials=[reference])
+    assert needs == {"confirm": pytest.approx(3.0 + 1.25 * 15 * 3.0), "refit": pytest.approx(3.0 + 2.5)}
+    alone = planned_needs(task, [reference], reference, [reference], budget, 1, request)
     assert alone["confirm"] == pytest.approx(3.0 + 1.25 * 10 * 2.0)  # room for it and one more
-    assert set(needs(100.0, budget=Budget(shares, ("search", "refit"), seconds=120))) == {"refit"}
-
-
-def test_a_distilled_refit_is_planned_when_it_fits_beside_the_confirmation_else_a_plain_one() -> None:
-    task = objectives.get_task("mynet")  # 2 seeds, overhead 8 s, top 2; a distilled refit costs more
-    budget = Budget(task.budget, STAGES, seconds=1200)
-    config = mynet_space.suggest(optuna.trial.FixedTrial(mynet_space.BASELINE)).to_dict()
-    reference, leader = (
-        trial(n, 100.0, train_seconds=100.0, epochs_trained=15, best_epoch=15, config=config) for n in (0, 1)
-    )
-    teachers = [(reference, "trial-00000.pt"), (leader, "trial-00001.pt")]
-    requests = [RefitRequest(settings={}, teachers=teachers), RefitRequest(settings={})]
-
-    def needs(left: float) -> dict[str, float]:
-        return planned_needs(
-            task, [leader, reference], reference, [reference, leader], budget, 1, requests, left
-        )
-
-    confirm = 8.0 + 1.25 * 4 * 101.0
-    distilled, plain = (needs(10_000.0)["refit"], needs(confirm + 200.0)["refit"])
-    assert distilled > plain and needs(10_000.0)["confirm"] == pytest.approx(confirm)
-    assert needs(confirm + distilled) == {"confirm": pytest.approx(confirm), "refit": distilled}
-    assert needs(confirm + plain) == {"confirm": pytest.approx(confirm), "refit": plain}
-    assert needs(distilled) == {"confirm": 0.0, "refit": distilled}  # the confirmation does not fit beside it
+    searched = Budget(shares, ("search", "refit"), seconds=120)
+    assert set(planned_needs(task, leaders, reference, [reference, *leaders], searched, 1, request)) == {
+        "refit"
+    }
