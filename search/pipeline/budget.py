@@ -46,7 +46,6 @@ class Budget:
     seconds: float | None = None
     started: float = field(default_factory=time.time)
     spent: dict[str, float] = field(default_factory=dict)
-    needs: dict[str, float] = field(default_factory=dict)  # the later stages' seconds, once search topped up
 
     @property
     def end(self) -> float | None:
@@ -58,18 +57,12 @@ class Budget:
         return None if self.end is None else max(0.0, self.end - time.time())
 
     def share(self, stage: str) -> float:
-        """``stage``'s share of the time left among the stages still to run: by the task's shares, or, once
-        the search was topped up to what the later stages are planned to need (:attr:`needs`), by those
-        needs."""
+        """``stage``'s share of the time left among the stages still to run."""
         if stage not in _SHARED:
             return 0.0
         still = [name for name in _SHARED if name in self.stages and name not in self.spent]
-        weight = self.needs.get if all(name in self.needs for name in still) else self._share
-        total = sum(weight(name) or 0.0 for name in still)
-        return (weight(stage) or 0.0) / total if total else 1.0
-
-    def _share(self, stage: str) -> float:
-        return getattr(self.shares, stage)
+        total = sum(getattr(self.shares, name) for name in still)
+        return getattr(self.shares, stage) / total if total else 1.0
 
     def deadline(self, stage: str) -> float | None:
         """``time.time()`` by which ``stage``, starting now, must end."""

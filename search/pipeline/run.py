@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from optuna.trial import FrozenTrial
 
@@ -25,25 +25,18 @@ from search.engine.study import RunSummary, StudyError, load_study, run_study, s
 from search.pipeline.budget import STAGES, Budget
 from search.selection.reference import with_reference
 
-if TYPE_CHECKING:
-    from objectives.hooks import RefitRequest
-
 __all__ = [
     "PIPELINE_ATTR",
     "PipelineResult",
     "confirm_plan",
     "fewer_replicates_plan",
-    "planned_needs",
     "prep_seconds",
-    "refit_estimate",
     "replicate_seconds",
     "run_pipeline",
-    "top_up_seconds",
 ]
 
 PIPELINE_ATTR = "pipeline"
 _SAFETY = 1.25  # a planned replicate or refit must fit this many times its estimate
-MIN_TOP_UP = 0.05  # the search is topped up only by at least this much of the budget (a start costs seconds)
 _REPLICATE_OVERHEAD_S = 1.0  # a replicate's own start and end: taking it from the queue, storing its record
 MIN_REPLICATES = 3  # fewer give a spread from one degree of freedom: too rough to rank two configurations
 
@@ -105,19 +98,12 @@ def run_pipeline(
     result = PipelineResult(summary=None)  # type: ignore[arg-type]  # set by the search or below
     if "search" in stages and "search" not in record["done"]:
         began = time.time()
-
-        def search_until(deadline: float | None) -> RunSummary:
-            return run_study(
-                task_name, study_name=name, storage=storage, data=data, n_trials=n_trials,
-                timeout=None if deadline is None else max(1.0, deadline - time.time()), deadline=deadline,
-                workers=workers, device=device, checkpoints=checkpoints, **search,
-            )  # fmt: skip
-
-        result.summary = search_until(budget.deadline("search"))
-        if timeout is not None and n_trials is None and result.summary.best_trial is not None:
-            more = _top_up(task, storage, name, budget, workers, checkpoints, log)
-            if more:
-                result.summary = _merged(result.summary, search_until(time.time() + more))
+        deadline = budget.deadline("search")
+        result.summary = run_study(
+            task_name, study_name=name, storage=storage, data=data, n_trials=n_trials,
+            timeout=None if deadline is None else max(1.0, deadline - began), deadline=deadline,
+            workers=workers, device=device, checkpoints=checkpoints, **search,
+        )  # fmt: skip
         budget.record("search", began)
         _mark(storage, name, record, "search", budget)
         result.searched = True
@@ -143,91 +129,6 @@ def run_pipeline(
         log(line)
     result.time_line = budget.where_it_went()
     return result
-
-
-def _top_up(
-    task: objectives.Task,
-    storage: str,
-    name: str,
-    budget: Budget,
-    workers: int,
-    checkpoints: str | None,
-    log: Callable[[str], None],
-) -> float:
-    """Seconds more for the search when the stages after it are planned to need less than the time left
-    (:func:`planned_needs`, :func:`top_up_seconds`); then they share what is left by those needs."""
-    from objectives.hooks import RefitRequest
-    from search.selection.confirm import top_trials
-    from search.selection.reference import reference_trial
-
-    study = load_study(storage, name)
-    teachers = _teachers(task, study, study_dir(storage, name, checkpoints))
-    request = RefitRequest(settings=dict(study.user_attrs.get("settings", {})), teachers=teachers)
-    try:
-        leaders = top_trials(study, budget.shares.top)
-    except StudyError:  # no completed trial with a configuration: nothing to plan from
-        return 0.0
-    trials = study.get_trials(deepcopy=False)
-    needs = planned_needs(task, leaders, reference_trial(study), trials, budget, workers, request)
-    left = budget.left() or 0.0
-    more = top_up_seconds(left, needs, budget)
-    if more:
-        budget.needs = needs
-        planned = " and ".join(f"{stage} ≈ {seconds:.0f} s" for stage, seconds in needs.items())
-        log(f"search: {more:.0f} s more (of the {left:.0f} s left, {planned or 'nothing'} planned after it)")
-    return more
-
-
-def planned_needs(
-    task: objectives.Task,
-    leaders: list[FrozenTrial],
-    reference: FrozenTrial | None,
-    trials: Sequence[FrozenTrial],
-    budget: Budget,
-    workers: int,
-    request: RefitRequest,
-) -> dict[str, float]:
-    """Seconds the confirmation and the refit among ``budget.stages`` are planned to need with the study's
-    ``leaders`` as they stand: the task's whole confirmation (its top trials × its replicates with the
-    ``reference``; two configurations of the leader's cost while it is the only one) and the refit
-    (``request``) of the slowest leader."""
-    from search.selection.confirm import default_plan
-
-    needs: dict[str, float] = {}
-    top, overhead = budget.shares.top, budget.shares.overhead_s
-    if "confirm" in budget.stages and task.confirmation is not None:
-        _, count = default_plan(task)
-        alone = len(with_reference(leaders, reference)) < 2
-        pair = [leaders[0], leaders[0]] if alone else leaders
-        prep = prep_seconds(trials, task.confirmation.prep_factor)
-        needs["confirm"] = confirm_plan(pair, reference, count, workers, None, top, overhead, prep)[1]
-    if "refit" in budget.stages and task.refit is not None:
-        needs["refit"] = max(refit_estimate(task, t, request, overhead) for t in leaders[:top])
-    return needs
-
-
-def top_up_seconds(left: float, needs: dict[str, float], budget: Budget) -> float:
-    """The seconds of ``left`` beyond the planned ``needs``, when they are worth another start of the search
-    (at least :data:`MIN_TOP_UP` of the budget and twice the task's ``overhead_s``); else 0."""
-    surplus = left - sum(needs.values())
-    least = max(2 * budget.shares.overhead_s, MIN_TOP_UP * (budget.seconds or 0.0))
-    return surplus if surplus >= least else 0.0
-
-
-def refit_estimate(
-    task: objectives.Task, trial: FrozenTrial, request: RefitRequest, overhead: float
-) -> float:
-    """Seconds ``trial``'s refit is planned to take (the task's ``Refit.seconds``, else a replicate's), with
-    :data:`_SAFETY` and the ``overhead`` of a start."""
-    seconds = task.refit.seconds(trial, request) if task.refit and task.refit.seconds else None
-    return overhead + _SAFETY * (replicate_seconds(trial) if seconds is None else seconds)
-
-
-def _merged(first: RunSummary, more: RunSummary) -> RunSummary:
-    """The summary of a search topped up by ``more``: the study as it stands after it, every new trial."""
-    return replace(
-        more, new_trials=first.new_trials + more.new_trials, at_deadline=first.at_deadline + more.at_deadline
-    )
 
 
 def replicate_seconds(trial: FrozenTrial) -> float:
@@ -367,7 +268,8 @@ def _refit(task: objectives.Task, storage: str, name: str, budget: Budget, **opt
     teachers = _teachers(task, study, study_dir(storage, name, options["checkpoints"]))
 
     def estimate(request: RefitRequest) -> float:
-        return refit_estimate(task, trial, request, budget.shares.overhead_s)
+        seconds = task.refit.seconds(trial, request) if task.refit.seconds else replicate_seconds(trial)
+        return budget.shares.overhead_s + _SAFETY * seconds
 
     distilled = estimate(RefitRequest(settings=settings, teachers=teachers)) if teachers else math.inf
     plain = estimate(RefitRequest(settings=settings))

@@ -8,18 +8,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-import objectives
 from objectives import BudgetShares
-from objectives.hooks import RefitRequest
 from search.pipeline.budget import STAGES, Budget, parse_stages
-from search.pipeline.run import (
-    confirm_plan,
-    fewer_replicates_plan,
-    planned_needs,
-    prep_seconds,
-    replicate_seconds,
-    top_up_seconds,
-)
+from search.pipeline.run import confirm_plan, fewer_replicates_plan, prep_seconds, replicate_seconds
 
 
 def trial(number: int, seconds: float, **attrs) -> optuna.trial.FrozenTrial:
@@ -119,43 +110,3 @@ def test_an_expensive_leader_is_confirmed_over_fewer_replicates_rather_than_not_
     assert plan(2000.0)[1] == 5  # all fit
     assert plan(1100.0) == (0, 5, 0.0)
     assert plan(100.0, count=2)[:2] == (0, 2)  # never below 2 seeds
-
-
-def test_after_a_top_up_the_later_stages_share_the_time_left_by_their_planned_needs() -> None:
-    budget = Budget(BudgetShares(search=0.5, confirm=0.35, refit=0.15), STAGES, seconds=600)
-    budget.needs = {"confirm": 90.0, "refit": 30.0}
-    assert budget.share("search") == pytest.approx(0.5)  # the search itself: still the task's shares
-    budget.spent["search"] = 500.0
-    assert budget.share("confirm") == pytest.approx(0.75) and budget.share("refit") == pytest.approx(0.25)
-    budget.spent["confirm"] = 80.0
-    assert budget.share("refit") == 1.0
-
-
-def test_the_search_is_topped_up_by_what_the_later_stages_are_not_planned_to_need() -> None:
-    budget = Budget(BudgetShares(search=0.5, confirm=0.35, refit=0.15, overhead_s=8.0), STAGES, seconds=1200)
-    assert top_up_seconds(600.0, {"confirm": 300.0, "refit": 100.0}, budget) == pytest.approx(200.0)
-    assert top_up_seconds(450.0, {"confirm": 300.0, "refit": 100.0}, budget) == 0.0  # 50 s < 5 % of 1200
-    assert top_up_seconds(300.0, {"confirm": 300.0, "refit": 100.0}, budget) == 0.0  # short: never negative
-    small = Budget(BudgetShares(overhead_s=3.0), STAGES, seconds=60)
-    assert top_up_seconds(20.0, {"refit": 15.0}, small) == 0.0  # 5 s: less than two starts of the search
-    assert top_up_seconds(20.0, {"refit": 13.0}, small) == pytest.approx(7.0)
-
-
-def test_the_needs_planned_after_the_search_are_the_whole_confirmation_and_the_slowest_leaders_refit() -> (
-    None
-):
-    task = objectives.get_task("numpy-mlp")  # 5 folds, overhead 3 s, top 3, refit as long as a replicate
-    shares = task.budget
-    budget = Budget(shares, STAGES, seconds=120)
-    reference = trial(0, 5.0, train_seconds=5.0, folds=5)  # 1 s a replicate
-    leaders = [trial(1, 10.0, train_seconds=10.0, folds=5), trial(2, 5.0, train_seconds=5.0, folds=5)]
-    request = RefitRequest(settings={})
-    needs = planned_needs(task, leaders, reference, [reference, *leaders], budget, 1, request)
-    # 3 configurations × 5 folds of (2 + 1) s, ×1.25, + 3 s; the refit of the slowest leader: 3 + 1.25 × 2 s
-    assert needs == {"confirm": pytest.approx(3.0 + 1.25 * 15 * 3.0), "refit": pytest.approx(3.0 + 2.5)}
-    alone = planned_needs(task, [reference], reference, [reference], budget, 1, request)
-    assert alone["confirm"] == pytest.approx(3.0 + 1.25 * 10 * 2.0)  # room for it and one more
-    searched = Budget(shares, ("search", "refit"), seconds=120)
-    assert set(planned_needs(task, leaders, reference, [reference, *leaders], searched, 1, request)) == {
-        "refit"
-    }
