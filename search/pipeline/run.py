@@ -332,8 +332,7 @@ def _ensemble(task: objectives.Task, storage: str, name: str, budget: Budget, **
     store_choice(study, best)
     if best is None:
         top = max(tried, key=lambda e: e.gain)
-        gains = top.gain > 0 and top.gain > 2 * top.gain_se
-        why = over_cpu_limit(study.get_trials(deepcopy=False), top) if gains else None
+        why = over_cpu_limit(study.get_trials(deepcopy=False), top) if top.beyond_noise else None
         return (
             f"ensemble: none (the best, {top.describe()}, {why or 'is not above twice its standard error'})"
         )

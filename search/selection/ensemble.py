@@ -110,6 +110,11 @@ class EnsembleEstimate:
         """The rule for using the ensemble: its mean paired gain over the replicates is positive."""
         return self.gain > 0
 
+    @property
+    def beyond_noise(self) -> bool:
+        """The confirmation rule: the mean paired gain is positive and above twice its standard error."""
+        return self.gain > 0 and self.gain > 2 * self.gain_se
+
     def describe(self) -> str:
         """One line: members, both figures and the paired gain ± se."""
         what = (
@@ -246,9 +251,7 @@ def choose_ensemble(
         if k > 1 or flip
     ]
     trials = study.get_trials(deepcopy=False)
-    gaining = [
-        e for e in tried if e.gain > 0 and e.gain > 2 * e.gain_se and over_cpu_limit(trials, e) is None
-    ]
+    gaining = [e for e in tried if e.beyond_noise and over_cpu_limit(trials, e) is None]
     return max(gaining, key=lambda e: e.gain, default=None), tried
 
 
